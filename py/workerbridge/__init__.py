@@ -1,0 +1,66 @@
+"""workerbridge: Python in Pyodide Web Workers, driven from a PyScript page.
+
+    from workerbridge import WorkerBridge
+    digest = await WorkerBridge.crypto.hash_file(file, "SHA-256")
+"""
+
+from ._bridge import WorkerBridge
+from ._envelope import PROTOCOL_VERSION, Kind, Priority
+from ._errors import (
+    CancelledError,
+    IntegrityError,
+    InvalidInputError,
+    InvalidTypeError,
+    ProtocolError,
+    QueueFullError,
+    RemoteError,
+    RequestTimeoutError,
+    ShutdownError,
+    UnknownOperationError,
+    UnsupportedError,
+    VersionMismatchError,
+    WorkerBridgeError,
+    WorkerCrashedError,
+)
+from ._protocol import Connection, ConnectionStats
+from ._runtime import Context, handler
+from ._shared import (
+    ProgressInfo,
+    SharedCancellation,
+    SharedCounter,
+    SharedFlag,
+    SharedProgress,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "CancelledError",
+    "Connection",
+    "ConnectionStats",
+    "Context",
+    "IntegrityError",
+    "InvalidInputError",
+    "InvalidTypeError",
+    "Kind",
+    "Priority",
+    "ProgressInfo",
+    "ProtocolError",
+    "QueueFullError",
+    "RemoteError",
+    "RequestTimeoutError",
+    "SharedCancellation",
+    "SharedCounter",
+    "SharedFlag",
+    "SharedProgress",
+    "ShutdownError",
+    "UnknownOperationError",
+    "UnsupportedError",
+    "VersionMismatchError",
+    "WorkerBridge",
+    "WorkerBridgeError",
+    "WorkerCrashedError",
+    "__version__",
+    "handler",
+]

@@ -1,0 +1,187 @@
+"""The wire protocol: one enum of message kinds, one frozen dataclass per envelope.
+
+On the wire an envelope is a plain object (a dict on the host, a JS object in the
+browser) with a version field ``v`` and a ``kind``. Every request carries an integer id;
+responses, errors and progress reports name the id they answer. ``web/glue.mjs`` mirrors
+the field names below and nothing else.
+
+This module imports only the standard library: it runs unchanged on the host, on the
+main thread's Pyodide and in every worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum, IntEnum
+from typing import Any, Final, TypeAlias
+
+from ._errors import ProtocolError, VersionMismatchError
+
+PROTOCOL_VERSION: Final = 1
+MAX_ID: Final = 2**31 - 1  # ids double as Int32 slots in the worker's control buffer
+
+
+class Kind(str, Enum):
+    REQUEST = "request"
+    RESPONSE = "response"
+    ERROR = "error"
+    PROGRESS = "progress"
+    CANCEL = "cancel"
+    READY = "ready"
+
+
+class Priority(IntEnum):
+    LOW = 0
+    NORMAL = 1
+    HIGH = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    id: int
+    channel: str
+    op: str
+    payload: Any = None
+    priority: Priority = Priority.NORMAL
+    timeout: float | None = None  # seconds, as asked by the caller; informational for the worker
+    correlation: str | None = None
+    progress: Any = None  # a SharedArrayBuffer under isolation, True for PROGRESS envelopes
+    cancel: Any = None  # a SharedArrayBuffer of the caller's SharedCancellation, if any
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    id: int
+    payload: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    id: int | None
+    code: str
+    message: str
+    error_type: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    id: int
+    done: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    payload: Any = None
+
+
+Envelope: TypeAlias = Request | Response | Error | Progress | Cancel | Ready
+
+_KIND_OF: Final[dict[type, Kind]] = {
+    Request: Kind.REQUEST,
+    Response: Kind.RESPONSE,
+    Error: Kind.ERROR,
+    Progress: Kind.PROGRESS,
+    Cancel: Kind.CANCEL,
+    Ready: Kind.READY,
+}
+
+
+def encode(env: Envelope) -> dict[str, Any]:
+    """The wire form of an envelope: a flat dict, ``None`` fields left out."""
+    out: dict[str, Any] = {"v": PROTOCOL_VERSION, "kind": _KIND_OF[type(env)].value}
+    for name in env.__slots__:  # type: ignore[union-attr]
+        value = getattr(env, name)
+        if value is not None:
+            out[name] = int(value) if isinstance(value, Priority) else value
+    return out
+
+
+class DecodeError(ProtocolError):
+    """A message that is not a valid envelope; ``request_id`` is set when one was readable."""
+
+    def __init__(self, message: str, request_id: int | None = None, code: str = "") -> None:
+        super().__init__(message)
+        self.request_id = request_id
+        self.code = code or ProtocolError.code
+
+
+def _id(raw: Mapping[str, Any], *, required: bool = True) -> int | None:
+    value = raw.get("id")
+    if value is None and not required:
+        return None
+    # bool is an int subclass; JS numbers arrive as int or float.
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= MAX_ID:
+        raise DecodeError("envelope id must be an integer in 1..2**31-1")
+    return value
+
+
+def _str(raw: Mapping[str, Any], key: str, request_id: int | None) -> str:
+    value = raw.get(key)
+    if not isinstance(value, str) or not value:
+        raise DecodeError(f"envelope field {key!r} must be a non-empty string", request_id)
+    return value
+
+
+def _count(raw: Mapping[str, Any], key: str, request_id: int) -> int:
+    value = raw.get(key)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise DecodeError(f"envelope field {key!r} must be a non-negative integer", request_id)
+    return value
+
+
+def decode(raw: object) -> Envelope:
+    """Validate a wire message and build its envelope; raise ``DecodeError`` if invalid."""
+    if not isinstance(raw, Mapping):
+        raise DecodeError("envelope must be an object")
+    version = raw.get("v")
+    if version != PROTOCOL_VERSION:
+        rid = raw.get("id") if isinstance(raw.get("id"), int) else None
+        raise DecodeError(
+            f"unsupported protocol version {version!r} (this side speaks {PROTOCOL_VERSION})",
+            rid,
+            VersionMismatchError.code,
+        )
+    try:
+        kind = Kind(raw.get("kind"))
+    except ValueError:
+        raise DecodeError("unknown envelope kind") from None
+    if kind is Kind.READY:
+        return Ready(raw.get("payload"))
+    if kind is Kind.ERROR:
+        rid = _id(raw, required=False)
+        error_type = raw.get("error_type", "")
+        return Error(rid, _str(raw, "code", rid), str(raw.get("message", "")),
+                     error_type if isinstance(error_type, str) else "")
+    rid = _id(raw)
+    assert rid is not None
+    if kind is Kind.REQUEST:
+        priority = raw.get("priority", Priority.NORMAL)
+        try:
+            priority = Priority(priority)
+        except ValueError:
+            raise DecodeError("envelope field 'priority' must be 0, 1 or 2", rid) from None
+        timeout = raw.get("timeout")
+        if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+            raise DecodeError("envelope field 'timeout' must be a positive number", rid)
+        correlation = raw.get("correlation")
+        if correlation is not None and not isinstance(correlation, str):
+            raise DecodeError("envelope field 'correlation' must be a string", rid)
+        return Request(rid, _str(raw, "channel", rid), _str(raw, "op", rid),
+                       raw.get("payload"), priority, timeout, correlation,
+                       raw.get("progress"), raw.get("cancel"))
+    if kind is Kind.RESPONSE:
+        return Response(rid, raw.get("payload"))
+    if kind is Kind.PROGRESS:
+        return Progress(rid, _count(raw, "done", rid), _count(raw, "total", rid))
+    return Cancel(rid)

@@ -1,0 +1,157 @@
+"""One exception hierarchy for everything workerbridge raises.
+
+    WorkerBridgeError
+    ├── InvalidInputError (ValueError)          bad argument value: unknown algorithm, empty key …
+    │   └── InvalidTypeError (TypeError)        an argument of the wrong type
+    ├── UnsupportedError                        the browser lacks the engine (brotli, zstd …)
+    ├── IntegrityError                          data failed authentication or verification
+    ├── ProtocolError                           a malformed envelope
+    │   ├── VersionMismatchError                the other side speaks another protocol version
+    │   └── UnknownOperationError               no handler is registered for (channel, op)
+    ├── RemoteError                             a handler raised something unexpected
+    ├── WorkerCrashedError                      the worker died or failed to boot
+    ├── RequestTimeoutError (TimeoutError)      no answer within the request's timeout
+    ├── ShutdownError                           the bridge/pool was closed with calls pending
+    ├── QueueFullError                          the pool's queue is at its cap
+    └── CancelledError (asyncio.CancelledError) cancelled through a `cancel=` token
+
+Errors cross between threads as ERROR envelopes carrying a `code` (the class attribute
+below) and a message — never as pickled objects. `error_from_code` maps a code back to the
+class on the receiving side; an unknown code becomes `RemoteError`.
+
+Messages never carry payload data: handlers raise these with messages they compose
+themselves, and any other exception crosses as its type name only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+
+class WorkerBridgeError(Exception):
+    """Base of every exception raised by workerbridge."""
+
+    code = "error"
+
+
+class InvalidInputError(WorkerBridgeError, ValueError):
+    """An argument has the right type but a value that cannot be used."""
+
+    code = "invalid_input"
+
+
+class InvalidTypeError(InvalidInputError, TypeError):
+    """An argument has a type the operation does not accept."""
+
+    code = "invalid_type"
+
+
+class UnsupportedError(WorkerBridgeError):
+    """The operation needs an engine this browser does not provide."""
+
+    code = "unsupported"
+
+
+class IntegrityError(WorkerBridgeError):
+    """Data failed authentication or verification (tampered, truncated, reordered)."""
+
+    code = "integrity"
+
+
+class ProtocolError(WorkerBridgeError):
+    """A message that does not follow the envelope schema, or speaks another version."""
+
+    code = "protocol"
+
+
+class VersionMismatchError(ProtocolError):
+    """The envelope carries a protocol version this side does not speak."""
+
+    code = "version"
+
+
+class UnknownOperationError(ProtocolError):
+    """No handler is registered for the requested (channel, op)."""
+
+    code = "unknown_op"
+
+
+class RemoteError(WorkerBridgeError):
+    """A handler raised an exception that is not a WorkerBridgeError.
+
+    Only the exception's type name crosses (``remote_type``); its message may contain
+    payload data and stays in the worker's console.
+    """
+
+    code = "remote"
+
+    def __init__(self, message: str, remote_type: str = "") -> None:
+        super().__init__(message)
+        self.remote_type = remote_type
+
+
+class WorkerCrashedError(WorkerBridgeError):
+    """The worker running the request died, was terminated, or failed to boot."""
+
+    code = "crashed"
+
+
+class RequestTimeoutError(WorkerBridgeError, TimeoutError):
+    """No answer arrived within the request's timeout."""
+
+    code = "timeout"
+
+
+class ShutdownError(WorkerBridgeError):
+    """The bridge or pool was closed while the request was pending."""
+
+    code = "shutdown"
+
+
+class QueueFullError(WorkerBridgeError):
+    """The pool's queue is at its cap; the request was not accepted."""
+
+    code = "queue_full"
+
+
+class CancelledError(WorkerBridgeError, asyncio.CancelledError):
+    """The request was cancelled through a ``cancel=`` token (``SharedCancellation``).
+
+    A subclass of ``asyncio.CancelledError``, so code that handles task cancellation
+    handles this too.
+    """
+
+    code = "cancelled"
+
+
+_BY_CODE: dict[str, type[WorkerBridgeError]] = {
+    cls.code: cls
+    for cls in (
+        WorkerBridgeError,
+        InvalidInputError,
+        InvalidTypeError,
+        UnsupportedError,
+        IntegrityError,
+        ProtocolError,
+        VersionMismatchError,
+        UnknownOperationError,
+        RemoteError,
+        WorkerCrashedError,
+        RequestTimeoutError,
+        ShutdownError,
+        QueueFullError,
+        CancelledError,
+    )
+}
+
+
+def error_from_code(code: str, message: str, remote_type: str = "") -> WorkerBridgeError:
+    """Rebuild the exception an ERROR envelope describes."""
+    cls = _BY_CODE.get(code, RemoteError)
+    if cls is RemoteError:
+        return RemoteError(message, remote_type)
+    return cls(message)
+
+
+def known_codes() -> frozenset[str]:
+    return frozenset(_BY_CODE)

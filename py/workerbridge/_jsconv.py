@@ -1,0 +1,94 @@
+"""Python <-> JS conversion of wire messages (browser only; imported lazily).
+
+An envelope crosses in one of two encodings of the same schema. When it holds only
+JSON-able values it is posted as JSON text: one string crosses the FFI each way, which
+measured several times cheaper than building a JS object from a dict field by field.
+When it holds binary data or JS objects it is posted as a structured-cloneable object.
+
+Binary data never goes through Pyodide's generic conversion: ArrayBuffers, typed arrays,
+Blobs and SharedArrayBuffers stay JS objects on the way in (handlers decide how to read
+them), and Python bytes become fresh ArrayBuffers that are transferred, not cloned.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import js
+from pyodide.ffi import JsProxy, to_js
+
+_PLAIN = "[object Object]"
+_ARRAY = "[object Array]"
+_BUFFER = "[object ArrayBuffer]"
+
+_to_string = js.Object.prototype.toString
+_from_entries = js.Object.fromEntries
+
+
+def _tag(value: JsProxy) -> str:
+    return str(_to_string.call(value))
+
+
+def bytes_to_js(data: bytes | bytearray | memoryview) -> Any:
+    """Copy Python bytes into a new ArrayBuffer (the one copy the page cannot avoid)."""
+    view = memoryview(data).cast("B")
+    u8 = js.Uint8Array.new(view.nbytes)
+    u8.assign(view)
+    return u8.buffer
+
+
+def to_wire(value: Any, transfer: list[Any]) -> Any:
+    """Convert a message for postMessage; bytes become ArrayBuffers added to ``transfer``."""
+    if isinstance(value, dict):
+        return _from_entries(to_js([[k, to_wire(v, transfer)] for k, v in value.items()],
+                                   create_pyproxies=False))
+    if isinstance(value, list | tuple):
+        return to_js([to_wire(v, transfer) for v in value], create_pyproxies=False)
+    if isinstance(value, bytes | bytearray | memoryview):
+        buf = bytes_to_js(value)
+        transfer.append(buf)
+        return buf
+    return value
+
+
+def message_to_js(message: dict[str, Any], transfer: list[Any]) -> Any:
+    """A wire dict ready for postMessage: JSON text if it can be, else a JS object."""
+    if not transfer:
+        try:
+            return json.dumps(message, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError):
+            pass  # bytes, JsProxy values or NaN: fall back to structured clone
+    return to_wire(message, transfer)
+
+
+def from_wire(value: Any, *, buffers_to_bytes: bool) -> Any:
+    """Convert a received JS value to Python.
+
+    Plain objects become dicts and arrays lists, recursively. ArrayBuffers become bytes
+    when ``buffers_to_bytes`` (the page's view of results); otherwise they, typed arrays,
+    Blobs and every other JS object stay JsProxy objects (the worker's view of payloads).
+    """
+    if not isinstance(value, JsProxy):
+        return value
+    tag = _tag(value)
+    if tag == _PLAIN:
+        return {str(k): from_wire(v, buffers_to_bytes=buffers_to_bytes)
+                for k, v in js.Object.entries(value)}
+    if tag == _ARRAY:
+        return [from_wire(v, buffers_to_bytes=buffers_to_bytes) for v in value]
+    if buffers_to_bytes and tag == _BUFFER:
+        return value.to_bytes()
+    return value
+
+
+def envelope_from_js(data: Any) -> Any:
+    """The top level of a received envelope as a dict (payloads converted separately)."""
+    if isinstance(data, str):
+        try:
+            return json.loads(data)
+        except ValueError:
+            return data  # not an envelope; decode() says so
+    if isinstance(data, JsProxy) and _tag(data) == _PLAIN:
+        return data.to_py(depth=1)
+    return data.to_py() if isinstance(data, JsProxy) else data

@@ -1,0 +1,282 @@
+"""Request/response matching over one transport: ids, timeouts, progress, cancellation.
+
+A ``Connection`` talks to one worker through an injected ``Transport`` (a real Worker in
+the browser, ``LoopbackTransport`` on the host). Every request it sends is tracked by id
+until it settles — on a response, an error, a timeout, a cancel, a crash (``fail_all``)
+or ``destroy`` — so no caller is ever left waiting on a future nobody will resolve.
+
+Pure logic: imports only the standard library and the layers above it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ._envelope import (
+    MAX_ID,
+    Cancel,
+    DecodeError,
+    Error,
+    Priority,
+    Progress,
+    Ready,
+    Request,
+    Response,
+    decode,
+    encode,
+)
+from ._errors import (
+    CancelledError,
+    RequestTimeoutError,
+    ShutdownError,
+    WorkerBridgeError,
+    error_from_code,
+)
+from ._shared import ProgressInfo, SharedCancellation, SharedProgress, Unsubscribe
+
+log = logging.getLogger("workerbridge")
+
+ProgressCallback = Callable[[ProgressInfo], Any]
+
+
+class Transport(Protocol):
+    """What a Connection needs from the platform."""
+
+    @property
+    def isolated(self) -> bool:
+        """True when SharedArrayBuffers reach the other side (progress/cancel without messages)."""
+        ...
+
+    def send(self, message: dict[str, Any], transfer: Sequence[Any]) -> None:
+        """Post one wire message, moving the objects in ``transfer`` instead of copying them."""
+        ...
+
+    def interrupt(self, request_id: int) -> None:
+        """Stop ``request_id`` now if it is running Python (the interrupt buffer), else no-op."""
+        ...
+
+
+@dataclass(slots=True)
+class _Pending:
+    future: asyncio.Future[Any]
+    started: float
+    progress: SharedProgress | None = None
+    cleanups: list[Unsubscribe] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionStats:
+    pending: int  # calls whose caller is still waiting
+    in_flight: int  # requests the worker has not answered yet (includes cancelled ones)
+    completed: int
+    failed: int
+    average_response_ms: float
+    oldest_pending_ms: float
+
+
+class Connection:
+    """Sends requests to one worker and settles each caller's future exactly once."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        default_timeout: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        on_ready: Callable[[Any], None] | None = None,
+    ) -> None:
+        self.transport = transport
+        self.default_timeout = default_timeout
+        self._clock = clock
+        self._on_ready = on_ready
+        self._ids = itertools.count(1)
+        self._pending: dict[int, _Pending] = {}
+        self._in_flight: set[int] = set()
+        self._completed = 0
+        self._failed = 0
+        self._total_response = 0.0
+        self._closed: WorkerBridgeError | None = None
+
+    # --- sending ---------------------------------------------------------------------------
+
+    def _next_id(self) -> int:
+        rid = next(self._ids)
+        if rid > MAX_ID:
+            self._ids = itertools.count(2)
+            rid = 1
+        return rid
+
+    async def request(
+        self,
+        channel: str,
+        op: str,
+        payload: Any = None,
+        *,
+        transfer: Sequence[Any] = (),
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        cancel: SharedCancellation | None = None,
+        priority: Priority = Priority.NORMAL,
+        correlation: str | None = None,
+    ) -> Any:
+        """Send one request and wait for its result.
+
+        ``timeout`` is in seconds (``None``: the connection's default, which may be no
+        limit). Cancelling the awaiting task, or ``cancel.cancel()``, stops the work in
+        the worker and raises ``asyncio.CancelledError`` / ``workerbridge.CancelledError``.
+        """
+        if self._closed is not None:
+            raise type(self._closed)(str(self._closed))
+        if cancel is not None and cancel.is_cancelled():
+            raise CancelledError("the cancel token was already cancelled")
+        loop = asyncio.get_running_loop()
+        rid = self._next_id()
+        entry = _Pending(loop.create_future(), self._clock())
+        progress_field: Any = None
+        if on_progress is not None:
+            entry.progress = SharedProgress(shared=self.transport.isolated)
+            entry.cleanups.append(entry.progress.subscribe(on_progress))
+            progress_field = entry.progress.buffer if entry.progress.is_shared else True
+        if cancel is not None:
+            entry.cleanups.append(cancel.subscribe(lambda _: self.cancel_request(rid, token=True)))
+        timeout = self.default_timeout if timeout is None else timeout
+        if timeout is not None:
+            handle = loop.call_later(timeout, self._expire, rid, timeout)
+            entry.cleanups.append(handle.cancel)
+        self._pending[rid] = entry
+        message = Request(rid, channel, op, payload, priority, timeout, correlation,
+                          progress_field, cancel.buffer if cancel is not None else None)
+        try:
+            self.transport.send(encode(message), transfer)
+        except BaseException:
+            self._settle(rid)
+            raise
+        self._in_flight.add(rid)
+        try:
+            result = await entry.future
+        except asyncio.CancelledError:
+            if rid in self._pending:  # our caller's task was cancelled, not the future
+                self.cancel_request(rid)
+            raise
+        finally:
+            self._settle(rid)
+        if on_progress is not None and entry.progress is not None:
+            last = entry.progress.get()
+            total = max(last.total, last.done)
+            on_progress(ProgressInfo(total, total, final=True))
+        return result
+
+    def _settle(self, rid: int) -> None:
+        entry = self._pending.pop(rid, None)
+        if entry is None:
+            return
+        for cleanup in entry.cleanups:
+            cleanup()
+        if not entry.future.done():
+            entry.future.cancel()
+
+    def _reject(self, rid: int, exc: BaseException) -> None:
+        entry = self._pending.get(rid)
+        if entry is not None and not entry.future.done():
+            self._failed += 1
+            entry.future.set_exception(exc)
+
+    def _expire(self, rid: int, timeout: float) -> None:
+        if rid in self._pending:
+            self._send_cancel(rid)
+            self._reject(rid, RequestTimeoutError(f"no answer within {timeout:g} s"))
+
+    def _send_cancel(self, rid: int) -> None:
+        if rid not in self._in_flight:
+            return
+        self.transport.interrupt(rid)
+        try:
+            self.transport.send(encode(Cancel(rid)), ())
+        except Exception:  # noqa: BLE001 - a dead transport is reported by its crash path
+            log.debug("could not send CANCEL for %d", rid, exc_info=True)
+
+    def cancel_request(self, rid: int, *, token: bool = False) -> bool:
+        """Stop request ``rid`` in the worker and reject its caller; False if not pending."""
+        if rid not in self._pending:
+            return False
+        self._send_cancel(rid)
+        entry = self._pending[rid]
+        if not entry.future.done():
+            if token:
+                self._reject(rid, CancelledError("cancelled through its cancel token"))
+            else:
+                entry.future.cancel()
+        return True
+
+    def cancel_all(self) -> int:
+        """Cancel every pending request; returns how many there were."""
+        return sum(self.cancel_request(rid) for rid in list(self._pending))
+
+    # --- receiving -------------------------------------------------------------------------
+
+    def handle_message(self, raw: Mapping[str, Any]) -> None:
+        """Route one message from the worker to the caller it answers."""
+        try:
+            env = decode(raw)
+        except DecodeError as exc:
+            log.warning("dropping a malformed message from the worker: %s", exc)
+            if exc.request_id is not None:
+                self._in_flight.discard(exc.request_id)
+                self._reject(exc.request_id, exc)
+            return
+        if isinstance(env, Response):
+            self._in_flight.discard(env.id)
+            entry = self._pending.get(env.id)
+            if entry is not None and not entry.future.done():
+                self._completed += 1
+                self._total_response += self._clock() - entry.started
+                entry.future.set_result(env.payload)
+        elif isinstance(env, Error):
+            if env.id is None:
+                log.warning("worker reported an error: %s (%s)", env.message, env.code)
+                return
+            self._in_flight.discard(env.id)
+            self._reject(env.id, error_from_code(env.code, env.message, env.error_type))
+        elif isinstance(env, Progress):
+            entry = self._pending.get(env.id)
+            if entry is not None and entry.progress is not None and not entry.progress.is_shared:
+                entry.progress.set(env.done, env.total)
+        elif isinstance(env, Ready):
+            if self._on_ready is not None:
+                self._on_ready(env.payload)
+        else:
+            log.warning("ignoring a %s envelope sent by the worker", type(env).__name__)
+
+    # --- state -----------------------------------------------------------------------------
+
+    @property
+    def pending_ids(self) -> frozenset[int]:
+        return frozenset(self._pending)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def stats(self) -> ConnectionStats:
+        now = self._clock()
+        oldest = min((e.started for e in self._pending.values()), default=now)
+        avg = self._total_response / self._completed if self._completed else 0.0
+        return ConnectionStats(len(self._pending), len(self._in_flight), self._completed,
+                               self._failed, avg * 1000, (now - oldest) * 1000)
+
+    def fail_all(self, exc: WorkerBridgeError) -> None:
+        """Reject every pending call with ``exc`` (the worker died); the connection stays usable."""
+        self._in_flight.clear()
+        for rid in list(self._pending):
+            self._reject(rid, type(exc)(str(exc)))
+
+    def destroy(self, exc: WorkerBridgeError | None = None) -> None:
+        """Reject everything pending and refuse new requests."""
+        self._closed = exc or ShutdownError("the connection was closed")
+        self.fail_all(self._closed)

@@ -1,0 +1,286 @@
+"""The worker side: a registry of handlers and the loop that dispatches requests to them.
+
+Handlers are plain async functions registered under a (channel, op) pair::
+
+    @handler("images", "thumbnail")
+    async def thumbnail(ctx: Context, payload: dict) -> bytes: ...
+
+Only registered handlers run: a message names an operation, never code. Each request
+gets a ``Context`` for progress, cancellation and transfer. A handler is stopped by
+``asyncio.CancelledError`` raised at its next ``await`` (a CANCEL envelope), or — under
+cross-origin isolation — in the middle of pure-Python work, through Pyodide's interrupt
+buffer (see ``Runtime.on_interrupt``).
+
+Pure logic: the platform is reached only through the ``post`` callable and the control
+cells handed in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from ._envelope import Cancel, DecodeError, Error, Progress, Ready, Request, Response, decode, encode
+from ._errors import CancelledError, UnknownOperationError, WorkerBridgeError
+from ._shared import POLL_INTERVAL, SharedCancellation, SharedProgress, _Cells
+
+log = logging.getLogger("workerbridge.runtime")
+
+Handler = Callable[["Context", Any], Awaitable[Any]]
+Post = Callable[[dict[str, Any], Sequence[Any]], None]
+F = TypeVar("F", bound=Handler)
+
+_REGISTRY: dict[tuple[str, str], Handler] = {}
+
+# Slot 0 of the control buffer is Pyodide's interrupt word; slot 1 names the request id the
+# page wants stopped, so a late interrupt never stops the request that came after it.
+CONTROL_SLOTS = 2
+TARGET_SLOT = 1
+
+
+def handler(channel: str, op: str) -> Callable[[F], F]:
+    """Register an async function as the handler of ``(channel, op)``."""
+
+    def register(fn: F) -> F:
+        if not asyncio.iscoroutinefunction(fn):
+            raise TypeError(f"handler {channel}.{op} must be an async function")
+        _REGISTRY[(channel, op)] = fn
+        return fn
+
+    return register
+
+
+def registered_ops() -> list[str]:
+    return sorted(f"{c}.{o}" for c, o in _REGISTRY)
+
+
+@dataclass(slots=True)
+class _Active:
+    task: asyncio.Task[Any] | None = None
+    cancelled: bool = False
+
+
+@dataclass(slots=True)
+class Context:
+    """What a handler gets besides its payload: progress, cancellation, transfer."""
+
+    request_id: int
+    channel: str
+    op: str
+    isolated: bool
+    _runtime: Runtime
+    _state: _Active
+    _progress: SharedProgress | None = None
+    _progress_messages: bool = False
+    _token: SharedCancellation | None = None
+    _transfer: list[Any] = field(default_factory=list)
+    _last_sent: float = 0.0
+    _total: int = 0
+
+    @property
+    def cancelled(self) -> bool:
+        token = self._token
+        return self._state.cancelled or (token is not None and token.is_cancelled())
+
+    def check_cancelled(self) -> None:
+        """Raise ``CancelledError`` if the caller has cancelled this request."""
+        if self.cancelled:
+            raise CancelledError("cancelled by the caller")
+
+    async def checkpoint(self) -> None:
+        """Check for cancellation between chunks.
+
+        Without isolation a CANCEL envelope can only arrive while we yield to the event
+        loop, so yield once; with isolation the shared buffers are read directly.
+        """
+        if not self.isolated:
+            await asyncio.sleep(0)
+        self.check_cancelled()
+
+    def set_total(self, total: int) -> None:
+        self._total = total
+        self.progress(0, total)
+
+    def progress(self, done: int, total: int | None = None) -> None:
+        """Report ``done`` of ``total`` units (bytes for file work)."""
+        if total is not None:
+            self._total = total
+        if self._progress is not None:
+            self._progress.set(done, self._total)
+        elif self._progress_messages:
+            now = time.monotonic()
+            if now - self._last_sent >= POLL_INTERVAL:
+                self._last_sent = now
+                self._runtime.post(encode(Progress(self.request_id, done, self._total)), ())
+
+    def transfer(self, obj: Any) -> Any:
+        """Move ``obj`` (an ArrayBuffer) to the caller with the response instead of copying."""
+        self._transfer.append(obj)
+        return obj
+
+
+class Runtime:
+    """Dispatches envelopes to registered handlers and posts their answers."""
+
+    def __init__(
+        self,
+        post: Post,
+        *,
+        control: _Cells | None = None,
+        isolated: bool = False,
+        convert_payload: Callable[[Any], Any] = lambda p: p,
+    ) -> None:
+        self.post = post
+        self.control = control
+        self.isolated = isolated
+        self._convert = convert_payload
+        self._active: dict[int, _Active] = {}
+        self._starting: int | None = None
+        self.served = 0
+        self.cancelled = 0
+
+    def ready(self, **info: Any) -> None:
+        payload = {"ops": registered_ops(), "isolated": self.isolated, **info}
+        if self.control is not None:
+            payload["control"] = self.control.buffer
+        self.post(encode(Ready(payload)), ())
+
+    def _error(self, rid: int | None, exc: BaseException) -> None:
+        if isinstance(exc, WorkerBridgeError):
+            code, message, kind = exc.code, str(exc), type(exc).__name__
+        elif isinstance(exc, asyncio.CancelledError):
+            code, message, kind = CancelledError.code, "cancelled by the caller", "CancelledError"
+        else:
+            # Foreign messages may quote payload data: only the type name leaves the worker.
+            log.error("handler for request %s raised", rid, exc_info=exc)
+            code, kind = "remote", type(exc).__name__
+            message = f"the handler raised {kind}"
+        self.post(encode(Error(rid, code, message, kind)), ())
+
+    def handle(self, raw: object) -> None:
+        """Process one incoming message. Never raises: problems become ERROR envelopes."""
+        try:
+            env = decode(raw)
+        except DecodeError as exc:
+            self.post(encode(Error(exc.request_id, exc.code, str(exc), "ProtocolError")), ())
+            return
+        if isinstance(env, Request):
+            self._start(env)
+        elif isinstance(env, Cancel):
+            state = self._active.get(env.id)
+            if state is not None:
+                state.cancelled = True
+                if state.task is not None:
+                    state.task.cancel()
+        else:
+            message = f"a worker does not accept {type(env).__name__.upper()} envelopes"
+            rid = getattr(env, "id", None)
+            self.post(encode(Error(rid, "protocol", message, "ProtocolError")), ())
+
+    def _start(self, req: Request) -> None:
+        fn = _REGISTRY.get((req.channel, req.op))
+        if fn is None:
+            self._error(req.id, UnknownOperationError(f"no handler for {req.channel}.{req.op}"))
+            return
+        if req.id in self._active:
+            self._error(req.id, DecodeError(f"request id {req.id} is already running"))
+            return
+        state = _Active()
+        ctx = Context(req.id, req.channel, req.op, self.isolated, self, state)
+        try:
+            if req.progress is True:
+                ctx._progress_messages = True
+            elif req.progress is not None:
+                ctx._progress = SharedProgress.from_buffer(req.progress)
+            if req.cancel is not None:
+                ctx._token = SharedCancellation.from_buffer(req.cancel)
+            payload = self._convert(req.payload)
+        except Exception as exc:  # noqa: BLE001 - a bad field answers with an error
+            self._error(req.id, exc)
+            return
+        self._active[req.id] = state
+        # The first step runs inside _eager_task: state.task is still None meanwhile.
+        self._starting = req.id
+        try:
+            task = _eager_task(self._run(fn, ctx, payload))
+        finally:
+            self._starting = None
+        state.task = task
+        if task.done():
+            self._finish(req.id, ctx, task)
+        else:
+            task.add_done_callback(lambda t: self._finish(req.id, ctx, t))
+
+    async def _run(self, fn: Handler, ctx: Context, payload: Any) -> Any:
+        return await fn(ctx, payload)
+
+    def _finish(self, rid: int, ctx: Context, task: asyncio.Task[Any]) -> None:
+        self._active.pop(rid, None)
+        self.served += 1
+        if task.cancelled():
+            self.cancelled += 1
+            self._error(rid, asyncio.CancelledError())
+            return
+        exc = task.exception()
+        if exc is not None:
+            if isinstance(exc, asyncio.CancelledError):
+                self.cancelled += 1
+            self._error(rid, exc)
+            return
+        try:
+            self.post(encode(Response(rid, task.result())), ctx._transfer)
+        except Exception as post_exc:  # noqa: BLE001 - e.g. a result that cannot be cloned
+            self._error(rid, post_exc)
+
+    def on_interrupt(self, signum: int = 0, frame: object = None) -> None:
+        """SIGINT handler, fed by Pyodide's interrupt buffer.
+
+        The page writes the id it wants stopped into the control buffer before raising
+        the interrupt. If that request is the one running Python right now, stop it here;
+        if it is suspended on an await, cancel its task; a stale id is ignored.
+        """
+        if self.control is None:
+            return
+        target = self.control.load(TARGET_SLOT)
+        state = self._active.get(target)
+        if state is None:
+            return
+        state.cancelled = True
+        if state.task is None:
+            if self._starting == target:  # interrupted inside its first, eager step
+                raise asyncio.CancelledError()
+            return
+        try:
+            running = asyncio.current_task() is state.task
+        except RuntimeError:  # no running loop: Python was not inside any task
+            running = False
+        if running:
+            raise asyncio.CancelledError()
+        state.task.cancel()
+
+
+def _eager_task(coro: Any) -> asyncio.Task[Any]:
+    """Start the handler now, so one that never awaits answers in the same turn."""
+    loop = asyncio.get_event_loop()
+    if sys.version_info >= (3, 12):
+        return asyncio.Task(coro, loop=loop, eager_start=True)
+    return loop.create_task(coro)
+
+
+@handler("system", "echo")
+async def _echo(ctx: Context, payload: Any) -> Any:
+    """Return the payload unchanged: the round-trip probe."""
+    return payload
+
+
+@handler("system", "stats")
+async def _stats(ctx: Context, payload: Any) -> dict[str, int]:
+    """Counters of this worker's runtime (heartbeat and test probe)."""
+    rt = ctx._runtime
+    others = len(rt._active) - 1  # not counting this request
+    return {"served": rt.served, "cancelled": rt.cancelled, "active": others}

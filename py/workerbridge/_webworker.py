@@ -1,0 +1,114 @@
+"""The page side of one real Web Worker (browser only): the Transport a Connection uses."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import js
+from pyodide.ffi import create_proxy, to_js
+
+from ._errors import InvalidInputError
+from ._jsconv import envelope_from_js, from_wire, message_to_js
+from ._runtime import TARGET_SLOT
+
+WORKER_SCRIPT = "workerbridge/worker.mjs"
+_INTERRUPT = 2  # SIGINT, the value Pyodide's interrupt buffer looks for
+
+
+def bundle_base() -> str:
+    """URL of the bundle's dist/ folder, found from where this page loaded Pyodide."""
+    try:
+        import pyodide_js
+
+        index = str(pyodide_js._api.config.indexURL)
+        if index.rstrip("/").endswith("/pyodide"):
+            return index.rstrip("/")[: -len("pyodide")]
+    except Exception:  # noqa: BLE001 - fall through to the script tag
+        pass
+    script = js.document.querySelector('script[src$="pyscript/core.js"]')
+    if script is not None:
+        return str(script.src)[: -len("pyscript/core.js")]
+    raise InvalidInputError(
+        "cannot locate the workerbridge bundle; pass WorkerBridge(base_url='.../dist/')"
+    )
+
+
+def resolve(url: str, base: str | None = None) -> str:
+    return str(js.URL.new(url, base or js.document.baseURI).href)
+
+
+class WorkerTransport:
+    """Owns one ``Worker``; forwards its messages and reports its death."""
+
+    def __init__(
+        self,
+        script_url: str,
+        *,
+        on_message: Callable[[dict[str, Any]], None],
+        on_crash: Callable[[str], None],
+        modules: Sequence[str] = (),
+        name: str = "workerbridge",
+    ) -> None:
+        self._on_message = on_message
+        self._on_crash = on_crash
+        self.control: Any = None
+        self.alive = True
+        opts = js.Object.new()
+        opts.type = "module"
+        opts.name = json.dumps({"modules": list(modules), "label": name})
+        self.worker = js.Worker.new(script_url, opts)
+        self._post = self.worker.postMessage
+        self._listeners = [
+            ("message", create_proxy(self._message)),
+            ("error", create_proxy(self._error)),
+            ("messageerror", create_proxy(self._messageerror)),
+        ]
+        for event, proxy in self._listeners:
+            self.worker.addEventListener(event, proxy)
+
+    @property
+    def isolated(self) -> bool:
+        return self.control is not None
+
+    def set_control(self, buffer: Any) -> None:
+        self.control = js.Int32Array.new(buffer) if buffer is not None else None
+
+    def send(self, message: dict[str, Any], transfer: Sequence[Any]) -> None:
+        moved = list(transfer)
+        wire = message_to_js(message, moved)
+        if moved:
+            self._post(wire, to_js(moved, create_pyproxies=False))
+        else:
+            self._post(wire)  # converting an empty transfer list costs more than the post
+
+    def interrupt(self, request_id: int) -> None:
+        if self.control is not None:
+            js.Atomics.store(self.control, TARGET_SLOT, request_id)
+            js.Atomics.store(self.control, 0, _INTERRUPT)
+
+    def _message(self, event: Any) -> None:
+        raw = envelope_from_js(event.data)
+        if isinstance(raw, dict) and raw.get("kind") in ("response", "ready"):
+            raw["payload"] = from_wire(raw.get("payload"), buffers_to_bytes=True)
+        self._on_message(raw)
+
+    def _error(self, event: Any) -> None:
+        # An uncaught error in the worker, or its script failing to load (404, syntax).
+        event.preventDefault()
+        message = getattr(event, "message", None) or "the worker script failed to load"
+        self._on_crash(str(message))
+
+    def _messageerror(self, event: Any) -> None:
+        self._on_crash("a message from the worker could not be deserialised")
+
+    def terminate(self) -> None:
+        if not self.alive:
+            return
+        self.alive = False
+        self.worker.terminate()
+        for event, proxy in self._listeners:
+            self.worker.removeEventListener(event, proxy)
+            proxy.destroy()
+        self._listeners = []

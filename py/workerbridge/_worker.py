@@ -1,0 +1,62 @@
+"""Worker entry point (browser only): called once by ``web/worker.mjs`` after Pyodide boots.
+
+Steps: import the worker modules (registering their handlers), wire Pyodide's interrupt
+buffer to the runtime's SIGINT handler, and return the function that receives messages.
+"""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import js
+from pyodide.ffi import to_js
+
+from ._jsconv import envelope_from_js, from_wire, message_to_js
+from ._runtime import CONTROL_SLOTS, Runtime
+from ._shared import _Int32Cells
+
+USER_MODULE_DIR = "/home/pyodide/workerbridge_user"
+
+
+_post_message = js.postMessage
+
+
+def _post(message: dict[str, Any], transfer: Sequence[Any]) -> None:
+    moved = list(transfer)
+    wire = message_to_js(message, moved)
+    if moved:
+        _post_message(wire, to_js(moved, create_pyproxies=False))
+    else:
+        _post_message(wire)  # converting an empty transfer list costs more than the post
+
+
+def _import_modules(builtin: Sequence[str], user: Sequence[str]) -> None:
+    for name in builtin:
+        importlib.import_module(f"workerbridge.workers.{name}")
+    if user:
+        sys.path.insert(0, USER_MODULE_DIR)
+    for name in user:
+        importlib.import_module(name)
+
+
+def serve(control: Any, user_modules: Any, info: Any) -> Callable[[Any], None]:
+    """Start the runtime; ``control`` is the interrupt SharedArrayBuffer or None."""
+    from workerbridge.workers import BUILTIN
+
+    user = [str(m) for m in user_modules] if user_modules is not None else []
+    _import_modules(BUILTIN, user)
+    cells = _Int32Cells(control, CONTROL_SLOTS) if control is not None else None
+    runtime = Runtime(_post, control=cells, isolated=cells is not None,
+                      convert_payload=lambda p: from_wire(p, buffers_to_bytes=False))
+    signal.signal(signal.SIGINT, runtime.on_interrupt)
+    ready_info = info.to_py() if hasattr(info, "to_py") else dict(info or {})
+    runtime.ready(**ready_info)
+
+    def on_message(data: Any) -> None:
+        runtime.handle(envelope_from_js(data))
+
+    return on_message

@@ -1,0 +1,111 @@
+"""Session-wide fixtures: one dev server per header mode, one browser, one page per mode.
+
+Browser tests share a page (and so one main-thread Pyodide and one default worker) per
+session; each test runs Python snippets in it through ``Harness.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from workerbridge._devserver import DevServer, make_server, parse_mounts
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = ROOT / "tests" / "pages"
+DIST = ROOT / "dist"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def start_server(isolation: bool = True) -> tuple[DevServer, str]:
+    mounts = parse_mounts(str(PAGES), [f"/dist={DIST}", f"/sub/app={PAGES}",
+                                       f"/sub/app/dist={DIST}"])
+    server = make_server(mounts, "127.0.0.1", 0, isolation=isolation)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[str]:
+    srv, origin = start_server(isolation=True)
+    yield origin
+    srv.shutdown()
+
+
+@pytest.fixture(scope="session")
+def plain_server() -> Iterator[str]:
+    srv, origin = start_server(isolation=False)
+    yield origin
+    srv.shutdown()
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+    path = os.environ.get("WORKERBRIDGE_CHROMIUM", "/usr/bin/chromium")
+    return {**browser_type_launch_args, "executable_path": path, "args": CHROMIUM_FLAGS}
+
+
+class PyError(AssertionError):
+    def __init__(self, result: dict[str, Any]) -> None:
+        super().__init__(f"{result['type']}: {result['message']}\n{result.get('traceback', '')}")
+        self.type = result["type"]
+        self.message = result["message"]
+        self.mro = result.get("mro", [])
+
+
+class Harness:
+    """A loaded test page; ``py()`` runs Python on its main thread (PyScript's Pyodide)."""
+
+    def __init__(self, page: Any, origin: str, path: str = "/") -> None:
+        self.page = page
+        self.origin = origin
+        self.url = origin + path
+        self.requests: list[str] = []
+        self.console: list[str] = []
+        page.on("request", lambda r: self.requests.append(r.url))
+        page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
+        page.on("worker", lambda w: w.on("console", lambda m: self.console.append(
+            f"worker {m.type}: {m.text}")))
+        page.goto(self.url)
+        page.wait_for_function("window.pyReady === true", timeout=120_000)
+
+    def py(self, code: str, timeout: float = 120) -> Any:
+        """Run a snippet; return its last expression (JSON), or raise PyError."""
+        raw = self.page.evaluate("([c, t]) => window.pyRun(c, t)",
+                                 [textwrap.dedent(code), timeout])
+        result = json.loads(raw)
+        if not result["ok"]:
+            raise PyError(result)
+        return result["value"]
+
+    def js(self, expression: str, arg: Any = None) -> Any:
+        return self.page.evaluate(expression, arg)
+
+
+@pytest.fixture(scope="session")
+def harness(browser: Any, server: str) -> Iterator[Harness]:
+    context = browser.new_context()
+    yield Harness(context.new_page(), server)
+    context.close()
+
+
+@pytest.fixture(scope="session")
+def plain_harness(browser: Any, plain_server: str) -> Iterator[Harness]:
+    context = browser.new_context()
+    yield Harness(context.new_page(), plain_server)
+    context.close()

@@ -1,0 +1,215 @@
+"""Host unit tests: Connection + Runtime wired by the in-process loopback transport."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any
+
+import pytest
+
+import workerbridge.workers.crypto  # noqa: F401 - registers crypto.hash_file
+from workerbridge import (
+    CancelledError,
+    InvalidInputError,
+    InvalidTypeError,
+    ProgressInfo,
+    RemoteError,
+    RequestTimeoutError,
+    SharedCancellation,
+    ShutdownError,
+    UnknownOperationError,
+    WorkerBridge,
+    WorkerCrashedError,
+    handler,
+)
+from workerbridge._loopback import LoopbackTransport
+from workerbridge._protocol import Connection
+
+
+@handler("hosttest", "sleep")
+async def _sleep(ctx: Any, payload: dict[str, Any]) -> str:
+    await asyncio.sleep(payload["seconds"])
+    return "slept"
+
+
+@handler("hosttest", "leaky")
+async def _leaky(ctx: Any, payload: dict[str, Any]) -> None:
+    raise ValueError(f"bad value {payload['secret']}")
+
+
+@handler("hosttest", "chunks")
+async def _chunks(ctx: Any, payload: dict[str, Any]) -> int:
+    n = payload["n"]
+    ctx.set_total(n)
+    for i in range(n):
+        ctx.progress(i + 1)
+        await ctx.checkpoint()
+        await asyncio.sleep(0.01)
+    return n
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def bridge() -> WorkerBridge:
+    return await WorkerBridge(transport_factory=LoopbackTransport).start()
+
+
+def test_hash_file_over_loopback_matches_hashlib():
+    data = bytes(range(256)) * 20_000  # spans several chunks
+
+    async def main() -> list[str]:
+        b = await bridge()
+        return [await b.crypto.hash_file(data, alg) for alg in ("sha1", "SHA-256", "SHA384",
+                                                                 "sha-512")]
+
+    assert run(main()) == [hashlib.new(a, data).hexdigest()
+                           for a in ("sha1", "sha256", "sha384", "sha512")]
+
+
+def test_bad_input_is_typed_and_the_bridge_keeps_serving():
+    async def main() -> None:
+        b = await bridge()
+        with pytest.raises(InvalidInputError):
+            await b.crypto.hash_file(b"x", "MD5")
+        with pytest.raises(InvalidTypeError):
+            await b.crypto.hash_file("text")
+        with pytest.raises(InvalidTypeError):
+            await b.crypto.hash_file(12345)
+        with pytest.raises(InvalidInputError):  # the worker checks too
+            await b.request("crypto", "hash_file", {"data": b"x", "algorithm": "SHA-3"})
+        with pytest.raises(UnknownOperationError):
+            await b.request("crypto", "nope")
+        assert await b.crypto.hash_file(b"abc") == hashlib.sha256(b"abc").hexdigest()
+        assert b.connection is not None and not b.connection.pending_ids
+
+    run(main())
+
+
+def test_foreign_exception_does_not_leak_payload():
+    async def main() -> None:
+        b = await bridge()
+        with pytest.raises(RemoteError) as info:
+            await b.request("hosttest", "leaky", {"secret": "hunter2"})
+        assert "hunter2" not in str(info.value)
+        assert info.value.remote_type == "ValueError"
+
+    run(main())
+
+
+def test_progress_is_monotone_and_ends_at_100():
+    seen: list[ProgressInfo] = []
+
+    async def main() -> int:
+        b = await bridge()
+        return int(await b.request("hosttest", "chunks", {"n": 20}, on_progress=seen.append))
+
+    assert run(main()) == 20
+    dones = [p.done for p in seen]
+    assert dones == sorted(dones)
+    assert seen[-1].percent == 100.0 and seen[-1].final
+    assert all(p.total == 20 for p in seen)
+
+
+def test_timeout_settles_and_cancels_in_worker():
+    async def main() -> None:
+        b = await bridge()
+        with pytest.raises(RequestTimeoutError):
+            await b.request("hosttest", "sleep", {"seconds": 5}, timeout=0.05)
+        assert b.connection is not None and not b.connection.pending_ids
+        await asyncio.sleep(0.01)
+        assert await b.request("system", "stats") == {"served": 1, "cancelled": 1, "active": 0}
+
+    run(main())
+
+
+def test_task_cancel_and_token_cancel():
+    async def main() -> None:
+        b = await bridge()
+        task = asyncio.ensure_future(b.request("hosttest", "sleep", {"seconds": 5}))
+        await asyncio.sleep(0.02)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError) as info:
+            await task
+        assert not isinstance(info.value, CancelledError)  # plain task cancellation
+        token = SharedCancellation()
+        task = asyncio.ensure_future(b.request("hosttest", "chunks", {"n": 500}, cancel=token))
+        await asyncio.sleep(0.05)
+        token.cancel()
+        with pytest.raises(CancelledError):
+            await task
+        with pytest.raises(CancelledError):  # an already-cancelled token never sends
+            await b.request("hosttest", "chunks", {"n": 1}, cancel=token)
+        await asyncio.sleep(0.05)
+        stats = await b.request("system", "stats")
+        assert stats["cancelled"] == 2 and stats["active"] == 0
+        assert b.connection is not None and not b.connection.pending_ids
+
+    run(main())
+
+
+def test_crash_and_close_reject_everything_pending():
+    async def main() -> None:
+        b = await bridge()
+        calls = [asyncio.ensure_future(b.request("hosttest", "sleep", {"seconds": 5}))
+                 for _ in range(3)]
+        await asyncio.sleep(0.01)
+        b._on_crash("test crash")
+        for c in calls:
+            with pytest.raises(WorkerCrashedError):
+                await c
+        assert b.connection is not None and not b.connection.pending_ids
+        b2 = await bridge()
+        pending = asyncio.ensure_future(b2.request("hosttest", "sleep", {"seconds": 5}))
+        await asyncio.sleep(0.01)
+        await b2.close()
+        with pytest.raises(ShutdownError):
+            await pending
+        with pytest.raises(ShutdownError):
+            await b2.request("system", "echo")
+
+    run(main())
+
+
+def test_stats_and_destroy():
+    async def main() -> None:
+        loop_transport: list[LoopbackTransport] = []
+
+        def factory(on_message: Any, on_crash: Any) -> LoopbackTransport:
+            t = LoopbackTransport(on_message, on_crash)
+            loop_transport.append(t)
+            return t
+
+        b = await WorkerBridge(transport_factory=factory).start()
+        assert await b.request("system", "echo", {"a": [1, 2]}) == {"a": [1, 2]}
+        conn = b.connection
+        assert isinstance(conn, Connection)
+        slow = asyncio.ensure_future(b.request("hosttest", "sleep", {"seconds": 5}))
+        await asyncio.sleep(0.02)
+        stats = conn.stats()
+        assert stats.pending == 1 and stats.completed == 1 and stats.oldest_pending_ms >= 10
+        assert conn.cancel_all() == 1
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        conn.destroy()
+        with pytest.raises(ShutdownError):
+            await b.request("system", "echo")
+
+    run(main())
+
+
+def test_worker_answers_malformed_and_misdirected_envelopes():
+    posted: list[dict[str, Any]] = []
+    from workerbridge._runtime import Runtime
+
+    rt = Runtime(lambda m, t: posted.append(m))
+    for raw in (None, "x", {}, {"v": 9, "kind": "request", "id": 4},
+                {"v": 1, "kind": "response", "id": 2},
+                {"v": 1, "kind": "request", "id": 5, "channel": "no", "op": "such"}):
+        rt.handle(raw)
+    codes = [(m["kind"], m["code"], m.get("id")) for m in posted]
+    assert codes == [("error", "protocol", None), ("error", "protocol", None),
+                     ("error", "version", None), ("error", "version", 4),
+                     ("error", "protocol", 2), ("error", "unknown_op", 5)]

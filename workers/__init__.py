@@ -1,0 +1,6 @@
+"""Built-in worker modules. Importing one registers its handlers with the runtime.
+
+``BUILTIN`` lists the modules every worker loads at boot.
+"""
+
+BUILTIN = ("crypto",)
