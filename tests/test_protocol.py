@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 from typing import Any
 
@@ -50,7 +51,9 @@ async def _chunks(ctx: Any, payload: dict[str, Any]) -> int:
 
 
 def run(coro: Any) -> Any:
-    return asyncio.run(coro)
+    # A thread of its own: Playwright's sync API keeps an event loop on the main thread.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 async def bridge() -> WorkerBridge:

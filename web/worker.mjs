@@ -50,7 +50,7 @@ async function installUserModules(pyodide, urls) {
 function interruptBuffer(pyodide) {
   // Under cross-origin isolation the page can stop running Python by writing 2 into
   // slot 0 (Pyodide's interrupt word); slot 1 names the request to stop.
-  if (!self.crossOriginIsolated) return null;
+  if (!self.crossOriginIsolated) return undefined;
   const control = new SharedArrayBuffer(8);
   pyodide.setInterruptBuffer(new Int32Array(control, 0, 1));
   return control;

@@ -42,6 +42,11 @@ _REGISTRY: dict[tuple[str, str], Handler] = {}
 CONTROL_SLOTS = 2
 TARGET_SLOT = 1
 
+# Without isolation, how often a long handler lets CANCEL envelopes in, and for how long
+# (seconds). Pyodide schedules delays above 2 ms with setTimeout, a real macrotask.
+YIELD_EVERY = 0.03
+YIELD_DELAY = 0.003
+
 
 def handler(channel: str, op: str) -> Callable[[F], F]:
     """Register an async function as the handler of ``(channel, op)``."""
@@ -80,6 +85,7 @@ class Context:
     _token: SharedCancellation | None = None
     _transfer: list[Any] = field(default_factory=list)
     _last_sent: float = 0.0
+    _last_yield: float = 0.0
     _total: int = 0
 
     @property
@@ -95,11 +101,16 @@ class Context:
     async def checkpoint(self) -> None:
         """Check for cancellation between chunks.
 
-        Without isolation a CANCEL envelope can only arrive while we yield to the event
-        loop, so yield once; with isolation the shared buffers are read directly.
+        With isolation the shared buffers are read directly. Without it a CANCEL envelope
+        can only arrive while the worker's event loop runs, so every ``YIELD_EVERY``
+        seconds we yield through a timer: a zero delay would go through Pyodide's
+        MessageChannel scheduler, which Chromium runs ahead of the worker's own messages.
         """
         if not self.isolated:
-            await asyncio.sleep(0)
+            now = time.monotonic()
+            if now - self._last_yield >= YIELD_EVERY:
+                await asyncio.sleep(YIELD_DELAY)
+                self._last_yield = time.monotonic()
         self.check_cancelled()
 
     def set_total(self, total: int) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import js
 from pyodide.ffi import to_js
 
+from ._platform import type_tag
 from ._jsconv import envelope_from_js, from_wire, message_to_js
 from ._runtime import CONTROL_SLOTS, Runtime
 from ._shared import _Int32Cells
@@ -49,7 +50,9 @@ def serve(control: Any, user_modules: Any, info: Any) -> Callable[[Any], None]:
 
     user = [str(m) for m in user_modules] if user_modules is not None else []
     _import_modules(BUILTIN, user)
-    cells = _Int32Cells(control, CONTROL_SLOTS) if control is not None else None
+    # JS null arrives as pyodide's jsnull, not None: accept only a real SharedArrayBuffer.
+    shared = control is not None and type_tag(control) == "[object SharedArrayBuffer]"
+    cells = _Int32Cells(control, CONTROL_SLOTS) if shared else None
     runtime = Runtime(_post, control=cells, isolated=cells is not None,
                       convert_payload=lambda p: from_wire(p, buffers_to_bytes=False))
     signal.signal(signal.SIGINT, runtime.on_interrupt)

@@ -87,3 +87,13 @@ async def post_bench(ctx: Context, payload: dict) -> dict:
     bench("dumps", lambda: json.dumps({"v": 1, "kind": "progress", "id": 999999}))
     bench("perf_counter", lambda: time.perf_counter())
     return out
+
+
+@handler("faults", "tasks")
+async def tasks(ctx: Context, payload: dict) -> list:
+    out = []
+    for rid, st in ctx._runtime._active.items():
+        t = st.task
+        out.append([rid, st.cancelled, repr(t)[:300], getattr(t, "_must_cancel", None),
+                    repr(getattr(t, "_fut_waiter", None))[:200]])
+    return out

@@ -1,0 +1,292 @@
+"""hash_file end to end from a PyScript page: real Chromium, real Workers, real Pyodide."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from conftest import Harness, PyError
+
+
+@pytest.fixture(scope="module")
+def bridge(harness: Harness) -> Harness:
+    """The page's default bridge, booted, plus a second one with the test-only handlers."""
+    harness.py("""
+        import asyncio, time, js
+        from workerbridge import WorkerBridge, SharedCancellation
+        import workerbridge
+        B = await WorkerBridge.default().start()
+        FB = await WorkerBridge(modules=["./faults.py"]).start()
+        def no_pending(*bridges):
+            return all(not b.connection.pending_ids for b in bridges)
+        async def settled_stats(b, limit=2.0):
+            # the worker counters once no other request is active in it
+            deadline = time.monotonic() + limit
+            while True:
+                stats = await b.request("system", "stats")
+                if stats["active"] == 0 or time.monotonic() > deadline:
+                    return stats
+                await asyncio.sleep(0.01)
+    """)
+    return harness
+
+
+def test_page_is_isolated_and_everything_stays_on_its_origin(bridge: Harness):
+    assert bridge.js("crossOriginIsolated") is True
+    assert bridge.py("B.isolated and FB.isolated") is True
+    assert bridge.requests, "no requests were recorded"
+    foreign = [u for u in bridge.requests if not u.startswith(bridge.origin + "/")]
+    assert foreign == []
+
+
+NIST = {  # FIPS 180 examples
+    b"abc": {
+        "SHA-1": "a9993e364706816aba3e25717850c26c9cd0d89d",
+        "SHA-256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+    },
+    b"": {"SHA-256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+    b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq": {
+        "SHA-256": "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1",
+    },
+}
+
+
+def test_nist_vectors(bridge: Harness):
+    cases = [(msg, alg) for msg in NIST for alg in ("SHA-1", "SHA-256", "SHA-384", "SHA-512")]
+    cases.append((b"a" * 1_000_000, "SHA-256"))
+    got = bridge.py(f"""
+        cases = {cases!r}
+        [await WorkerBridge.crypto.hash_file(m, a) for m, a in cases]
+    """)
+    for (msg, alg), digest in zip(cases, got, strict=True):
+        assert digest == hashlib.new(alg.replace("-", "").lower(), msg).hexdigest()
+        if alg in NIST.get(msg, {}):
+            assert digest == NIST[msg][alg]
+    assert got[-1] == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"
+
+
+def test_64mb_arraybuffer_is_transferred_and_matches_subtle(bridge: Harness):
+    result = bridge.py("""
+        buf = js.testUtil.randomBuffer(64 * 1024 * 1024)
+        expected = await js.testUtil.subtleHex("SHA-256", buf)
+        got = await B.crypto.hash_file(buf)
+        [got, expected, buf.byteLength, no_pending(B)]
+    """)
+    got, expected, length_after, clean = result
+    assert got == expected
+    assert length_after == 0, "the ArrayBuffer should have been transferred (detached)"
+    assert clean
+
+
+def test_typed_array_views_and_shared_buffers(bridge: Harness):
+    got = bridge.py("""
+        buf = js.testUtil.randomBuffer(3 * 1024 * 1024 + 17)
+        whole = js.Uint8Array.new(buf.slice(0))
+        part = js.Uint8Array.new(buf, 5, 1_000_000)
+        expected_part = await js.testUtil.subtleHex("SHA-384", part.slice())
+        expected_whole = await js.testUtil.subtleHex("SHA-384", buf)
+        sab = js.SharedArrayBuffer.new(1000)
+        js.Uint8Array.new(sab).set(js.Uint8Array.new(buf, 0, 1000))
+        expected_sab = await js.testUtil.subtleHex("SHA-1", js.Uint8Array.new(buf, 0, 1000).slice())
+        [await B.crypto.hash_file(part, "SHA-384") == expected_part,
+         buf.byteLength > 0,  # a partial view is copied, its buffer is not detached
+         await B.crypto.hash_file(whole, "SHA-384") == expected_whole,
+         await B.crypto.hash_file(sab, "SHA-1") == expected_sab,
+         await B.crypto.hash_file(bytearray(b"abc"), "SHA-1") == "a9993e364706816aba3e25717850c26c9cd0d89d",
+         await B.crypto.hash_file(memoryview(b"xabc")[1:], "SHA-1") == "a9993e364706816aba3e25717850c26c9cd0d89d"]
+    """)
+    assert got == [True] * 6
+
+
+def test_file_is_read_in_chunks_and_matches_subtle(bridge: Harness):
+    got, expected, size = bridge.py("""
+        size = 40 * 1024 * 1024 + 12345  # not a multiple of the chunk size
+        buf = js.testUtil.randomBuffer(size)
+        expected = await js.testUtil.subtleHex("SHA-512", buf)
+        opts = js.Object.new(); opts.type = "application/octet-stream"
+        f = js.File.new([buf], "random.bin", opts)
+        [await B.crypto.hash_file(f, "SHA-512"), expected, int(f.size)]
+    """)
+    assert got == expected and size == 40 * 1024 * 1024 + 12345
+
+
+def test_progress_is_monotone_bounded_and_ends_at_100(bridge: Harness):
+    reports = bridge.py("""
+        seen = []
+        buf = js.Uint8Array.new(128 * 1024 * 1024).buffer
+        await B.crypto.hash_file(buf, on_progress=lambda p: seen.append([p.done, p.total, p.percent, time.monotonic()]))
+        seen
+    """)
+    assert len(reports) >= 3, "expected intermediate progress during a 128 MB hash"
+    dones = [r[0] for r in reports]
+    assert dones == sorted(dones)
+    assert all(r[1] == 128 * 1024 * 1024 for r in reports)
+    assert reports[-1][2] == 100.0 and reports[-1][0] == reports[-1][1]
+    assert all(0 <= r[2] <= 100 for r in reports)
+    span = reports[-1][3] - reports[0][3]
+    assert len(reports) <= 30 * span + 3, "progress callbacks exceed ~30 per second"
+
+
+def test_cancelling_the_task_stops_the_worker_and_reuses_it(bridge: Harness):
+    latency, after, stats_before, stats_after, clean = bridge.py("""
+        before = await settled_stats(B)
+        buf = js.Uint8Array.new(768 * 1024 * 1024).buffer  # ~3 s of hashing
+        task = asyncio.ensure_future(B.crypto.hash_file(buf))
+        await asyncio.sleep(0.4)
+        t0 = time.perf_counter()
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        latency = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        stats = await settled_stats(B)
+        [latency, time.perf_counter() - t1, before, stats, no_pending(B)]
+    """)
+    assert latency < 0.05
+    # The next request is answered at once: the 3 s hash really stopped, in the same worker.
+    assert after < 0.5
+    assert stats_after["cancelled"] == stats_before["cancelled"] + 1
+    assert stats_after["served"] >= stats_before["served"] + 2
+    assert stats_after["active"] == 0
+    assert clean
+
+
+def test_cancel_token_raises_workerbridge_cancelled(bridge: Harness):
+    result = bridge.py("""
+        token = SharedCancellation()
+        buf = js.Uint8Array.new(768 * 1024 * 1024).buffer
+        task = asyncio.ensure_future(B.crypto.hash_file(buf, cancel=token))
+        await asyncio.sleep(0.4)
+        t0 = time.perf_counter()
+        token.cancel()
+        try:
+            await task
+            outcome = "finished"
+        except workerbridge.CancelledError:
+            outcome = "workerbridge.CancelledError"
+        latency = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        echo = await B.request("system", "echo", {"n": 1})
+        [outcome, latency, time.perf_counter() - t1, echo, token.is_shared, no_pending(B)]
+    """)
+    outcome, latency, after, echo, shared, clean = result
+    assert outcome == "workerbridge.CancelledError"
+    assert latency < 0.05 and after < 0.5
+    assert echo == {"n": 1} and shared is True and clean
+
+
+def test_interrupt_stops_a_pure_python_loop(bridge: Harness):
+    result = bridge.py("""
+        task = asyncio.ensure_future(FB.request("faults", "spin", {"seconds": 10}))
+        await asyncio.sleep(0.3)
+        t0 = time.perf_counter()
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        latency = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        stats = await settled_stats(FB)
+        [latency, time.perf_counter() - t1, stats, no_pending(FB)]
+    """)
+    latency, after, stats, clean = result
+    assert latency < 0.05
+    assert after < 0.5, "the spinning handler was not interrupted"
+    assert stats["cancelled"] >= 1 and stats["active"] == 0 and clean
+
+
+def test_main_thread_stays_responsive_during_a_256mb_hash(bridge: Harness):
+    max_gap = bridge.py("""
+        buf = js.Uint8Array.new(256 * 1024 * 1024).buffer
+        js.eval("window.__gaps = []; window.__last = performance.now(); "
+                "window.__tick = setInterval(() => { const n = performance.now(); "
+                "window.__gaps.push(n - window.__last); window.__last = n; }, 5)")
+        await B.crypto.hash_file(buf, on_progress=lambda p: None)
+        js.eval("clearInterval(window.__tick)")
+        max(js.__gaps.to_py())
+    """)
+    assert max_gap < 100
+
+
+def test_bad_input_raises_typed_errors_and_the_worker_keeps_serving(bridge: Harness):
+    result = bridge.py("""
+        out = []
+        for args in [("text",), (12345,), (None,), (b"x", "MD5"), (b"x", 256), (js.Object.new(),)]:
+            try:
+                await B.crypto.hash_file(*args)
+                out.append("no error")
+            except workerbridge.WorkerBridgeError as exc:
+                out.append(type(exc).__name__)
+        buf = js.ArrayBuffer.new(8)
+        await B.crypto.hash_file(buf)
+        try:
+            await B.crypto.hash_file(buf)  # detached by the first call
+        except workerbridge.InvalidInputError as exc:
+            out.append("detached: " + type(exc).__name__)
+        try:
+            await B.request("crypto", "hash_file", {"data": "not bytes", "algorithm": "SHA-256"})
+        except workerbridge.WorkerBridgeError as exc:
+            out.append("worker: " + type(exc).__name__)
+        out.append(await B.crypto.hash_file(b"abc", "SHA-1"))
+        out.append(no_pending(B))
+        out
+    """)
+    assert result == ["InvalidTypeError", "InvalidTypeError", "InvalidTypeError",
+                      "InvalidInputError", "InvalidInputError", "InvalidTypeError",
+                      "detached: InvalidInputError", "worker: InvalidTypeError",
+                      "a9993e364706816aba3e25717850c26c9cd0d89d", True]
+
+
+def test_handler_exceptions_cross_as_codes_without_payload_data(bridge: Harness):
+    with pytest.raises(PyError) as info:
+        bridge.py('await FB.request("faults", "raise", {"secret": "hunter2-payload"})')
+    assert info.value.type == "RemoteError"
+    assert "hunter2" not in info.value.message
+    assert bridge.py("no_pending(FB)") is True
+
+
+def test_missing_worker_script_raises_worker_crashed(bridge: Harness):
+    with pytest.raises(PyError) as info:
+        bridge.py('await WorkerBridge(base_url="./no-such-bundle/").start()')
+    assert info.value.type == "WorkerCrashedError"
+
+
+def test_malformed_envelopes_posted_straight_to_a_worker(bridge: Harness):
+    replies = bridge.js("""async () => {
+        const w = new Worker("./dist/workerbridge/worker.mjs", { type: "module" });
+        const inbox = [];
+        let wake = null;
+        w.onmessage = (e) => { inbox.push(e.data); if (wake) wake(); };
+        const next = async () => {
+            while (!inbox.length) await new Promise((r) => { wake = r; });
+            const m = inbox.shift();
+            return typeof m === "string" ? JSON.parse(m) : m;
+        };
+        const ready = await next();
+        const bad = [null, 42, "garbage", "{\\"v\\":1}", {}, [1, 2],
+            { v: 2, kind: "request", id: 5, channel: "system", op: "echo" },
+            { v: 1, kind: "request", id: -1, channel: "system", op: "echo" },
+            { v: 1, kind: "request", id: 6, channel: "system" },
+            { v: 1, kind: "request", id: 7, channel: "nope", op: "nothing" },
+            { v: 1, kind: "response", id: 8, payload: 1 },
+            { v: 1, kind: "request", id: 9, channel: "crypto", op: "hash_file",
+              payload: { data: 5, algorithm: "SHA-256" } }];
+        const out = [];
+        for (const m of bad) { w.postMessage(m); const r = await next(); out.push([r.kind, r.code, r.id ?? null]); }
+        w.postMessage({ v: 1, kind: "request", id: 10, channel: "crypto", op: "hash_file",
+                        payload: { data: new TextEncoder().encode("abc").buffer, algorithm: "SHA-1" } });
+        const ok = await next();
+        w.terminate();
+        return { ready: ready.kind, out, ok: [ok.kind, ok.id, ok.payload] };
+    }""")
+    assert replies["ready"] == "ready"
+    assert replies["out"] == [
+        ["error", "protocol", None], ["error", "protocol", None], ["error", "protocol", None],
+        ["error", "protocol", None], ["error", "version", None], ["error", "protocol", None],
+        ["error", "version", 5], ["error", "protocol", None], ["error", "protocol", 6],
+        ["error", "unknown_op", 7], ["error", "protocol", 8], ["error", "invalid_type", 9]]
+    assert replies["ok"] == ["response", 10, "a9993e364706816aba3e25717850c26c9cd0d89d"]
