@@ -161,7 +161,8 @@ def build() -> None:
     }
     meta = {"version": 1, "content_hash": content_hash,
             "pyodide": json.loads((pyodide_src / "package.json").read_text())["version"]}
-    for path, data in ((DIST / "pyscript.json", config), (DIST / "workerbridge" / "bundle.json", meta)):
+    outputs = ((DIST / "pyscript.json", config), (DIST / "workerbridge" / "bundle.json", meta))
+    for path, data in outputs:
         text = json.dumps(data, indent=2) + "\n"
         if not path.exists() or path.read_text() != text:
             path.write_text(text)
@@ -186,7 +187,7 @@ def find_chromium() -> str:
             own = p.chromium.executable_path
         if own and Path(own).exists():
             return own
-    except Exception:  # noqa: BLE001 - any failure here just means "not installed"
+    except Exception:
         pass
     for candidate in ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"):
         if Path(candidate).exists():

@@ -8,8 +8,8 @@ import hashlib
 from typing import Any
 
 import pytest
-
 import workerbridge.workers.crypto  # noqa: F401 - registers crypto.hash_file
+
 from workerbridge import (
     CancelledError,
     InvalidInputError,

@@ -9,6 +9,7 @@ from workerbridge._algorithms import HASHES, normalize_hash
 from workerbridge._data import chunks, size_of
 from workerbridge._runtime import Context, handler
 
+
 @handler("crypto", "hash_file")
 async def hash_file(ctx: Context, payload: dict[str, Any]) -> str:
     """Hex digest of ``payload['data']``, streamed chunk by chunk with progress."""

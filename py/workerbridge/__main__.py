@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     server = make_server(mounts, args.host, args.port, isolation=not args.no_isolation)
     host, port = server.server_address[:2]
-    print(f"workerbridge: serving on http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
+    print(f"workerbridge: serving on http://{host!s}:{port}/ (Ctrl-C to stop)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -39,7 +39,7 @@ TransportFactory = Callable[
 ]
 
 
-class namespace(Generic[N]):  # noqa: N801 - used like a decorator-style descriptor
+class namespace(Generic[N]):
     """Class attribute -> the default bridge's namespace; instance attribute -> its own."""
 
     def __init__(self, cls: Callable[[WorkerBridge], N]) -> None:
@@ -128,7 +128,7 @@ class WorkerBridge:
             start()
         try:
             await asyncio.wait_for(asyncio.shield(self._ready), self._boot_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             transport.terminate()
             raise WorkerCrashedError(
                 f"the worker did not become ready within {self._boot_timeout:g} s") from None

@@ -12,6 +12,7 @@ are refused.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import hashlib
 import os
@@ -46,10 +47,10 @@ def parse_mounts(root: str, extra: list[str]) -> list[Mount]:
     """``--dir`` and ``--mount PREFIX=DIR`` options -> mounts, longest prefix first."""
     mounts: list[Mount] = [("/", Path(root).resolve())]
     for spec in extra:
-        prefix, sep, folder = spec.partition("=")
-        if not sep or not prefix.startswith("/") or not folder:
+        prefix, sep, where = spec.partition("=")
+        if not sep or not prefix.startswith("/") or not where:
             raise ValueError(f"--mount wants PREFIX=DIR with PREFIX starting with '/': {spec!r}")
-        mounts.append((prefix.rstrip("/") + "/", Path(folder).resolve()))
+        mounts.append((prefix.rstrip("/") + "/", Path(where).resolve()))
     for _, folder in mounts:
         if not folder.is_dir():
             raise ValueError(f"not a folder: {folder}")
@@ -87,7 +88,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "workerbridge-devserver"
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
+    def log_message(self, format: str, *args: object) -> None:
         if os.environ.get("WORKERBRIDGE_SERVER_LOG"):
             super().log_message(format, *args)
 
@@ -137,16 +138,13 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command == "HEAD":
             return
-        with path.open("rb") as f:
-            try:
-                shutil.copyfileobj(f, self.wfile, 1024 * 1024)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
+        with path.open("rb") as f, contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            shutil.copyfileobj(f, self.wfile, 1024 * 1024)
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+    def do_GET(self) -> None:
         self._serve()
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._serve()
 
 

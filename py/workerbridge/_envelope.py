@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum, IntEnum
+from enum import IntEnum, StrEnum
 from typing import Any, Final, TypeAlias
 
 from ._errors import ProtocolError, VersionMismatchError
@@ -22,7 +22,7 @@ PROTOCOL_VERSION: Final = 1
 MAX_ID: Final = 2**31 - 1  # ids double as Int32 slots in the worker's control buffer
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     REQUEST = "request"
     RESPONSE = "response"
     ERROR = "error"
@@ -96,7 +96,7 @@ _KIND_OF: Final[dict[type, Kind]] = {
 def encode(env: Envelope) -> dict[str, Any]:
     """The wire form of an envelope: a flat dict, ``None`` fields left out."""
     out: dict[str, Any] = {"v": PROTOCOL_VERSION, "kind": _KIND_OF[type(env)].value}
-    for name in env.__slots__:  # type: ignore[union-attr]
+    for name in env.__slots__:
         value = getattr(env, name)
         if value is not None:
             out[name] = int(value) if isinstance(value, Priority) else value
@@ -153,7 +153,7 @@ def decode(raw: object) -> Envelope:
             VersionMismatchError.code,
         )
     try:
-        kind = Kind(raw.get("kind"))
+        kind = Kind(str(raw.get("kind")))
     except ValueError:
         raise DecodeError("unknown envelope kind") from None
     if kind is Kind.READY:

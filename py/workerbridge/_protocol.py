@@ -144,7 +144,10 @@ class Connection:
             entry.cleanups.append(entry.progress.subscribe(on_progress))
             progress_field = entry.progress.buffer if entry.progress.is_shared else True
         if cancel is not None:
-            entry.cleanups.append(cancel.subscribe(lambda _: self.cancel_request(rid, token=True)))
+            def on_cancel(_: bool) -> None:
+                self.cancel_request(rid, token=True)
+
+            entry.cleanups.append(cancel.subscribe(on_cancel))
         timeout = self.default_timeout if timeout is None else timeout
         if timeout is not None:
             handle = loop.call_later(timeout, self._expire, rid, timeout)
@@ -198,7 +201,7 @@ class Connection:
         self.transport.interrupt(rid)
         try:
             self.transport.send(encode(Cancel(rid)), ())
-        except Exception:  # noqa: BLE001 - a dead transport is reported by its crash path
+        except Exception:
             log.debug("could not send CANCEL for %d", rid, exc_info=True)
 
     def cancel_request(self, rid: int, *, token: bool = False) -> bool:

@@ -25,7 +25,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ._envelope import Cancel, DecodeError, Error, Progress, Ready, Request, Response, decode, encode
+from ._envelope import (
+    Cancel,
+    DecodeError,
+    Error,
+    Progress,
+    Ready,
+    Request,
+    Response,
+    decode,
+    encode,
+)
 from ._errors import CancelledError, UnknownOperationError, WorkerBridgeError
 from ._shared import POLL_INTERVAL, SharedCancellation, SharedProgress, _Cells
 
@@ -55,7 +65,7 @@ def handler(channel: str, op: str) -> Callable[[F], F]:
         if not asyncio.iscoroutinefunction(fn):
             raise TypeError(f"handler {channel}.{op} must be an async function")
         _REGISTRY[(channel, op)] = fn
-        return fn
+        return fn  # type: ignore[return-value]  # mypy widens F through the dict
 
     return register
 
@@ -211,7 +221,7 @@ class Runtime:
             if req.cancel is not None:
                 ctx._token = SharedCancellation.from_buffer(req.cancel)
             payload = self._convert(req.payload)
-        except Exception as exc:  # noqa: BLE001 - a bad field answers with an error
+        except Exception as exc:
             self._error(req.id, exc)
             return
         self._active[req.id] = state
@@ -245,7 +255,7 @@ class Runtime:
             return
         try:
             self.post(encode(Response(rid, task.result())), ctx._transfer)
-        except Exception as post_exc:  # noqa: BLE001 - e.g. a result that cannot be cloned
+        except Exception as post_exc:
             self._error(rid, post_exc)
 
     def on_interrupt(self, signum: int = 0, frame: object = None) -> None:

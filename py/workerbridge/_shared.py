@@ -159,7 +159,9 @@ class _SharedBase:
         """Rebuild the object over a SharedArrayBuffer received from another thread."""
         return cls(buffer=buffer)
 
-    def _subscribe(self, callback: Callable[[Any], None], snapshot: Callable[[], Any]) -> Unsubscribe:
+    def _subscribe(
+        self, callback: Callable[[Any], None], snapshot: Callable[[], Any]
+    ) -> Unsubscribe:
         self._subscribers.append(callback)
         poller: asyncio.Task[None] | None = None
         if self.is_shared:

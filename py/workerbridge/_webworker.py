@@ -25,7 +25,7 @@ def bundle_base() -> str:
         index = str(pyodide_js._api.config.indexURL)
         if index.rstrip("/").endswith("/pyodide"):
             return index.rstrip("/")[: -len("pyodide")]
-    except Exception:  # noqa: BLE001 - fall through to the script tag
+    except Exception:
         pass
     script = js.document.querySelector('script[src$="pyscript/core.js"]')
     if script is not None:

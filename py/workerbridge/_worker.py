@@ -15,8 +15,8 @@ from typing import Any
 import js
 from pyodide.ffi import to_js
 
-from ._platform import type_tag
 from ._jsconv import envelope_from_js, from_wire, message_to_js
+from ._platform import type_tag
 from ._runtime import CONTROL_SLOTS, Runtime
 from ._shared import _Int32Cells
 
