@@ -21,6 +21,7 @@ from workerbridge._devserver import DevServer, make_server, parse_mounts
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ROOT / "tests" / "pages"
 DIST = ROOT / "dist"
+WEB = ROOT / "web"
 CHROMIUM_FLAGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -34,7 +35,8 @@ CHROMIUM_FLAGS = [
 
 def start_server(isolation: bool = True) -> tuple[DevServer, str]:
     mounts = parse_mounts(str(PAGES), [f"/dist={DIST}", f"/sub/app={PAGES}",
-                                       f"/sub/app/dist={DIST}"])
+                                       f"/sub/app/dist={DIST}", f"/demo={WEB}",
+                                       f"/demo/dist={DIST}"])
     server = make_server(mounts, "127.0.0.1", 0, isolation=isolation)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"

@@ -13,10 +13,13 @@ them), and Python bytes become fresh ArrayBuffers that are transferred, not clon
 from __future__ import annotations
 
 import json
+from json.encoder import JSONEncoder, c_make_encoder, encode_basestring_ascii
 from typing import Any
 
 import js
 from pyodide.ffi import JsProxy, to_js
+
+from ._errors import InvalidInputError
 
 _PLAIN = "[object Object]"
 _ARRAY = "[object Array]"
@@ -52,13 +55,28 @@ def to_wire(value: Any, transfer: list[Any]) -> Any:
     return value
 
 
+def _make_dumps() -> Any:
+    # json.dumps builds a new encoder on every call; on the hot path build one once.
+    # It raises TypeError for bytes and JS objects, ValueError for NaN.
+    if c_make_encoder is None:
+        return JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+    encoder = c_make_encoder(None, JSONEncoder().default, encode_basestring_ascii, None,
+                             ":", ",", False, False, False)
+    return lambda obj: "".join(encoder(obj, 0))
+
+
+_dumps = _make_dumps()
+
+
 def message_to_js(message: dict[str, Any], transfer: list[Any]) -> Any:
     """A wire dict ready for postMessage: JSON text if it can be, else a JS object."""
     if not transfer:
         try:
-            return json.dumps(message, separators=(",", ":"), allow_nan=False)
+            return _dumps(message)
         except (TypeError, ValueError):
             pass  # bytes, JsProxy values or NaN: fall back to structured clone
+        except RecursionError:
+            raise InvalidInputError("the payload refers to itself (a cycle)") from None
     return to_wire(message, transfer)
 
 

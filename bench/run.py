@@ -1,0 +1,131 @@
+"""The benchmark: every figure measured beside its plain-JS anchor in the same browser run.
+
+Run through ``python3 build.py bench``; prints JSON and writes bench/results.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from conftest import CHROMIUM_FLAGS, Harness, start_server  # noqa: E402
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+MB = 1024 * 1024
+HASH_MB = 256
+
+RAW_ECHO_JS = """async (n) => {
+    const src = "self.onmessage = (e) => self.postMessage(e.data);";
+    const w = new Worker(URL.createObjectURL(new Blob([src], { type: "text/javascript" })));
+    const once = (msg) => new Promise((resolve) => { w.onmessage = (e) => resolve(e.data); w.postMessage(msg); });
+    for (let i = 0; i < 200; i++) await once({ x: i });
+    const times = [];
+    for (let i = 0; i < n; i++) {
+        const t = performance.now();
+        await once({ x: i });
+        times.push(performance.now() - t);
+    }
+    w.terminate();
+    return times;
+}"""
+
+SUBTLE_JS = """async ([mb, kind]) => {
+    const buf = new Uint8Array(mb * 1024 * 1024);
+    for (let i = 0; i < buf.length; i += 4096) buf[i] = i & 255;
+    const t = performance.now();
+    const data = kind === "file" ? await new File([buf], "x.bin").arrayBuffer() : buf;
+    await crypto.subtle.digest("SHA-256", data);
+    return performance.now() - t;
+}"""
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def bench_page(harness: Harness) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    ready = harness.py("""
+        import asyncio, time, js
+        from workerbridge import WorkerBridge
+        t0 = js.performance.now()
+        B = await WorkerBridge.default().start()
+        {"page_ready_ms": t0, "worker_ready_ms": js.performance.now(),
+         "worker_boot_ms": B.ready_info["boot_ms"]}
+    """)
+    out["ready"] = ready
+
+    rtt = harness.py("""
+        times = []
+        for i in range(200):
+            await B.request("system", "echo", {"x": i})
+        for i in range(2000):
+            t = js.performance.now()
+            await B.request("system", "echo", {"x": i})
+            times.append(js.performance.now() - t)
+        times
+    """)
+    raw = harness.js(RAW_ECHO_JS, 2000)
+    out["round_trip"] = {
+        "bridge_p50_ms": percentile(rtt, 0.5), "bridge_p99_ms": percentile(rtt, 0.99),
+        "raw_js_p50_ms": percentile(raw, 0.5), "raw_js_p99_ms": percentile(raw, 0.99),
+    }
+    out["round_trip"]["ratio_p50"] = out["round_trip"]["bridge_p50_ms"] / out["round_trip"]["raw_js_p50_ms"]
+
+    for kind in ("buffer", "file"):
+        ours = harness.py(f"""
+            u8 = js.Uint8Array.new({HASH_MB} * 1024 * 1024)
+            u8.fill(7)
+            data = u8.buffer if "{kind}" == "buffer" else js.File.new([u8], "x.bin")
+            t = js.performance.now()
+            await B.crypto.hash_file(data)
+            elapsed = js.performance.now() - t
+            del u8, data  # let the browser drop its copy before the anchor runs
+            elapsed
+        """)
+        anchor = harness.js(SUBTLE_JS, [HASH_MB, kind])
+        out[f"hash_{kind}"] = {
+            "bridge_mb_s": HASH_MB / (ours / 1000), "subtle_mb_s": HASH_MB / (anchor / 1000),
+            "ratio": anchor / ours,
+        }
+    return out
+
+
+def main() -> int:
+    server, origin = start_server(isolation=True)
+    chromium = os.environ.get("WORKERBRIDGE_CHROMIUM", "/usr/bin/chromium")
+    started = time.time()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        context = browser.new_context()
+        harness = Harness(context.new_page(), origin)
+        figures = bench_page(harness)
+        version = browser.version
+        browser.close()
+    server.shutdown()
+    result = {
+        "when": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started)),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
+        "chromium": version,
+        "seconds": round(time.time() - started, 1),
+        "figures": figures,
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    (ROOT / "bench" / "results.json").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    threading.current_thread().name = "bench"
+    sys.exit(main())

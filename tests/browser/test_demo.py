@@ -1,0 +1,29 @@
+"""The demo page (`python3 build.py serve`) works as a person would use it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+
+def test_demo_hashes_a_picked_file(browser: Any, server: str, tmp_path):
+    data = os.urandom(5 * 1024 * 1024 + 3)
+    path = tmp_path / "upload.bin"
+    path.write_bytes(data)
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(server + "/demo/")
+        page.wait_for_selector("#hash:not([disabled])", timeout=120_000)
+        assert "Cross-origin isolated" in page.text_content("#isolation")
+        page.set_input_files("#file", str(path))
+        page.select_option("#algorithm", "SHA-512")
+        page.click("#hash")
+        page.wait_for_function("document.getElementById('digest').textContent.length > 0",
+                               timeout=60_000)
+        assert page.text_content("#digest") == hashlib.sha512(data).hexdigest()
+        assert page.eval_on_selector("#progress", "p => p.value") == 100
+        assert "MB/s" in page.text_content("#status")
+    finally:
+        context.close()
