@@ -33,10 +33,11 @@ CHROMIUM_FLAGS = [
 ]
 
 
-def start_server(isolation: bool = True) -> tuple[DevServer, str]:
+def start_server(isolation: bool = True, extra: tuple[str, ...] = ()) -> tuple[DevServer, str]:
+    """Test pages at /, the demo at /demo/, the pages again under /sub/app/; dist/ beside each."""
     mounts = parse_mounts(str(PAGES), [f"/dist={DIST}", f"/sub/app={PAGES}",
                                        f"/sub/app/dist={DIST}", f"/demo={WEB}",
-                                       f"/demo/dist={DIST}"])
+                                       f"/demo/dist={DIST}", *extra])
     server = make_server(mounts, "127.0.0.1", 0, isolation=isolation)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"

@@ -201,7 +201,10 @@ class WorkerBridge:
         priority: Priority = Priority.NORMAL,
     ) -> Any:
         """Call ``channel.op`` in the worker with ``payload``; see ``Connection.request``."""
-        await self.start()
+        ready = self._ready
+        if ready is None or not ready.done() or ready.exception() is not None \
+                or self._transport is None or not self._transport.alive:
+            await self.start()
         assert self._connection is not None
         return await self._connection.request(
             channel, op, payload, transfer=transfer, timeout=timeout,

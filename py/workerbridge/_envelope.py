@@ -12,7 +12,7 @@ main thread's Pyodide and in every worker.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import IntEnum, StrEnum
 from typing import Any, Final, TypeAlias
 
@@ -93,13 +93,21 @@ _KIND_OF: Final[dict[type, Kind]] = {
 }
 
 
+_FIELDS: Final[dict[type, tuple[str, ...]]] = {
+    cls: tuple(f.name for f in fields(cls)) for cls in _KIND_OF
+}
+
+
 def encode(env: Envelope) -> dict[str, Any]:
     """The wire form of an envelope: a flat dict, ``None`` fields left out."""
-    out: dict[str, Any] = {"v": PROTOCOL_VERSION, "kind": _KIND_OF[type(env)].value}
-    for name in env.__slots__:
+    cls = type(env)
+    out: dict[str, Any] = {"v": PROTOCOL_VERSION, "kind": _KIND_OF[cls].value}
+    for name in _FIELDS[cls]:
         value = getattr(env, name)
         if value is not None:
-            out[name] = int(value) if isinstance(value, Priority) else value
+            out[name] = value
+    if cls is Request:
+        out["priority"] = int(out["priority"])  # IntEnum -> plain int for JSON and JS
     return out
 
 

@@ -13,7 +13,7 @@ them), and Python bytes become fresh ArrayBuffers that are transferred, not clon
 from __future__ import annotations
 
 import json
-from json.encoder import JSONEncoder, c_make_encoder, encode_basestring_ascii
+from json import encoder as _json_encoder
 from typing import Any
 
 import js
@@ -58,10 +58,12 @@ def to_wire(value: Any, transfer: list[Any]) -> Any:
 def _make_dumps() -> Any:
     # json.dumps builds a new encoder on every call; on the hot path build one once.
     # It raises TypeError for bytes and JS objects, ValueError for NaN.
-    if c_make_encoder is None:
-        return JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-    encoder = c_make_encoder(None, JSONEncoder().default, encode_basestring_ascii, None,
-                             ":", ",", False, False, False)
+    make = getattr(_json_encoder, "c_make_encoder", None)  # the C accelerator, if built
+    plain = _json_encoder.JSONEncoder(separators=(",", ":"), allow_nan=False)
+    if make is None:
+        return plain.encode
+    encoder = make(None, plain.default, _json_encoder.encode_basestring_ascii, None,
+                   ":", ",", False, False, False)
     return lambda obj: "".join(encoder(obj, 0))
 
 

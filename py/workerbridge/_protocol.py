@@ -137,7 +137,9 @@ class Connection:
             raise CancelledError("the cancel token was already cancelled")
         loop = asyncio.get_running_loop()
         rid = self._next_id()
-        entry = _Pending(loop.create_future(), self._clock())
+        # A plain Future: Pyodide's loop.create_future() adds a done-callback that costs
+        # one more trip through the browser's scheduler on every response.
+        entry = _Pending(asyncio.Future(loop=loop), self._clock())
         progress_field: Any = None
         if on_progress is not None:
             entry.progress = SharedProgress(shared=self.transport.isolated)

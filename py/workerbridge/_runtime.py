@@ -162,6 +162,7 @@ class Runtime:
         self._convert = convert_payload
         self._active: dict[int, _Active] = {}
         self._starting: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.served = 0
         self.cancelled = 0
 
@@ -228,7 +229,7 @@ class Runtime:
         # The first step runs inside _eager_task: state.task is still None meanwhile.
         self._starting = req.id
         try:
-            task = _eager_task(self._run(fn, ctx, payload))
+            task = self._eager_task(fn(ctx, payload))
         finally:
             self._starting = None
         state.task = task
@@ -237,8 +238,13 @@ class Runtime:
         else:
             task.add_done_callback(lambda t: self._finish(req.id, ctx, t))
 
-    async def _run(self, fn: Handler, ctx: Context, payload: Any) -> Any:
-        return await fn(ctx, payload)
+    def _eager_task(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        """Start the handler now, so one that never awaits answers in the same turn."""
+        if self._loop is None:
+            self._loop = asyncio.get_event_loop()
+        if sys.version_info >= (3, 12):
+            return asyncio.Task(coro, loop=self._loop, eager_start=True)  # type: ignore[arg-type]
+        return self._loop.create_task(coro)  # type: ignore[arg-type]
 
     def _finish(self, rid: int, ctx: Context, task: asyncio.Task[Any]) -> None:
         self._active.pop(rid, None)
@@ -283,14 +289,6 @@ class Runtime:
         if running:
             raise asyncio.CancelledError()
         state.task.cancel()
-
-
-def _eager_task(coro: Any) -> asyncio.Task[Any]:
-    """Start the handler now, so one that never awaits answers in the same turn."""
-    loop = asyncio.get_event_loop()
-    if sys.version_info >= (3, 12):
-        return asyncio.Task(coro, loop=loop, eager_start=True)
-    return loop.create_task(coro)
 
 
 @handler("system", "echo")

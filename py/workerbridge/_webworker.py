@@ -89,8 +89,11 @@ class WorkerTransport:
             js.Atomics.store(self.control, 0, _INTERRUPT)
 
     def _message(self, event: Any) -> None:
-        raw = envelope_from_js(event.data)
-        if isinstance(raw, dict) and raw.get("kind") in ("response", "ready"):
+        data = event.data
+        raw = envelope_from_js(data)
+        # JSON text is plain Python already; only structured messages hold JS values.
+        if not isinstance(data, str) and isinstance(raw, dict) \
+                and raw.get("kind") in ("response", "ready"):
             raw["payload"] = from_wire(raw.get("payload"), buffers_to_bytes=True)
         self._on_message(raw)
 
