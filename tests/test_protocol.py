@@ -17,6 +17,7 @@ from workerbridge import (
     ProgressInfo,
     RemoteError,
     RequestTimeoutError,
+    RetryPolicy,
     SharedCancellation,
     ShutdownError,
     UnknownOperationError,
@@ -25,7 +26,7 @@ from workerbridge import (
     handler,
 )
 from workerbridge._loopback import LoopbackTransport
-from workerbridge._protocol import Connection
+from workerbridge.protocol import Connection
 
 
 @handler("hosttest", "sleep")
@@ -86,7 +87,7 @@ def test_bad_input_is_typed_and_the_bridge_keeps_serving():
         with pytest.raises(UnknownOperationError):
             await b.request("crypto", "nope")
         assert await b.crypto.hash_file(b"abc") == hashlib.sha256(b"abc").hexdigest()
-        assert b.connection is not None and not b.connection.pending_ids
+        assert not b.pool.pending_ids() and b.pool.pending() == 0
 
     run(main())
 
@@ -121,7 +122,7 @@ def test_timeout_settles_and_cancels_in_worker():
         b = await bridge()
         with pytest.raises(RequestTimeoutError):
             await b.request("hosttest", "sleep", {"seconds": 5}, timeout=0.05)
-        assert b.connection is not None and not b.connection.pending_ids
+        assert not b.pool.pending_ids() and b.pool.pending() == 0
         await asyncio.sleep(0.01)
         assert await b.request("system", "stats") == {"served": 1, "cancelled": 1, "active": 0}
 
@@ -148,57 +149,66 @@ def test_task_cancel_and_token_cancel():
         await asyncio.sleep(0.05)
         stats = await b.request("system", "stats")
         assert stats["cancelled"] == 2 and stats["active"] == 0
-        assert b.connection is not None and not b.connection.pending_ids
+        assert not b.pool.pending_ids() and b.pool.pending() == 0
 
     run(main())
 
 
-def test_crash_and_close_reject_everything_pending():
+def test_crash_retries_retryable_calls_and_rejects_the_rest():
     async def main() -> None:
         b = await bridge()
-        calls = [asyncio.ensure_future(b.request("hosttest", "sleep", {"seconds": 5}))
+        calls = [asyncio.ensure_future(b.request("hosttest", "sleep", {"seconds": 0.2}))
                  for _ in range(3)]
-        await asyncio.sleep(0.01)
-        b._on_crash("test crash")
+        await asyncio.sleep(0.05)
+        b.pool._lost(b.pool._slots[0], "test crash")
+        assert await asyncio.gather(*calls) == ["slept"] * 3  # retried on the new worker
+        assert b.stats().restarts == 1
+
+        nb = await WorkerBridge(transport_factory=LoopbackTransport,
+                                retry=RetryPolicy(max_retries=0)).start()
+        calls = [asyncio.ensure_future(nb.request("hosttest", "sleep", {"seconds": 5}))
+                 for _ in range(3)]
+        await asyncio.sleep(0.02)
+        nb.pool._lost(nb.pool._slots[0], "test crash")
         for c in calls:
             with pytest.raises(WorkerCrashedError):
                 await c
-        assert b.connection is not None and not b.connection.pending_ids
-        b2 = await bridge()
-        pending = asyncio.ensure_future(b2.request("hosttest", "sleep", {"seconds": 5}))
+        assert not nb.pool.pending_ids() and nb.pool.pending() == 0
+
+        pending = asyncio.ensure_future(nb.request("hosttest", "sleep", {"seconds": 5}))
         await asyncio.sleep(0.01)
-        await b2.close()
+        await nb.close()
         with pytest.raises(ShutdownError):
             await pending
         with pytest.raises(ShutdownError):
-            await b2.request("system", "echo")
+            await nb.request("system", "echo")
 
     run(main())
 
 
-def test_stats_and_destroy():
+def test_connection_stats_cancel_all_and_destroy():
     async def main() -> None:
-        loop_transport: list[LoopbackTransport] = []
+        conn_box: list[Connection] = []
 
-        def factory(on_message: Any, on_crash: Any) -> LoopbackTransport:
-            t = LoopbackTransport(on_message, on_crash)
-            loop_transport.append(t)
-            return t
+        def on_message(raw: dict[str, Any]) -> None:
+            conn_box[0].handle_message(raw)
 
-        b = await WorkerBridge(transport_factory=factory).start()
-        assert await b.request("system", "echo", {"a": [1, 2]}) == {"a": [1, 2]}
-        conn = b.connection
-        assert isinstance(conn, Connection)
-        slow = asyncio.ensure_future(b.request("hosttest", "sleep", {"seconds": 5}))
+        transport = LoopbackTransport(on_message)
+        conn = Connection(transport)
+        conn_box.append(conn)
+        assert await conn.request("system", "echo", {"a": [1, 2]}) == {"a": [1, 2]}
+        slow = asyncio.ensure_future(conn.request("hosttest", "sleep", {"seconds": 5}))
         await asyncio.sleep(0.02)
         stats = conn.stats()
         assert stats.pending == 1 and stats.completed == 1 and stats.oldest_pending_ms >= 10
         assert conn.cancel_all() == 1
         with pytest.raises(asyncio.CancelledError):
             await slow
+        await asyncio.sleep(0.02)
+        assert conn.in_flight == 0, "the worker acknowledged the cancel"
         conn.destroy()
         with pytest.raises(ShutdownError):
-            await b.request("system", "echo")
+            await conn.request("system", "echo")
 
     run(main())
 

@@ -9,6 +9,17 @@ import { loadPyodide } from "../pyodide/pyodide.mjs";
 const PROTOCOL_VERSION = 1;
 const USER_MODULE_DIR = "/home/pyodide/workerbridge_user";
 
+// A worker that closes itself would otherwise vanish without a word: say so first, so
+// the page settles its pending calls and replaces the worker.
+const closeWorker = self.close.bind(self);
+self.close = () => {
+  self.postMessage({
+    v: PROTOCOL_VERSION, kind: "error", code: "crashed", error_type: "WorkerCrashedError",
+    message: "the worker closed itself",
+  });
+  closeWorker();
+};
+
 // Step 0: hold messages that arrive while Python boots.
 const early = [];
 let deliver = (data) => early.push(data);
@@ -78,5 +89,5 @@ boot().catch((err) => {
     message: `worker failed to boot: ${err && err.message ? err.message : err}`,
     error_type: "WorkerCrashedError",
   });
-  self.close();
+  closeWorker();
 });

@@ -22,9 +22,10 @@ from ._errors import (
     WorkerBridgeError,
     WorkerCrashedError,
 )
-from ._protocol import Connection, ConnectionStats
 from ._runtime import Context, handler
-from ._shared import (
+from .pool import PoolStats, WorkerPool
+from .protocol import Connection, ConnectionStats, RetryPolicy
+from .shared import (
     ProgressInfo,
     SharedCancellation,
     SharedCounter,
@@ -36,6 +37,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "PoolStats",
     "CancelledError",
     "Connection",
     "ConnectionStats",
@@ -50,6 +52,7 @@ __all__ = [
     "QueueFullError",
     "RemoteError",
     "RequestTimeoutError",
+    "RetryPolicy",
     "SharedCancellation",
     "SharedCounter",
     "SharedFlag",
@@ -61,6 +64,7 @@ __all__ = [
     "WorkerBridge",
     "WorkerBridgeError",
     "WorkerCrashedError",
+    "WorkerPool",
     "__version__",
     "handler",
 ]

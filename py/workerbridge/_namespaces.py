@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._algorithms import normalize_hash
 from ._data import prepare
-from ._protocol import ProgressCallback
-from ._shared import SharedCancellation
+from .protocol import ProgressCallback
+from .shared import SharedCancellation
 
 if TYPE_CHECKING:
     from ._bridge import WorkerBridge
@@ -19,6 +19,24 @@ class _Namespace:
 
     def __init__(self, bridge: WorkerBridge) -> None:
         self._bridge = bridge
+
+
+class Channel(_Namespace):
+    """Calls into a custom channel: ``ns.op(**payload)`` sends ``payload`` to ``op``."""
+
+    def __init__(self, bridge: WorkerBridge, name: str) -> None:
+        super().__init__(bridge)
+        self.channel = name
+
+    def __getattr__(self, op: str) -> Any:
+        if op.startswith("_"):
+            raise AttributeError(op)
+
+        async def call(**payload: Any) -> Any:
+            return await self._bridge.request(self.channel, op, payload)
+
+        call.__name__ = op
+        return call
 
 
 class CryptoNamespace(_Namespace):

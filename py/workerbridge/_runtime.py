@@ -37,7 +37,7 @@ from ._envelope import (
     encode,
 )
 from ._errors import CancelledError, UnknownOperationError, WorkerBridgeError
-from ._shared import POLL_INTERVAL, SharedCancellation, SharedProgress, _Cells
+from .shared import POLL_INTERVAL, SharedCancellation, SharedProgress, _Cells
 
 log = logging.getLogger("workerbridge.runtime")
 

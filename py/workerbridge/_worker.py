@@ -18,7 +18,7 @@ from pyodide.ffi import to_js
 from ._jsconv import envelope_from_js, from_wire, message_to_js
 from ._platform import type_tag
 from ._runtime import CONTROL_SLOTS, Runtime
-from ._shared import _Int32Cells
+from .shared import _Int32Cells
 
 USER_MODULE_DIR = "/home/pyodide/workerbridge_user"
 

@@ -19,7 +19,7 @@ def bridge(harness: Harness) -> Harness:
         B = await WorkerBridge.default().start()
         FB = await WorkerBridge(modules=["./faults.py"]).start()
         def no_pending(*bridges):
-            return all(not b.connection.pending_ids for b in bridges)
+            return all(not b.pool.pending_ids() and b.pool.pending() == 0 for b in bridges)
         async def settled_stats(b, limit=2.0):
             # the worker counters once no other request is active in it
             deadline = time.monotonic() + limit
@@ -251,8 +251,9 @@ def test_handler_exceptions_cross_as_codes_without_payload_data(bridge: Harness)
 
 def test_missing_worker_script_raises_worker_crashed(bridge: Harness):
     with pytest.raises(PyError) as info:
-        bridge.py('await WorkerBridge(base_url="./no-such-bundle/").start()')
+        bridge.py('await WorkerBridge(base_url="./no-such-bundle/", fallback="never").start()')
     assert info.value.type == "WorkerCrashedError"
+    assert "could boot" in info.value.message
 
 
 def test_malformed_envelopes_posted_straight_to_a_worker(bridge: Harness):

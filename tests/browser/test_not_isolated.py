@@ -50,7 +50,7 @@ def test_fallback_progress_cancel_and_reuse(plain_harness: Harness):
         {"isolated": B.isolated, "shared_token": token.is_shared, "hash_ok": got == expected,
          "progress": seen, "task_latency": task_latency, "task_after": task_after,
          "stats": stats, "outcome": outcome, "token_after": time.perf_counter() - t2,
-         "stats2": stats2, "clean": not B.connection.pending_ids}
+         "stats2": stats2, "clean": not B.pool.pending_ids() and B.pool.pending() == 0}
     """)
     assert result["isolated"] is False and result["shared_token"] is False
     assert result["hash_ok"]

@@ -18,6 +18,15 @@ from typing import Any, Protocol
 
 from ._platform import IN_PYODIDE, big_atomics, cross_origin_isolated, in_worker, js_global
 
+__all__ = [
+    "ProgressInfo",
+    "SharedCancellation",
+    "SharedCounter",
+    "SharedFlag",
+    "SharedProgress",
+    "Unsubscribe",
+]
+
 Unsubscribe = Callable[[], None]
 POLL_INTERVAL = 1 / 30  # seconds; progress callbacks fire at most ~30 times a second
 

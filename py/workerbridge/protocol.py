@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,13 +37,62 @@ from ._errors import (
     RequestTimeoutError,
     ShutdownError,
     WorkerBridgeError,
+    WorkerCrashedError,
     error_from_code,
 )
-from ._shared import ProgressInfo, SharedCancellation, SharedProgress, Unsubscribe
+from .shared import ProgressInfo, SharedCancellation, SharedProgress, Unsubscribe
+
+__all__ = [
+    "Connection",
+    "ConnectionStats",
+    "ProgressCallback",
+    "RetryPolicy",
+    "Transport",
+    "make_request",
+]
 
 log = logging.getLogger("workerbridge")
 
 ProgressCallback = Callable[[ProgressInfo], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """When and how soon a failed request is sent again (to another worker).
+
+    Only failures that say nothing about the request itself are retried: the worker
+    crashed under it, or — for operations declared idempotent — it timed out. A
+    handler's own exception is never retried.
+    """
+
+    max_retries: int = 2
+    base_delay: float = 0.05  # seconds before the first retry
+    max_delay: float = 2.0
+    jitter: float = 0.5  # each delay is scaled by a random factor in [1 - jitter, 1]
+
+    def retryable(self, exc: BaseException, *, idempotent: bool) -> bool:
+        if isinstance(exc, WorkerCrashedError):
+            return True
+        return idempotent and isinstance(exc, RequestTimeoutError)
+
+    def delay(self, attempt: int, rng: Callable[[], float] = random.random) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based): exponential, jittered."""
+        raw = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        return raw * (1 - self.jitter * rng())
+
+
+def make_request(
+    rid: int,
+    channel: str,
+    op: str,
+    payload: Any = None,
+    *,
+    priority: Priority = Priority.NORMAL,
+    timeout: float | None = None,
+    correlation: str | None = None,
+) -> dict[str, Any]:
+    """A REQUEST envelope in wire form (what ``Connection.request`` sends)."""
+    return encode(Request(rid, channel, op, payload, Priority(priority), timeout, correlation))
 
 
 class Transport(Protocol):
@@ -90,11 +140,15 @@ class Connection:
         default_timeout: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_ready: Callable[[Any], None] | None = None,
+        on_settled: Callable[[], None] | None = None,
     ) -> None:
+        """``on_settled`` is called whenever the worker answers a request (it has room)."""
         self.transport = transport
         self.default_timeout = default_timeout
         self._clock = clock
         self._on_ready = on_ready
+        self._on_settled = on_settled
+        self._cancel_sent: dict[int, float] = {}
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
         self._in_flight: set[int] = set()
@@ -200,6 +254,7 @@ class Connection:
     def _send_cancel(self, rid: int) -> None:
         if rid not in self._in_flight:
             return
+        self._cancel_sent.setdefault(rid, self._clock())
         self.transport.interrupt(rid)
         try:
             self.transport.send(encode(Cancel(rid)), ())
@@ -232,11 +287,11 @@ class Connection:
         except DecodeError as exc:
             log.warning("dropping a malformed message from the worker: %s", exc)
             if exc.request_id is not None:
-                self._in_flight.discard(exc.request_id)
+                self._answered(exc.request_id)
                 self._reject(exc.request_id, exc)
             return
         if isinstance(env, Response):
-            self._in_flight.discard(env.id)
+            self._answered(env.id)
             entry = self._pending.get(env.id)
             if entry is not None and not entry.future.done():
                 self._completed += 1
@@ -246,7 +301,7 @@ class Connection:
             if env.id is None:
                 log.warning("worker reported an error: %s (%s)", env.message, env.code)
                 return
-            self._in_flight.discard(env.id)
+            self._answered(env.id)
             self._reject(env.id, error_from_code(env.code, env.message, env.error_type))
         elif isinstance(env, Progress):
             entry = self._pending.get(env.id)
@@ -258,7 +313,19 @@ class Connection:
         else:
             log.warning("ignoring a %s envelope sent by the worker", type(env).__name__)
 
+    def _answered(self, rid: int) -> None:
+        self._cancel_sent.pop(rid, None)
+        if rid in self._in_flight:
+            self._in_flight.discard(rid)
+            if self._on_settled is not None:
+                self._on_settled()
+
     # --- state -----------------------------------------------------------------------------
+
+    def overdue_cancels(self, grace: float) -> list[int]:
+        """Ids cancelled more than ``grace`` seconds ago that the worker never acknowledged."""
+        limit = self._clock() - grace
+        return [rid for rid, at in self._cancel_sent.items() if at <= limit]
 
     @property
     def pending_ids(self) -> frozenset[int]:
@@ -278,6 +345,7 @@ class Connection:
     def fail_all(self, exc: WorkerBridgeError) -> None:
         """Reject every pending call with ``exc`` (the worker died); the connection stays usable."""
         self._in_flight.clear()
+        self._cancel_sent.clear()
         for rid in list(self._pending):
             self._reject(rid, type(exc)(str(exc)))
 

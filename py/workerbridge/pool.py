@@ -1,0 +1,551 @@
+"""``WorkerPool``: N workers behind one queue, with health checks and restarts.
+
+Jobs wait in a priority queue (high first, FIFO within a priority) until a worker that
+has answered READY has room; nothing is sent to a worker before its READY. A worker
+that crashes, closes itself, stops answering heartbeats while idle, or ignores the
+interrupt after a timeout or cancel is terminated and replaced; the jobs it held are
+retried on another worker when that is safe (see ``RetryPolicy``), else rejected with
+``WorkerCrashedError``. A worker that keeps failing to boot stops being restarted after
+``max_boot_failures`` tries, and when none is left every caller gets a clear error —
+or, with ``fallback="auto"``, the pool runs the handlers on the page's own thread.
+
+Pure logic over injected transports: the browser's Worker in ``_webworker``, the
+in-process loopback in ``_loopback``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from ._envelope import Priority
+from ._errors import CancelledError, QueueFullError, RequestTimeoutError, ShutdownError, WorkerCrashedError
+from .protocol import Connection, ProgressCallback, RetryPolicy
+from .shared import SharedCancellation
+
+__all__ = ["PoolStats", "PoolTransport", "Strategy", "TransportFactory", "WorkerPool"]
+
+log = logging.getLogger("workerbridge.pool")
+
+Strategy = Literal["least-busy", "round-robin"]
+SlotState = Literal["booting", "ready", "dead", "failed"]
+
+
+class PoolTransport(Protocol):
+    alive: bool
+
+    @property
+    def isolated(self) -> bool: ...
+    def send(self, message: dict[str, Any], transfer: Sequence[Any]) -> None: ...
+    def interrupt(self, request_id: int) -> None: ...
+    def set_control(self, buffer: Any) -> None: ...
+    def terminate(self) -> None: ...
+
+
+# (on_message, on_crash) -> a transport whose worker is booting
+TransportFactory = Callable[
+    [Callable[[dict[str, Any]], None], Callable[[str], None]], PoolTransport
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    size: int  # workers ready now
+    busy: int  # ready workers with at least one request in flight
+    idle: int
+    queued: int
+    in_flight: int
+    processed: int
+    errors: int
+    restarts: int
+    average_latency_ms: float
+    fallback: bool  # running on the page's own thread
+
+
+@dataclass(slots=True)
+class _Slot:
+    index: int
+    state: SlotState = "booting"
+    transport: PoolTransport | None = None
+    connection: Connection | None = None
+    ready_info: dict[str, Any] = field(default_factory=dict)
+    boot_failures: int = 0
+    ping: asyncio.Task[Any] | None = None
+    ping_sent: float = 0.0
+    assigned: int = 0  # attempts dispatched here and not finished
+
+    @property
+    def load(self) -> int:
+        """Requests this worker holds: ours in progress, or cancelled and not yet let go."""
+        in_flight = self.connection.in_flight if self.connection is not None else 0
+        return max(self.assigned, in_flight)
+
+
+@dataclass(slots=True, eq=False)  # identity equality: jobs live in sets and heaps
+class _Job:
+    channel: str
+    op: str
+    payload: Any
+    transfer: Sequence[Any]
+    priority: Priority
+    timeout: float | None
+    on_progress: ProgressCallback | None
+    cancel: SharedCancellation | None
+    idempotent: bool
+    future: asyncio.Future[Any]
+    seq: int
+    attempts: int = 0
+    started: float = 0.0
+
+    def __lt__(self, other: _Job) -> bool:  # heapq: high priority first, then FIFO
+        return (-self.priority, self.seq) < (-other.priority, other.seq)
+
+
+class WorkerPool:
+    """Runs requests on ``size`` workers; see the module docstring for the guarantees."""
+
+    def __init__(
+        self,
+        transport_factory: TransportFactory,
+        *,
+        size: int = 1,
+        strategy: Strategy = "least-busy",
+        task_timeout: float | None = None,
+        max_queue: int = 10_000,
+        max_in_flight: int = 64,
+        retry: RetryPolicy | None = None,
+        heartbeat_interval: float = 1.0,
+        heartbeat_timeout: float = 10.0,
+        cancel_grace: float = 2.0,
+        max_boot_failures: int = 3,
+        boot_timeout: float = 120.0,
+        fallback_factory: TransportFactory | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``task_timeout``: default per-request limit in seconds; ``max_in_flight``:
+        requests one worker may hold at once; ``fallback_factory``: the transport used
+        on the page's thread when no worker can boot (None: fail instead)."""
+        if size < 1:
+            raise ValueError("a pool needs at least one worker")
+        if strategy not in ("least-busy", "round-robin"):
+            raise ValueError(f"unknown strategy {strategy!r}")
+        self._factory = transport_factory
+        self._fallback_factory = fallback_factory
+        self.size = size
+        self.strategy: Strategy = strategy
+        self.task_timeout = task_timeout
+        self.max_queue = max_queue
+        self.max_in_flight = max_in_flight
+        self.retry = retry or RetryPolicy()
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self.cancel_grace = cancel_grace
+        self.max_boot_failures = max_boot_failures
+        self.boot_timeout = boot_timeout
+        self._clock = clock
+        self._slots: list[_Slot] = []
+        self._queue: list[_Job] = []
+        self._seq = itertools.count()
+        self._rr = 0
+        self._jobs: set[_Job] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._processed = 0
+        self._errors = 0
+        self._restarts = 0
+        self._latency_total = 0.0
+        self._closing = False
+        self._closed = False
+        self._fallback = False
+        self._health: asyncio.Task[None] | None = None
+        self._first_ready: asyncio.Future[None] | None = None
+        self._started = False
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> WorkerPool:
+        """Boot the workers; return once one is ready (the rest keep booting)."""
+        if self._closed:
+            raise ShutdownError("this pool was terminated")
+        if not self._started:
+            self._started = True
+            self._first_ready = asyncio.get_running_loop().create_future()
+            for i in range(self.size):
+                self._slots.append(_Slot(i))
+                self._boot(self._slots[-1])
+            self._health = asyncio.ensure_future(self._health_loop())
+        assert self._first_ready is not None
+        await asyncio.shield(self._first_ready)
+        return self
+
+    async def wait_all_ready(self) -> None:
+        """Wait until every worker that can boot has answered READY."""
+        await self.start()
+        while any(s.state == "booting" for s in self._slots):
+            await asyncio.sleep(0.02)
+
+    def _boot(self, slot: _Slot) -> None:
+        slot.state = "booting"
+        slot.ready_info = {}
+
+        def on_message(raw: dict[str, Any]) -> None:
+            # An ERROR with no id is the worker speaking of itself: a failed boot, or
+            # (code "crashed") a worker about to close itself.
+            if isinstance(raw, dict) and raw.get("kind") == "error" and raw.get("id") is None \
+                    and (slot.state == "booting" or raw.get("code") == "crashed"):
+                on_crash(str(raw.get("message", "the worker failed to boot")))
+            elif slot.connection is not None and slot.transport is transport:
+                slot.connection.handle_message(raw)
+
+        def on_crash(reason: str) -> None:
+            if slot.transport is transport:
+                self._lost(slot, reason)
+
+        def on_ready(info: Any) -> None:
+            if slot.transport is not transport or slot.state != "booting":
+                return
+            slot.ready_info = dict(info) if isinstance(info, dict) else {}
+            transport.set_control(slot.ready_info.get("control"))
+            slot.state = "ready"
+            slot.boot_failures = 0
+            slot.ping_sent = 0.0
+            if self._first_ready is not None and not self._first_ready.done():
+                self._first_ready.set_result(None)
+            self._pump()
+
+        try:
+            transport = (self._fallback_factory if self._fallback else self._factory)(
+                on_message, on_crash)
+        except Exception as exc:  # noqa: BLE001 - e.g. Worker cannot be constructed here
+            self._boot_failed(slot, f"{type(exc).__name__}: {exc}")
+            return
+        slot.transport = transport
+        slot.connection = Connection(transport, on_ready=on_ready, on_settled=self._pump)
+        start = getattr(transport, "start", None)
+        if start is not None:
+            start()
+        booted_at = self._clock()
+
+        async def watchdog() -> None:
+            while slot.transport is transport and slot.state == "booting":
+                if self._clock() - booted_at > self.boot_timeout:
+                    self._lost(slot, f"not ready within {self.boot_timeout:g} s")
+                    return
+                await asyncio.sleep(0.1)
+
+        self._spawn(watchdog())
+
+    def _lost(self, slot: _Slot, reason: str) -> None:
+        """A worker died or was judged dead: settle its calls, then replace it."""
+        was_booting = slot.state == "booting"
+        log.warning("worker %d lost: %s", slot.index, reason)
+        transport, connection = slot.transport, slot.connection
+        slot.transport, slot.connection = None, None
+        slot.state = "dead"
+        slot.assigned = 0
+        if slot.ping is not None:
+            slot.ping.cancel()
+            slot.ping = None
+        if transport is not None:
+            transport.terminate()
+        if connection is not None:
+            connection.destroy(WorkerCrashedError(f"the worker crashed: {reason}"))
+        if self._closing:
+            return
+        if was_booting:
+            self._boot_failed(slot, reason)
+        else:
+            self._restarts += 1
+            self._boot(slot)
+
+    def _boot_failed(self, slot: _Slot, reason: str) -> None:
+        slot.boot_failures += 1
+        slot.state = "dead"
+        if slot.boot_failures >= self.max_boot_failures:
+            slot.state = "failed"
+            log.error("worker %d failed to boot %d times; giving up: %s",
+                      slot.index, slot.boot_failures, reason)
+            if all(s.state == "failed" for s in self._slots):
+                self._all_failed(reason)
+            return
+        delay = min(5.0, 0.2 * 2 ** (slot.boot_failures - 1))
+
+        async def retry_boot() -> None:
+            await asyncio.sleep(delay)
+            if not self._closing and slot.state == "dead":
+                self._restarts += 1
+                self._boot(slot)
+
+        self._spawn(retry_boot())
+
+    def _all_failed(self, reason: str) -> None:
+        if self._fallback_factory is not None and not self._fallback:
+            log.warning("no worker could boot (%s); running handlers on the page's thread "
+                        "instead", reason)
+            self._fallback = True
+            for slot in self._slots[1:]:
+                slot.state = "failed"
+            self._slots[0].boot_failures = 0
+            self._boot(self._slots[0])
+            return
+        error = WorkerCrashedError(
+            f"no worker could boot after {self.max_boot_failures} tries each: {reason}")
+        if self._first_ready is not None and not self._first_ready.done():
+            self._first_ready.set_exception(error)
+            self._first_ready.exception()  # retrieved here; start() re-raises it
+        for job in list(self._queue):
+            self._fail(job, WorkerCrashedError(str(error)))
+        self._queue.clear()
+
+    async def terminate(self, force: bool = False) -> None:
+        """Stop the pool. ``force``: reject everything now; else let queued work finish."""
+        if self._closed:
+            return
+        self._closing = True
+        if not force:
+            while self._queue or any(s.load for s in self._slots if s.state == "ready"):
+                if not any(s.state in ("ready", "booting") for s in self._slots):
+                    break
+                await asyncio.sleep(0.01)
+        self._closed = True
+        for job in list(self._queue):
+            self._fail(job, ShutdownError("the pool was terminated"))
+        self._queue.clear()
+        for slot in self._slots:
+            if slot.connection is not None:
+                slot.connection.destroy(ShutdownError("the pool was terminated"))
+            if slot.transport is not None:
+                slot.transport.terminate()
+            slot.state = "dead"
+        for task in list(self._tasks):
+            task.cancel()
+        if self._health is not None:
+            self._health.cancel()
+        if self._first_ready is not None and not self._first_ready.done():
+            self._first_ready.set_exception(ShutdownError("the pool was terminated"))
+            self._first_ready.exception()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- submitting ------------------------------------------------------------------------
+
+    def submit(
+        self,
+        channel: str,
+        op: str,
+        payload: Any = None,
+        *,
+        transfer: Sequence[Any] = (),
+        priority: Priority | int = Priority.NORMAL,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        cancel: SharedCancellation | None = None,
+        idempotent: bool = False,
+    ) -> asyncio.Future[Any]:
+        """Queue one request and return its future at once.
+
+        Raises ``QueueFullError`` immediately when ``max_queue`` requests are waiting,
+        ``ShutdownError`` after ``terminate()``. Cancelling the future cancels the request.
+        """
+        if self._closing or self._closed:
+            raise ShutdownError("the pool was terminated")
+        if len(self._queue) >= self.max_queue:
+            raise QueueFullError(f"the pool's queue is full ({self.max_queue} waiting)")
+        if not self._started:
+            self._spawn(self.start())
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        job = _Job(channel, op, payload, tuple(transfer), Priority(priority),
+                   self.task_timeout if timeout is None else timeout, on_progress, cancel,
+                   idempotent, future, next(self._seq), started=self._clock())
+        self._jobs.add(job)
+        future.add_done_callback(lambda f: self._on_job_done(job))
+        if self._first_ready is not None and self._first_ready.done() \
+                and self._first_ready.exception() is not None and not self._fallback:
+            self._fail(job, WorkerCrashedError(str(self._first_ready.exception())))
+            return future
+        heapq.heappush(self._queue, job)
+        self._pump()
+        return future
+
+    async def execute(self, channel: str, op: str, payload: Any = None, **options: Any) -> Any:
+        """``await submit(...)``: run one request and return its result."""
+        return await self.submit(channel, op, payload, **options)
+
+    async def map(self, channel: str, op: str, payloads: Iterable[Any],
+                  **options: Any) -> list[Any]:
+        """Run one request per payload across the pool; results in payload order."""
+        futures = [self.submit(channel, op, p, **options) for p in payloads]
+        try:
+            return list(await asyncio.gather(*futures))
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+    def _on_job_done(self, job: _Job) -> None:
+        self._jobs.discard(job)
+        if job.future.cancelled() and job in self._queue:
+            self._queue.remove(job)
+            heapq.heapify(self._queue)
+
+    def _fail(self, job: _Job, exc: BaseException) -> None:
+        if not job.future.done():
+            self._errors += 1
+            job.future.set_exception(exc)
+
+    # --- dispatch --------------------------------------------------------------------------
+
+    def _pick(self) -> _Slot | None:
+        ready = [s for s in self._slots if s.state == "ready" and s.load < self.max_in_flight]
+        if not ready:
+            return None
+        if self.strategy == "least-busy":
+            return min(ready, key=lambda s: s.load)
+        self._rr += 1
+        return ready[self._rr % len(ready)]
+
+    def _pump(self) -> None:
+        while self._queue:
+            slot = self._pick()
+            if slot is None:
+                return
+            job = heapq.heappop(self._queue)
+            if job.future.done():
+                continue
+            self._dispatch(job, slot)
+
+    def _dispatch(self, job: _Job, slot: _Slot) -> None:
+        assert slot.connection is not None
+        job.attempts += 1
+        slot.assigned += 1
+        connection = slot.connection
+        attempt = asyncio.ensure_future(slot.connection.request(
+            job.channel, job.op, job.payload, transfer=job.transfer, timeout=job.timeout,
+            on_progress=job.on_progress, cancel=job.cancel, priority=job.priority))
+
+        def follow_caller(f: asyncio.Future[Any]) -> None:
+            if f.cancelled() and not attempt.done():
+                attempt.cancel()  # the caller gave up: stop the work in the worker
+
+        def finished(a: asyncio.Future[Any]) -> None:
+            if slot.connection is connection:
+                slot.assigned -= 1
+            self._attempt_done(job, a)
+            self._pump()
+
+        job.future.add_done_callback(follow_caller)
+        attempt.add_done_callback(finished)
+
+    def _attempt_done(self, job: _Job, attempt: asyncio.Future[Any]) -> None:
+        if job.future.done():
+            if not attempt.cancelled():
+                attempt.exception()  # retrieved: the caller has moved on
+            return
+        if attempt.cancelled():
+            # A task ending in workerbridge.CancelledError reads as cancelled: keep the type.
+            if job.cancel is not None and job.cancel.is_cancelled():
+                self._fail(job, CancelledError("cancelled through its cancel token"))
+            else:
+                job.future.cancel()
+            return
+        exc = attempt.exception()
+        if exc is None:
+            self._processed += 1
+            self._latency_total += self._clock() - job.started
+            job.future.set_result(attempt.result())
+            return
+        can_retry = (job.attempts <= self.retry.max_retries and not job.transfer
+                     and self.retry.retryable(exc, idempotent=job.idempotent)
+                     and not self._closing)
+        if not can_retry:
+            self._fail(job, exc)
+            return
+        log.info("retrying %s.%s after %s (attempt %d)", job.channel, job.op,
+                 type(exc).__name__, job.attempts + 1)
+
+        async def again() -> None:
+            await asyncio.sleep(self.retry.delay(job.attempts))
+            if not job.future.done():
+                heapq.heappush(self._queue, job)
+                self._pump()
+
+        self._spawn(again())
+
+    # --- health ----------------------------------------------------------------------------
+
+    async def _health_loop(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(self.heartbeat_interval)
+            for slot in self._slots:
+                if slot.state == "ready":
+                    self._check(slot)
+
+    def _check(self, slot: _Slot) -> None:
+        connection = slot.connection
+        assert connection is not None
+        if connection.overdue_cancels(self.cancel_grace):
+            self._lost(slot, "it ignored a cancel (still running after the grace period)")
+            return
+        if slot.ping is not None:
+            if self._clock() - slot.ping_sent > self.heartbeat_timeout:
+                self._lost(slot, f"no heartbeat answer within {self.heartbeat_timeout:g} s")
+            return
+        if connection.in_flight:
+            return  # busy with work: judged by task timeouts and cancels instead
+        slot.ping_sent = self._clock()
+
+        async def ping() -> None:
+            try:
+                await connection.request("system", "stats")
+            except RequestTimeoutError:
+                pass
+            except Exception:  # noqa: BLE001 - a crash is handled by its own path
+                return
+            finally:
+                if slot.connection is connection:
+                    slot.ping = None
+
+        slot.ping = asyncio.ensure_future(ping())
+
+    # --- state -----------------------------------------------------------------------------
+
+    @property
+    def fallback(self) -> bool:
+        """True when the handlers run on the page's own thread."""
+        return self._fallback
+
+    @property
+    def isolated(self) -> bool:
+        return any(s.transport is not None and s.transport.isolated for s in self._slots
+                   if s.state == "ready")
+
+    def ready_info(self) -> list[dict[str, Any]]:
+        return [dict(s.ready_info) for s in self._slots if s.state == "ready"]
+
+    def pending_ids(self) -> list[int]:
+        """Ids still awaited by a caller, over all workers (empty when nothing hangs)."""
+        return sorted(rid for s in self._slots if s.connection is not None
+                      for rid in s.connection.pending_ids)
+
+    def pending(self) -> int:
+        """Callers still waiting: queued, running or between retries."""
+        return sum(1 for j in self._jobs if not j.future.done())
+
+    def stats(self) -> PoolStats:
+        ready = [s for s in self._slots if s.state == "ready"]
+        busy = sum(1 for s in ready if s.load)
+        return PoolStats(
+            size=len(ready), busy=busy, idle=len(ready) - busy, queued=len(self._queue),
+            in_flight=sum(s.load for s in ready), processed=self._processed,
+            errors=self._errors, restarts=self._restarts,
+            average_latency_ms=(self._latency_total / self._processed * 1000
+                                if self._processed else 0.0),
+            fallback=self._fallback)
