@@ -37,7 +37,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PROTOCOL_VERSION",
-    "PoolStats",
     "CancelledError",
     "Connection",
     "ConnectionStats",
@@ -46,6 +45,7 @@ __all__ = [
     "InvalidInputError",
     "InvalidTypeError",
     "Kind",
+    "PoolStats",
     "Priority",
     "ProgressInfo",
     "ProtocolError",

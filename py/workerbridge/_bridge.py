@@ -25,7 +25,7 @@ N = TypeVar("N")
 Fallback = Literal["auto", "main", "never"]
 
 
-class namespace(Generic[N]):  # noqa: N801 - used like a decorator-style descriptor
+class namespace(Generic[N]):
     """Class attribute -> the default bridge's namespace; instance attribute -> its own."""
 
     def __init__(self, cls: Callable[[WorkerBridge], N]) -> None:

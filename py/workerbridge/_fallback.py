@@ -53,9 +53,9 @@ class MainThreadTransport(LoopbackTransport):
 
             try:
                 await load_modules(BUILTIN, self._modules)
-            except Exception as exc:  # noqa: BLE001 - reported as a failed boot
+            except Exception as exc:
                 self._on_crash(f"{type(exc).__name__}: {exc}")
                 return
             self.runtime.ready(boot_ms=0, main_thread=True)
 
-        asyncio.ensure_future(boot())
+        self._boot_task = asyncio.ensure_future(boot())

@@ -25,7 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from ._envelope import Priority
-from ._errors import CancelledError, QueueFullError, RequestTimeoutError, ShutdownError, WorkerCrashedError
+from ._errors import (
+    CancelledError,
+    QueueFullError,
+    RequestTimeoutError,
+    ShutdownError,
+    WorkerCrashedError,
+)
 from .protocol import Connection, ProgressCallback, RetryPolicy
 from .shared import SharedCancellation
 
@@ -218,10 +224,12 @@ class WorkerPool:
                 self._first_ready.set_result(None)
             self._pump()
 
+        factory = self._factory
+        if self._fallback and self._fallback_factory is not None:
+            factory = self._fallback_factory
         try:
-            transport = (self._fallback_factory if self._fallback else self._factory)(
-                on_message, on_crash)
-        except Exception as exc:  # noqa: BLE001 - e.g. Worker cannot be constructed here
+            transport = factory(on_message, on_crash)
+        except Exception as exc:
             self._boot_failed(slot, f"{type(exc).__name__}: {exc}")
             return
         slot.transport = transport
@@ -507,7 +515,7 @@ class WorkerPool:
                 await connection.request("system", "stats")
             except RequestTimeoutError:
                 pass
-            except Exception:  # noqa: BLE001 - a crash is handled by its own path
+            except Exception:
                 return
             finally:
                 if slot.connection is connection:

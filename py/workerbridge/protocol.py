@@ -78,7 +78,7 @@ class RetryPolicy:
     def delay(self, attempt: int, rng: Callable[[], float] = random.random) -> float:
         """Seconds to wait before retry number ``attempt`` (1-based): exponential, jittered."""
         raw = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
-        return raw * (1 - self.jitter * rng())
+        return float(raw * (1 - self.jitter * rng()))
 
 
 def make_request(
