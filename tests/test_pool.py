@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -170,9 +171,12 @@ def test_fallback_factory_takes_over_when_no_worker_boots():
     async def main() -> Any:
         pool = WorkerPool(NeverBoots, size=2, max_boot_failures=2,
                           fallback_factory=LoopbackTransport)
-        await pool.start()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            await pool.start()
         result = await pool.execute("pooltest", "sleep", {"tag": "ran"})
         assert pool.fallback and pool.stats().fallback
+        assert [str(w.message)[:22] for w in caught] == ["no worker could boot ("]
         await pool.terminate()
         return result
 

@@ -79,7 +79,8 @@ class WorkerBridge:
         self.pool = WorkerPool(
             transport_factory, size=workers, strategy=strategy, task_timeout=timeout,
             max_queue=max_queue, retry=retry, boot_timeout=boot_timeout,
-            fallback_factory=main_factory if fallback == "auto" else None, **pool_options)
+            fallback_factory=main_factory if fallback == "auto" else None,
+            main_thread=fallback == "main", **pool_options)
 
     def _worker_factory(self, base_url: str | None) -> TransportFactory:
         def make(on_message: Callable[[dict[str, Any]], None],
@@ -163,6 +164,7 @@ class WorkerBridge:
         cancel: SharedCancellation | None = None,
         priority: Priority | int = Priority.NORMAL,
         idempotent: bool = False,
+        retries: int | None = None,
     ) -> Any:
         """Call ``channel.op`` in a worker with ``payload`` and return its result.
 
@@ -171,7 +173,8 @@ class WorkerBridge:
         """
         return await self.pool.submit(
             channel, op, payload, transfer=transfer, timeout=timeout,
-            on_progress=on_progress, cancel=cancel, priority=priority, idempotent=idempotent)
+            on_progress=on_progress, cancel=cancel, priority=priority, idempotent=idempotent,
+            retries=retries)
 
     def channel(self, name: str) -> Channel:
         """A namespace for a custom channel: ``await bridge.channel("images").thumb(x=1)``."""

@@ -20,6 +20,7 @@ import heapq
 import itertools
 import logging
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -90,6 +91,8 @@ class _Slot:
     def load(self) -> int:
         """Requests this worker holds: ours in progress, or cancelled and not yet let go."""
         in_flight = self.connection.in_flight if self.connection is not None else 0
+        if self.ping is not None:
+            in_flight -= 1  # a heartbeat is not work: it must not steer the strategy
         return max(self.assigned, in_flight)
 
 
@@ -106,6 +109,7 @@ class _Job:
     idempotent: bool
     future: asyncio.Future[Any]
     seq: int
+    max_retries: int
     attempts: int = 0
     started: float = 0.0
 
@@ -132,11 +136,13 @@ class WorkerPool:
         max_boot_failures: int = 3,
         boot_timeout: float = 120.0,
         fallback_factory: TransportFactory | None = None,
+        main_thread: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``task_timeout``: default per-request limit in seconds; ``max_in_flight``:
         requests one worker may hold at once; ``fallback_factory``: the transport used
-        on the page's thread when no worker can boot (None: fail instead)."""
+        on the page's thread when no worker can boot (None: fail instead);
+        ``main_thread``: ``transport_factory`` itself runs on the page's thread."""
         if size < 1:
             raise ValueError("a pool needs at least one worker")
         if strategy not in ("least-busy", "round-robin"):
@@ -167,7 +173,7 @@ class WorkerPool:
         self._latency_total = 0.0
         self._closing = False
         self._closed = False
-        self._fallback = False
+        self._fallback = main_thread
         self._health: asyncio.Task[None] | None = None
         self._first_ready: asyncio.Future[None] | None = None
         self._started = False
@@ -293,8 +299,8 @@ class WorkerPool:
 
     def _all_failed(self, reason: str) -> None:
         if self._fallback_factory is not None and not self._fallback:
-            log.warning("no worker could boot (%s); running handlers on the page's thread "
-                        "instead", reason)
+            warnings.warn(f"no worker could boot ({reason}); running handlers on the page's "
+                          "thread instead", RuntimeWarning, stacklevel=1)
             self._fallback = True
             for slot in self._slots[1:]:
                 slot.state = "failed"
@@ -357,8 +363,11 @@ class WorkerPool:
         on_progress: ProgressCallback | None = None,
         cancel: SharedCancellation | None = None,
         idempotent: bool = False,
+        retries: int | None = None,
     ) -> asyncio.Future[Any]:
         """Queue one request and return its future at once.
+
+        ``retries`` overrides the pool's ``RetryPolicy.max_retries`` for this call.
 
         Raises ``QueueFullError`` immediately when ``max_queue`` requests are waiting,
         ``ShutdownError`` after ``terminate()``. Cancelling the future cancels the request.
@@ -372,7 +381,9 @@ class WorkerPool:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         job = _Job(channel, op, payload, tuple(transfer), Priority(priority),
                    self.task_timeout if timeout is None else timeout, on_progress, cancel,
-                   idempotent, future, next(self._seq), started=self._clock())
+                   idempotent, future, next(self._seq),
+                   self.retry.max_retries if retries is None else retries,
+                   started=self._clock())
         self._jobs.add(job)
         future.add_done_callback(lambda f: self._on_job_done(job))
         if self._first_ready is not None and self._first_ready.done() \
@@ -470,7 +481,7 @@ class WorkerPool:
             self._latency_total += self._clock() - job.started
             job.future.set_result(attempt.result())
             return
-        can_retry = (job.attempts <= self.retry.max_retries and not job.transfer
+        can_retry = (job.attempts <= job.max_retries and not job.transfer
                      and self.retry.retryable(exc, idempotent=job.idempotent)
                      and not self._closing)
         if not can_retry:

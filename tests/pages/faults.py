@@ -26,3 +26,69 @@ async def sleep(ctx: Context, payload: dict) -> str:
 @handler("faults", "raise")
 async def boom(ctx: Context, payload: dict) -> None:
     raise KeyError(payload.get("secret", "hidden-value"))
+
+
+@handler("faults", "close")
+async def close(ctx: Context, payload: dict) -> str:
+    """Closes its own worker (js.close()) unless the flag says it already did once."""
+    import js
+
+    from workerbridge import SharedFlag
+
+    flag = payload.get("once")
+    if flag is not None:
+        once = SharedFlag.from_buffer(flag)
+        if once.is_set():
+            return "survived"
+        once.set()
+    js.close()
+    return "closed"
+
+
+@handler("faults", "stubborn_spin")
+async def stubborn_spin(ctx: Context, payload: dict) -> int:
+    """A pure-Python loop that swallows the interrupt: only termination stops it."""
+    n = 0
+    deadline = time.monotonic() + payload.get("seconds", 30.0)
+    while time.monotonic() < deadline:
+        try:
+            while time.monotonic() < deadline:
+                n += 1
+        except BaseException:  # deliberately ignores cancellation
+            continue
+    return n
+
+
+@handler("faults", "never")
+async def never(ctx: Context, payload: dict) -> None:
+    """Never answers on its own (a future nobody resolves)."""
+    await asyncio.get_running_loop().create_future()
+
+
+@handler("faults", "busy")
+async def busy(ctx: Context, payload: dict) -> str:
+    """Keeps its worker busy in plain Python for payload['seconds']."""
+    deadline = time.monotonic() + payload["seconds"]
+    while time.monotonic() < deadline:
+        pass
+    return payload["tag"]
+
+
+@handler("faults", "count")
+async def count(ctx: Context, payload: dict) -> int:
+    from workerbridge import SharedCounter
+
+    counter = SharedCounter.from_buffer(payload["counter"])
+    for _ in range(payload["n"]):
+        counter.increment()
+    return counter.get()
+
+
+@handler("faults", "wait_flag")
+async def wait_flag(ctx: Context, payload: dict) -> list:
+    from workerbridge import SharedFlag
+
+    flag = SharedFlag.from_buffer(payload["flag"])
+    t0 = time.monotonic()
+    woke = flag.wait(payload.get("timeout", 10.0))
+    return [woke, time.monotonic() - t0]
