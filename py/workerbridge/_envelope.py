@@ -29,6 +29,7 @@ class Kind(StrEnum):
     PROGRESS = "progress"
     CANCEL = "cancel"
     READY = "ready"
+    BATCH = "batch"  # several envelopes in one postMessage; see split_batch
 
 
 class Priority(IntEnum):
@@ -111,6 +112,24 @@ def encode(env: Envelope) -> dict[str, Any]:
     return out
 
 
+def batch_text(encoded: list[str]) -> str:
+    """JSON texts of envelopes -> the JSON text of one BATCH envelope (or the lone one)."""
+    if len(encoded) == 1:
+        return encoded[0]
+    return f'{{"v":{PROTOCOL_VERSION},"kind":"batch","messages":[{",".join(encoded)}]}}'
+
+
+def split_batch(raw: object) -> list[object]:
+    """The envelopes a received message carries: a BATCH's members, else the message itself.
+
+    Members are decoded one by one, so one malformed member spoils only itself.
+    """
+    if isinstance(raw, Mapping) and raw.get("kind") == Kind.BATCH.value \
+            and raw.get("v") == PROTOCOL_VERSION and isinstance(raw.get("messages"), list):
+        return list(raw["messages"])
+    return [raw]
+
+
 class DecodeError(ProtocolError):
     """A message that is not a valid envelope; ``request_id`` is set when one was readable."""
 
@@ -164,6 +183,8 @@ def decode(raw: object) -> Envelope:
         kind = Kind(str(raw.get("kind")))
     except ValueError:
         raise DecodeError("unknown envelope kind") from None
+    if kind is Kind.BATCH:
+        raise DecodeError("a batch must hold a list of envelopes")  # split_batch takes valid ones
     if kind is Kind.READY:
         return Ready(raw.get("payload"))
     if kind is Kind.ERROR:

@@ -17,9 +17,12 @@ from json import encoder as _json_encoder
 from typing import Any
 
 import js
-from pyodide.ffi import JsProxy, to_js
+from pyodide.ffi import JsProxy, create_proxy, to_js
 
+from ._envelope import batch_text
 from ._errors import InvalidInputError
+
+_queue_microtask = js.queueMicrotask
 
 _PLAIN = "[object Object]"
 _ARRAY = "[object Array]"
@@ -70,16 +73,49 @@ def _make_dumps() -> Any:
 _dumps = _make_dumps()
 
 
-def message_to_js(message: dict[str, Any], transfer: list[Any]) -> Any:
-    """A wire dict ready for postMessage: JSON text if it can be, else a JS object."""
-    if not transfer:
-        try:
-            return _dumps(message)
-        except (TypeError, ValueError):
-            pass  # bytes, JsProxy values or NaN: fall back to structured clone
-        except RecursionError:
-            raise InvalidInputError("the payload refers to itself (a cycle)") from None
-    return to_wire(message, transfer)
+class Batcher:
+    """Posts envelopes through ``post``, gathering the JSON ones of one JS task into one
+    BATCH message, flushed by a microtask — after the current Python code returns, before
+    the browser does anything else. A burst of requests costs one postMessage; a lone
+    request goes out as itself, as soon as the running code yields.
+
+    Structured messages (binary data, JS objects) flush what is pending first, so the
+    order of envelopes is kept.
+    """
+
+    def __init__(self, post: Any) -> None:
+        self._post = post
+        self._pending: list[str] = []
+        self._flush_proxy = create_proxy(self.flush)
+
+    def send(self, message: dict[str, Any], transfer: list[Any]) -> None:
+        if not transfer:
+            try:
+                text = _dumps(message)
+            except (TypeError, ValueError):
+                pass  # bytes, JsProxy values or NaN: fall back to structured clone
+            except RecursionError:
+                raise InvalidInputError("the payload refers to itself (a cycle)") from None
+            else:
+                if not self._pending:
+                    _queue_microtask(self._flush_proxy)
+                self._pending.append(text)
+                return
+        self.flush()
+        wire = to_wire(message, transfer)
+        if transfer:
+            self._post(wire, to_js(transfer, create_pyproxies=False))
+        else:
+            self._post(wire)
+
+    def flush(self) -> None:
+        if self._pending:
+            texts, self._pending = self._pending, []
+            self._post(batch_text(texts))
+
+    def close(self) -> None:
+        self._pending = []
+        self._flush_proxy.destroy()
 
 
 def from_wire(value: Any, *, buffers_to_bytes: bool) -> Any:

@@ -35,6 +35,7 @@ from ._envelope import (
     Response,
     decode,
     encode,
+    split_batch,
 )
 from ._errors import CancelledError, UnknownOperationError, WorkerBridgeError
 from .shared import POLL_INTERVAL, SharedCancellation, SharedProgress, _Cells
@@ -186,6 +187,10 @@ class Runtime:
 
     def handle(self, raw: object) -> None:
         """Process one incoming message. Never raises: problems become ERROR envelopes."""
+        for item in split_batch(raw):
+            self._handle_one(item)
+
+    def _handle_one(self, raw: object) -> None:
         try:
             env = decode(raw)
         except DecodeError as exc:

@@ -7,10 +7,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import js
-from pyodide.ffi import create_proxy, to_js
+from pyodide.ffi import create_proxy
 
 from ._errors import InvalidInputError
-from ._jsconv import envelope_from_js, from_wire, message_to_js
+from ._jsconv import Batcher, envelope_from_js, from_wire
 from ._runtime import TARGET_SLOT
 
 WORKER_SCRIPT = "workerbridge/worker.mjs"
@@ -59,7 +59,7 @@ class WorkerTransport:
         opts.type = "module"
         opts.name = json.dumps({"modules": list(modules), "label": name})
         self.worker = js.Worker.new(script_url, opts)
-        self._post = self.worker.postMessage
+        self._batcher = Batcher(self.worker.postMessage)
         self._listeners = [
             ("message", create_proxy(self._message)),
             ("error", create_proxy(self._error)),
@@ -76,12 +76,7 @@ class WorkerTransport:
         self.control = js.Int32Array.new(buffer) if buffer is not None else None
 
     def send(self, message: dict[str, Any], transfer: Sequence[Any]) -> None:
-        moved = list(transfer)
-        wire = message_to_js(message, moved)
-        if moved:
-            self._post(wire, to_js(moved, create_pyproxies=False))
-        else:
-            self._post(wire)  # converting an empty transfer list costs more than the post
+        self._batcher.send(message, list(transfer))
 
     def interrupt(self, request_id: int) -> None:
         if self.control is not None:
@@ -110,6 +105,7 @@ class WorkerTransport:
         if not self.alive:
             return
         self.alive = False
+        self._batcher.close()
         self.worker.terminate()
         for event, proxy in self._listeners:
             self.worker.removeEventListener(event, proxy)

@@ -13,9 +13,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import js
-from pyodide.ffi import to_js
 
-from ._jsconv import envelope_from_js, from_wire, message_to_js
+from ._jsconv import Batcher, envelope_from_js, from_wire
 from ._platform import type_tag
 from ._runtime import CONTROL_SLOTS, Runtime
 from .shared import _Int32Cells
@@ -23,16 +22,11 @@ from .shared import _Int32Cells
 USER_MODULE_DIR = "/home/pyodide/workerbridge_user"
 
 
-_post_message = js.postMessage
+_batcher = Batcher(js.postMessage)
 
 
 def _post(message: dict[str, Any], transfer: Sequence[Any]) -> None:
-    moved = list(transfer)
-    wire = message_to_js(message, moved)
-    if moved:
-        _post_message(wire, to_js(moved, create_pyproxies=False))
-    else:
-        _post_message(wire)  # converting an empty transfer list costs more than the post
+    _batcher.send(message, list(transfer))
 
 
 def _import_modules(builtin: Sequence[str], user: Sequence[str]) -> None:

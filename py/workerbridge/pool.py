@@ -27,9 +27,7 @@ from typing import Any, Literal, Protocol
 
 from ._envelope import Priority
 from ._errors import (
-    CancelledError,
     QueueFullError,
-    RequestTimeoutError,
     ShutdownError,
     WorkerCrashedError,
 )
@@ -83,7 +81,7 @@ class _Slot:
     connection: Connection | None = None
     ready_info: dict[str, Any] = field(default_factory=dict)
     boot_failures: int = 0
-    ping: asyncio.Task[Any] | None = None
+    ping: int | None = None  # id of the heartbeat in flight
     ping_sent: float = 0.0
     assigned: int = 0  # attempts dispatched here and not finished
 
@@ -262,9 +260,7 @@ class WorkerPool:
         slot.transport, slot.connection = None, None
         slot.state = "dead"
         slot.assigned = 0
-        if slot.ping is not None:
-            slot.ping.cancel()
-            slot.ping = None
+        slot.ping = None
         if transport is not None:
             transport.terminate()
         if connection is not None:
@@ -442,53 +438,56 @@ class WorkerPool:
             self._dispatch(job, slot)
 
     def _dispatch(self, job: _Job, slot: _Slot) -> None:
-        assert slot.connection is not None
+        connection = slot.connection
+        assert connection is not None
         job.attempts += 1
         slot.assigned += 1
-        connection = slot.connection
-        attempt = asyncio.ensure_future(slot.connection.request(
-            job.channel, job.op, job.payload, transfer=job.transfer, timeout=job.timeout,
-            on_progress=job.on_progress, cancel=job.cancel, priority=job.priority))
+        settled = False
 
-        def follow_caller(f: asyncio.Future[Any]) -> None:
-            if f.cancelled() and not attempt.done():
-                attempt.cancel()  # the caller gave up: stop the work in the worker
-
-        def finished(a: asyncio.Future[Any]) -> None:
+        def on_done(result: Any, error: BaseException | None) -> None:
+            nonlocal settled
+            if settled:
+                return
+            settled = True
             if slot.connection is connection:
                 slot.assigned -= 1
-            self._attempt_done(job, a)
+            self._attempt_done(job, result, error)
             self._pump()
 
-        job.future.add_done_callback(follow_caller)
-        attempt.add_done_callback(finished)
+        try:
+            rid = connection.start(
+                job.channel, job.op, job.payload, on_done=on_done, transfer=job.transfer,
+                timeout=job.timeout, on_progress=job.on_progress, cancel=job.cancel,
+                priority=job.priority)
+        except BaseException as exc:
+            on_done(None, exc)
+            return
 
-    def _attempt_done(self, job: _Job, attempt: asyncio.Future[Any]) -> None:
+        def follow_caller(f: asyncio.Future[Any]) -> None:
+            if f.cancelled():
+                connection.cancel_request(rid)  # the caller gave up: stop the work
+
+        job.future.add_done_callback(follow_caller)
+
+    def _attempt_done(self, job: _Job, result: Any, error: BaseException | None) -> None:
         if job.future.done():
-            if not attempt.cancelled():
-                attempt.exception()  # retrieved: the caller has moved on
             return
-        if attempt.cancelled():
-            # A task ending in workerbridge.CancelledError reads as cancelled: keep the type.
-            if job.cancel is not None and job.cancel.is_cancelled():
-                self._fail(job, CancelledError("cancelled through its cancel token"))
-            else:
-                job.future.cancel()
-            return
-        exc = attempt.exception()
-        if exc is None:
+        if error is None:
             self._processed += 1
             self._latency_total += self._clock() - job.started
-            job.future.set_result(attempt.result())
+            job.future.set_result(result)
+            return
+        if type(error) is asyncio.CancelledError:
+            job.future.cancel()
             return
         can_retry = (job.attempts <= job.max_retries and not job.transfer
-                     and self.retry.retryable(exc, idempotent=job.idempotent)
+                     and self.retry.retryable(error, idempotent=job.idempotent)
                      and not self._closing)
         if not can_retry:
-            self._fail(job, exc)
+            self._fail(job, error)
             return
         log.info("retrying %s.%s after %s (attempt %d)", job.channel, job.op,
-                 type(exc).__name__, job.attempts + 1)
+                 type(error).__name__, job.attempts + 1)
 
         async def again() -> None:
             await asyncio.sleep(self.retry.delay(job.attempts))
@@ -521,18 +520,14 @@ class WorkerPool:
             return  # busy with work: judged by task timeouts and cancels instead
         slot.ping_sent = self._clock()
 
-        async def ping() -> None:
-            try:
-                await connection.request("system", "stats")
-            except RequestTimeoutError:
-                pass
-            except Exception:
-                return
-            finally:
-                if slot.connection is connection:
-                    slot.ping = None
+        def answered(result: Any, error: BaseException | None) -> None:
+            if slot.connection is connection:
+                slot.ping = None
 
-        slot.ping = asyncio.ensure_future(ping())
+        try:
+            slot.ping = connection.start("system", "stats", on_done=answered)
+        except Exception:
+            slot.ping = None
 
     # --- state -----------------------------------------------------------------------------
 
@@ -552,7 +547,7 @@ class WorkerPool:
     def pending_ids(self) -> list[int]:
         """Ids still awaited by a caller, over all workers (empty when nothing hangs)."""
         return sorted(rid for s in self._slots if s.connection is not None
-                      for rid in s.connection.pending_ids)
+                      for rid in s.connection.pending_ids if rid != s.ping)
 
     def pending(self) -> int:
         """Callers still waiting: queued, running or between retries."""

@@ -15,7 +15,7 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -31,6 +31,7 @@ from ._envelope import (
     Response,
     decode,
     encode,
+    split_batch,
 )
 from ._errors import (
     CancelledError,
@@ -112,11 +113,15 @@ class Transport(Protocol):
         ...
 
 
+OnDone = Callable[[Any, BaseException | None], None]
+
+
 @dataclass(slots=True)
 class _Pending:
-    future: asyncio.Future[Any]
+    on_done: OnDone
     started: float
     progress: SharedProgress | None = None
+    on_progress: ProgressCallback | None = None
     cleanups: list[Unsubscribe] = field(default_factory=list)
 
 
@@ -166,6 +171,57 @@ class Connection:
             rid = 1
         return rid
 
+    def start(
+        self,
+        channel: str,
+        op: str,
+        payload: Any = None,
+        *,
+        on_done: OnDone,
+        transfer: Sequence[Any] = (),
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        cancel: SharedCancellation | None = None,
+        priority: Priority = Priority.NORMAL,
+        correlation: str | None = None,
+    ) -> int:
+        """Send one request; ``on_done(result, error)`` is called exactly once, in the
+        turn that settles it. Returns the request id. No task, no future: the fast path
+        the pool uses. ``request()`` is the awaitable form."""
+        if self._closed is not None:
+            raise type(self._closed)(str(self._closed))
+        if cancel is not None and cancel.is_cancelled():
+            raise CancelledError("the cancel token was already cancelled")
+        rid = self._next_id()
+        entry = _Pending(on_done, self._clock())
+        progress_field: Any = None
+        if on_progress is not None:
+            entry.on_progress = on_progress
+            entry.progress = SharedProgress(shared=self.transport.isolated)
+            entry.cleanups.append(entry.progress.subscribe(on_progress))
+            progress_field = entry.progress.buffer if entry.progress.is_shared else True
+        if cancel is not None:
+            def on_cancel(_: bool) -> None:
+                self.cancel_request(rid, token=True)
+
+            entry.cleanups.append(cancel.subscribe(on_cancel))
+        timeout = self.default_timeout if timeout is None else timeout
+        if timeout is not None:
+            handle = asyncio.get_running_loop().call_later(timeout, self._expire, rid, timeout)
+            entry.cleanups.append(handle.cancel)
+        self._pending[rid] = entry
+        message = Request(rid, channel, op, payload, priority, timeout, correlation,
+                          progress_field, cancel.buffer if cancel is not None else None)
+        try:
+            self.transport.send(encode(message), transfer)
+        except BaseException:
+            self._pending.pop(rid, None)
+            for cleanup in entry.cleanups:
+                cleanup()
+            raise
+        self._in_flight.add(rid)
+        return rid
+
     async def request(
         self,
         channel: str,
@@ -185,66 +241,50 @@ class Connection:
         limit). Cancelling the awaiting task, or ``cancel.cancel()``, stops the work in
         the worker and raises ``asyncio.CancelledError`` / ``workerbridge.CancelledError``.
         """
-        if self._closed is not None:
-            raise type(self._closed)(str(self._closed))
-        if cancel is not None and cancel.is_cancelled():
-            raise CancelledError("the cancel token was already cancelled")
-        loop = asyncio.get_running_loop()
-        rid = self._next_id()
         # A plain Future: Pyodide's loop.create_future() adds a done-callback that costs
         # one more trip through the browser's scheduler on every response.
-        entry = _Pending(asyncio.Future(loop=loop), self._clock())
-        progress_field: Any = None
-        if on_progress is not None:
-            entry.progress = SharedProgress(shared=self.transport.isolated)
-            entry.cleanups.append(entry.progress.subscribe(on_progress))
-            progress_field = entry.progress.buffer if entry.progress.is_shared else True
-        if cancel is not None:
-            def on_cancel(_: bool) -> None:
-                self.cancel_request(rid, token=True)
+        future: asyncio.Future[Any] = asyncio.Future(loop=asyncio.get_running_loop())
 
-            entry.cleanups.append(cancel.subscribe(on_cancel))
-        timeout = self.default_timeout if timeout is None else timeout
-        if timeout is not None:
-            handle = loop.call_later(timeout, self._expire, rid, timeout)
-            entry.cleanups.append(handle.cancel)
-        self._pending[rid] = entry
-        message = Request(rid, channel, op, payload, priority, timeout, correlation,
-                          progress_field, cancel.buffer if cancel is not None else None)
+        def on_done(result: Any, error: BaseException | None) -> None:
+            if future.done():
+                return
+            if error is None:
+                future.set_result(result)
+            elif type(error) is asyncio.CancelledError:
+                future.cancel()
+            else:
+                future.set_exception(error)
+
+        rid = self.start(channel, op, payload, on_done=on_done, transfer=transfer,
+                         timeout=timeout, on_progress=on_progress, cancel=cancel,
+                         priority=priority, correlation=correlation)
         try:
-            self.transport.send(encode(message), transfer)
-        except BaseException:
-            self._settle(rid)
-            raise
-        self._in_flight.add(rid)
-        try:
-            result = await entry.future
+            return await future
         except asyncio.CancelledError:
-            if rid in self._pending:  # our caller's task was cancelled, not the future
+            if rid in self._pending:  # our caller's task was cancelled, not the request
                 self.cancel_request(rid)
             raise
-        finally:
-            self._settle(rid)
-        if on_progress is not None and entry.progress is not None:
-            last = entry.progress.get()
-            total = max(last.total, last.done)
-            on_progress(ProgressInfo(total, total, final=True))
-        return result
 
-    def _settle(self, rid: int) -> None:
+    def _settle(self, rid: int, result: Any = None, error: BaseException | None = None) -> None:
+        """The one exit of every request: clean up, count, and tell its caller."""
         entry = self._pending.pop(rid, None)
         if entry is None:
             return
         for cleanup in entry.cleanups:
             cleanup()
-        if not entry.future.done():
-            entry.future.cancel()
+        if error is None:
+            self._completed += 1
+            self._total_response += self._clock() - entry.started
+            if entry.on_progress is not None and entry.progress is not None:
+                last = entry.progress.get()
+                total = max(last.total, last.done)
+                entry.on_progress(ProgressInfo(total, total, final=True))
+        else:
+            self._failed += 1
+        entry.on_done(result, error)
 
     def _reject(self, rid: int, exc: BaseException) -> None:
-        entry = self._pending.get(rid)
-        if entry is not None and not entry.future.done():
-            self._failed += 1
-            entry.future.set_exception(exc)
+        self._settle(rid, None, exc)
 
     def _expire(self, rid: int, timeout: float) -> None:
         if rid in self._pending:
@@ -266,12 +306,10 @@ class Connection:
         if rid not in self._pending:
             return False
         self._send_cancel(rid)
-        entry = self._pending[rid]
-        if not entry.future.done():
-            if token:
-                self._reject(rid, CancelledError("cancelled through its cancel token"))
-            else:
-                entry.future.cancel()
+        if token:
+            self._reject(rid, CancelledError("cancelled through its cancel token"))
+        else:
+            self._reject(rid, asyncio.CancelledError())
         return True
 
     def cancel_all(self) -> int:
@@ -280,8 +318,12 @@ class Connection:
 
     # --- receiving -------------------------------------------------------------------------
 
-    def handle_message(self, raw: Mapping[str, Any]) -> None:
-        """Route one message from the worker to the caller it answers."""
+    def handle_message(self, raw: object) -> None:
+        """Route one message (or each envelope of a BATCH) to the caller it answers."""
+        for item in split_batch(raw):
+            self._handle_one(item)
+
+    def _handle_one(self, raw: object) -> None:
         try:
             env = decode(raw)
         except DecodeError as exc:
@@ -292,11 +334,7 @@ class Connection:
             return
         if isinstance(env, Response):
             self._answered(env.id)
-            entry = self._pending.get(env.id)
-            if entry is not None and not entry.future.done():
-                self._completed += 1
-                self._total_response += self._clock() - entry.started
-                entry.future.set_result(env.payload)
+            self._settle(env.id, env.payload)
         elif isinstance(env, Error):
             if env.id is None:
                 log.warning("worker reported an error: %s (%s)", env.message, env.code)
@@ -348,6 +386,8 @@ class Connection:
         self._cancel_sent.clear()
         for rid in list(self._pending):
             self._reject(rid, type(exc)(str(exc)))
+        if self._on_settled is not None:
+            self._on_settled()
 
     def destroy(self, exc: WorkerBridgeError | None = None) -> None:
         """Reject everything pending and refuse new requests."""
