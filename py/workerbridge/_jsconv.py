@@ -17,12 +17,10 @@ from json import encoder as _json_encoder
 from typing import Any
 
 import js
-from pyodide.ffi import JsProxy, create_proxy, to_js
+from pyodide.ffi import JsProxy, to_js
 
-from ._envelope import batch_text
+from ._envelope import PROTOCOL_VERSION
 from ._errors import InvalidInputError
-
-_queue_microtask = js.queueMicrotask
 
 _PLAIN = "[object Object]"
 _ARRAY = "[object Array]"
@@ -73,20 +71,40 @@ def _make_dumps() -> Any:
 _dumps = _make_dumps()
 
 
+# The batching lives in JS so a send costs one FFI call and no Python callback: the first
+# JSON envelope of a JS task is posted at once; the ones after it wait for a microtask and
+# leave together as one BATCH envelope (see _envelope.batch_text for the same format).
+_BATCHER_JS = """
+return (target) => {
+  const post = (t) => target.postMessage(t);
+  const HEAD = '{"v":VERSION,"kind":"batch","messages":[';
+  let held = null;
+  const flush = () => {
+    const texts = held;
+    held = null;
+    if (texts && texts.length === 1) post(texts[0]);
+    else if (texts && texts.length) post(HEAD + texts.join(",") + "]}");
+  };
+  return {
+    text(t) {
+      if (held === null) { post(t); held = []; queueMicrotask(flush); }
+      else held.push(t);
+    },
+    flush,
+  };
+};
+""".replace("VERSION", str(PROTOCOL_VERSION))
+
+
 class Batcher:
-    """Posts envelopes through ``post``, gathering the JSON ones of one JS task into one
-    BATCH message, flushed by a microtask — after the current Python code returns, before
-    the browser does anything else. A burst of requests costs one postMessage; a lone
-    request goes out as itself, as soon as the running code yields.
+    """Posts envelopes to ``target`` (a Worker, or a worker's global scope): JSON ones via
+    the JS batcher above, structured ones (binary data, JS objects) directly, after
+    flushing what is held so the order is kept."""
 
-    Structured messages (binary data, JS objects) flush what is pending first, so the
-    order of envelopes is kept.
-    """
-
-    def __init__(self, post: Any) -> None:
-        self._post = post
-        self._pending: list[str] = []
-        self._flush_proxy = create_proxy(self.flush)
+    def __init__(self, target: Any) -> None:
+        self._post = target.postMessage
+        self._js = js.Function.new(_BATCHER_JS)()(target)
+        self._text = self._js.text
 
     def send(self, message: dict[str, Any], transfer: list[Any]) -> None:
         if not transfer:
@@ -97,25 +115,17 @@ class Batcher:
             except RecursionError:
                 raise InvalidInputError("the payload refers to itself (a cycle)") from None
             else:
-                if not self._pending:
-                    _queue_microtask(self._flush_proxy)
-                self._pending.append(text)
+                self._text(text)
                 return
-        self.flush()
+        self._js.flush()
         wire = to_wire(message, transfer)
         if transfer:
             self._post(wire, to_js(transfer, create_pyproxies=False))
         else:
             self._post(wire)
 
-    def flush(self) -> None:
-        if self._pending:
-            texts, self._pending = self._pending, []
-            self._post(batch_text(texts))
-
     def close(self) -> None:
-        self._pending = []
-        self._flush_proxy.destroy()
+        self._js.flush()
 
 
 def from_wire(value: Any, *, buffers_to_bytes: bool) -> Any:

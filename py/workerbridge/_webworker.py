@@ -59,7 +59,7 @@ class WorkerTransport:
         opts.type = "module"
         opts.name = json.dumps({"modules": list(modules), "label": name})
         self.worker = js.Worker.new(script_url, opts)
-        self._batcher = Batcher(self.worker.postMessage)
+        self._batcher = Batcher(self.worker)
         self._listeners = [
             ("message", create_proxy(self._message)),
             ("error", create_proxy(self._error)),

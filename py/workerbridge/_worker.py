@@ -22,7 +22,7 @@ from .shared import _Int32Cells
 USER_MODULE_DIR = "/home/pyodide/workerbridge_user"
 
 
-_batcher = Batcher(js.postMessage)
+_batcher = Batcher(js.self)
 
 
 def _post(message: dict[str, Any], transfer: Sequence[Any]) -> None:

@@ -105,14 +105,30 @@ class _Job:
     on_progress: ProgressCallback | None
     cancel: SharedCancellation | None
     idempotent: bool
-    future: asyncio.Future[Any]
+    sink: Callable[[Any, BaseException | None], None]  # told the outcome, exactly once
     seq: int
     max_retries: int
     attempts: int = 0
     started: float = 0.0
+    done: bool = False
+    attempt: tuple[Connection, int] | None = None  # where it runs now: (connection, id)
 
     def __lt__(self, other: _Job) -> bool:  # heapq: high priority first, then FIFO
         return (-self.priority, self.seq) < (-other.priority, other.seq)
+
+
+class _JobFuture(asyncio.Future[Any]):
+    """The caller's future; cancelling it cancels the request at once, with no callback
+    round trip through the browser's scheduler (done-callbacks cost one each in Pyodide)."""
+
+    on_cancel: Callable[[], None] | None = None
+
+    def cancel(self, msg: Any = None) -> bool:
+        if not super().cancel(msg=msg):
+            return False
+        if self.on_cancel is not None:
+            self.on_cancel()
+        return True
 
 
 class WorkerPool:
@@ -368,27 +384,59 @@ class WorkerPool:
         Raises ``QueueFullError`` immediately when ``max_queue`` requests are waiting,
         ``ShutdownError`` after ``terminate()``. Cancelling the future cancels the request.
         """
+        future = _JobFuture(loop=asyncio.get_running_loop())
+
+        def sink(result: Any, error: BaseException | None) -> None:
+            if future.done():
+                return
+            if error is None:
+                future.set_result(result)
+            elif type(error) is asyncio.CancelledError:
+                future.cancel()
+            else:
+                future.set_exception(error)
+
+        job = self._enqueue(channel, op, payload, sink, transfer=transfer, priority=priority,
+                            timeout=timeout, on_progress=on_progress, cancel=cancel,
+                            idempotent=idempotent, retries=retries)
+        future.on_cancel = lambda: self._cancel_job(job)
+        return future
+
+    def _enqueue(
+        self,
+        channel: str,
+        op: str,
+        payload: Any,
+        sink: Callable[[Any, BaseException | None], None],
+        *,
+        transfer: Sequence[Any] = (),
+        priority: Priority | int = Priority.NORMAL,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        cancel: SharedCancellation | None = None,
+        idempotent: bool = False,
+        retries: int | None = None,
+        check_queue: bool = True,
+    ) -> _Job:
         if self._closing or self._closed:
             raise ShutdownError("the pool was terminated")
-        if len(self._queue) >= self.max_queue:
+        if check_queue and len(self._queue) >= self.max_queue:
             raise QueueFullError(f"the pool's queue is full ({self.max_queue} waiting)")
         if not self._started:
             self._spawn(self.start())
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         job = _Job(channel, op, payload, tuple(transfer), Priority(priority),
                    self.task_timeout if timeout is None else timeout, on_progress, cancel,
-                   idempotent, future, next(self._seq),
+                   idempotent, sink, next(self._seq),
                    self.retry.max_retries if retries is None else retries,
                    started=self._clock())
         self._jobs.add(job)
-        future.add_done_callback(lambda f: self._on_job_done(job))
         if self._first_ready is not None and self._first_ready.done() \
                 and self._first_ready.exception() is not None and not self._fallback:
-            self._fail(job, WorkerCrashedError(str(self._first_ready.exception())))
-            return future
+            self._settle_job(job, None, WorkerCrashedError(str(self._first_ready.exception())))
+            return job
         heapq.heappush(self._queue, job)
         self._pump()
-        return future
+        return job
 
     async def execute(self, channel: str, op: str, payload: Any = None, **options: Any) -> Any:
         """``await submit(...)``: run one request and return its result."""
@@ -396,25 +444,71 @@ class WorkerPool:
 
     async def map(self, channel: str, op: str, payloads: Iterable[Any],
                   **options: Any) -> list[Any]:
-        """Run one request per payload across the pool; results in payload order."""
-        futures = [self.submit(channel, op, p, **options) for p in payloads]
-        try:
-            return list(await asyncio.gather(*futures))
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
+        """Run one request per payload across the pool; results in payload order.
 
-    def _on_job_done(self, job: _Job) -> None:
+        The whole batch shares one future, so a large map costs one wake-up of the
+        caller, not one per request. The first error cancels the rest and is raised.
+        """
+        items = list(payloads)
+        if not items:
+            return []
+        if len(self._queue) + len(items) > self.max_queue + self.size * self.max_in_flight:
+            raise QueueFullError(f"{len(items)} requests do not fit the pool's queue "
+                                 f"({self.max_queue} waiting at most)")
+        group: asyncio.Future[list[Any]] = asyncio.Future(loop=asyncio.get_running_loop())
+        results: list[Any] = [None] * len(items)
+        remaining = len(items)
+        jobs: list[_Job] = []
+
+        def sink_for(i: int) -> Callable[[Any, BaseException | None], None]:
+            def sink(result: Any, error: BaseException | None) -> None:
+                nonlocal remaining
+                if group.done():
+                    return
+                if error is not None:
+                    group.set_exception(error if type(error) is not asyncio.CancelledError
+                                        else asyncio.CancelledError())
+                    return
+                results[i] = result
+                remaining -= 1
+                if remaining == 0:
+                    group.set_result(results)
+
+            return sink
+
+        try:
+            for i, payload in enumerate(items):
+                jobs.append(self._enqueue(channel, op, payload, sink_for(i), check_queue=False,
+                                          **options))
+            return await group
+        finally:
+            for job in jobs:
+                self._cancel_job(job)
+
+    def _cancel_job(self, job: _Job) -> None:
+        """Give up on a job (its caller cancelled): stop it in its worker if it runs."""
+        if job.done:
+            return
+        attempt = job.attempt
+        self._settle_job(job, None, asyncio.CancelledError())
+        if attempt is not None:
+            attempt[0].cancel_request(attempt[1])
+
+    def _settle_job(self, job: _Job, result: Any, error: BaseException | None) -> None:
+        if job.done:
+            return
+        job.done = True
+        job.attempt = None
         self._jobs.discard(job)
-        if job.future.cancelled() and job in self._queue:
-            self._queue.remove(job)
-            heapq.heapify(self._queue)
+        if error is None:
+            self._processed += 1
+            self._latency_total += self._clock() - job.started
+        elif type(error) is not asyncio.CancelledError:
+            self._errors += 1
+        job.sink(result, error)
 
     def _fail(self, job: _Job, exc: BaseException) -> None:
-        if not job.future.done():
-            self._errors += 1
-            job.future.set_exception(exc)
+        self._settle_job(job, None, exc)
 
     # --- dispatch --------------------------------------------------------------------------
 
@@ -433,7 +527,7 @@ class WorkerPool:
             if slot is None:
                 return
             job = heapq.heappop(self._queue)
-            if job.future.done():
+            if job.done:
                 continue
             self._dispatch(job, slot)
 
@@ -459,26 +553,18 @@ class WorkerPool:
                 job.channel, job.op, job.payload, on_done=on_done, transfer=job.transfer,
                 timeout=job.timeout, on_progress=job.on_progress, cancel=job.cancel,
                 priority=job.priority)
-        except BaseException as exc:
+        except BaseException as exc:  # e.g. a payload that cannot be sent
             on_done(None, exc)
             return
-
-        def follow_caller(f: asyncio.Future[Any]) -> None:
-            if f.cancelled():
-                connection.cancel_request(rid)  # the caller gave up: stop the work
-
-        job.future.add_done_callback(follow_caller)
+        if not settled:
+            job.attempt = (connection, rid)
 
     def _attempt_done(self, job: _Job, result: Any, error: BaseException | None) -> None:
-        if job.future.done():
+        job.attempt = None
+        if job.done:
             return
-        if error is None:
-            self._processed += 1
-            self._latency_total += self._clock() - job.started
-            job.future.set_result(result)
-            return
-        if type(error) is asyncio.CancelledError:
-            job.future.cancel()
+        if error is None or type(error) is asyncio.CancelledError:
+            self._settle_job(job, result, error)
             return
         can_retry = (job.attempts <= job.max_retries and not job.transfer
                      and self.retry.retryable(error, idempotent=job.idempotent)
@@ -491,7 +577,7 @@ class WorkerPool:
 
         async def again() -> None:
             await asyncio.sleep(self.retry.delay(job.attempts))
-            if not job.future.done():
+            if not job.done:
                 heapq.heappush(self._queue, job)
                 self._pump()
 
@@ -551,7 +637,7 @@ class WorkerPool:
 
     def pending(self) -> int:
         """Callers still waiting: queued, running or between retries."""
-        return sum(1 for j in self._jobs if not j.future.done())
+        return sum(1 for j in self._jobs if not j.done)
 
     def stats(self) -> PoolStats:
         ready = [s for s in self._slots if s.state == "ready"]
