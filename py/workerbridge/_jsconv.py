@@ -71,24 +71,24 @@ def _make_dumps() -> Any:
 _dumps = _make_dumps()
 
 
-# The batching lives in JS so a send costs one FFI call and no Python callback: the first
-# JSON envelope of a JS task is posted at once; the ones after it wait for a microtask and
-# leave together as one BATCH envelope (see _envelope.batch_text for the same format).
+# The batching lives in JS so a send costs one FFI call and no Python callback: JSON
+# envelopes posted during one JS task are held until a microtask at its end — after the
+# running Python code returns, before the browser does anything else — and leave as one
+# message: the envelope itself when alone, else one BATCH envelope (_envelope.batch_text).
 _BATCHER_JS = """
 return (target) => {
-  const post = (t) => target.postMessage(t);
   const HEAD = '{"v":VERSION,"kind":"batch","messages":[';
-  let held = null;
+  let held = [];
   const flush = () => {
     const texts = held;
-    held = null;
-    if (texts && texts.length === 1) post(texts[0]);
-    else if (texts && texts.length) post(HEAD + texts.join(",") + "]}");
+    if (!texts.length) return;
+    held = [];
+    target.postMessage(texts.length === 1 ? texts[0] : HEAD + texts.join(",") + "]}");
   };
   return {
     text(t) {
-      if (held === null) { post(t); held = []; queueMicrotask(flush); }
-      else held.push(t);
+      if (!held.length) queueMicrotask(flush);
+      held.push(t);
     },
     flush,
   };

@@ -113,8 +113,6 @@ class _Job:
     done: bool = False
     attempt: tuple[Connection, int] | None = None  # where it runs now: (connection, id)
 
-    def __lt__(self, other: _Job) -> bool:  # heapq: high priority first, then FIFO
-        return (-self.priority, self.seq) < (-other.priority, other.seq)
 
 
 class _JobFuture(asyncio.Future[Any]):
@@ -176,7 +174,8 @@ class WorkerPool:
         self.boot_timeout = boot_timeout
         self._clock = clock
         self._slots: list[_Slot] = []
-        self._queue: list[_Job] = []
+        # heap of (-priority, seq, job): high priority first, FIFO within a priority
+        self._queue: list[tuple[int, int, _Job]] = []
         self._seq = itertools.count()
         self._rr = 0
         self._jobs: set[_Job] = set()
@@ -324,7 +323,7 @@ class WorkerPool:
         if self._first_ready is not None and not self._first_ready.done():
             self._first_ready.set_exception(error)
             self._first_ready.exception()  # retrieved here; start() re-raises it
-        for job in list(self._queue):
+        for _, _, job in list(self._queue):
             self._fail(job, WorkerCrashedError(str(error)))
         self._queue.clear()
 
@@ -339,7 +338,7 @@ class WorkerPool:
                     break
                 await asyncio.sleep(0.01)
         self._closed = True
-        for job in list(self._queue):
+        for _, _, job in list(self._queue):
             self._fail(job, ShutdownError("the pool was terminated"))
         self._queue.clear()
         for slot in self._slots:
@@ -417,6 +416,7 @@ class WorkerPool:
         idempotent: bool = False,
         retries: int | None = None,
         check_queue: bool = True,
+        pump: bool = True,
     ) -> _Job:
         if self._closing or self._closed:
             raise ShutdownError("the pool was terminated")
@@ -434,8 +434,9 @@ class WorkerPool:
                 and self._first_ready.exception() is not None and not self._fallback:
             self._settle_job(job, None, WorkerCrashedError(str(self._first_ready.exception())))
             return job
-        heapq.heappush(self._queue, job)
-        self._pump()
+        heapq.heappush(self._queue, (-job.priority, job.seq, job))
+        if pump:
+            self._pump()
         return job
 
     async def execute(self, channel: str, op: str, payload: Any = None, **options: Any) -> Any:
@@ -479,7 +480,8 @@ class WorkerPool:
         try:
             for i, payload in enumerate(items):
                 jobs.append(self._enqueue(channel, op, payload, sink_for(i), check_queue=False,
-                                          **options))
+                                          pump=False, **options))
+            self._pump()
             return await group
         finally:
             for job in jobs:
@@ -512,24 +514,31 @@ class WorkerPool:
 
     # --- dispatch --------------------------------------------------------------------------
 
-    def _pick(self) -> _Slot | None:
-        ready = [s for s in self._slots if s.state == "ready" and s.load < self.max_in_flight]
-        if not ready:
-            return None
-        if self.strategy == "least-busy":
-            return min(ready, key=lambda s: s.load)
-        self._rr += 1
-        return ready[self._rr % len(ready)]
-
     def _pump(self) -> None:
-        while self._queue:
-            slot = self._pick()
-            if slot is None:
-                return
-            job = heapq.heappop(self._queue)
+        """Hand queued jobs to ready workers with room, by the pool's strategy."""
+        if not self._queue:
+            return
+        ready = [s for s in self._slots if s.state == "ready"]
+        loads = [s.load for s in ready]
+        limit = self.max_in_flight
+        while self._queue and ready:
+            if self.strategy == "least-busy":
+                i = min(range(len(ready)), key=loads.__getitem__)
+                if loads[i] >= limit:
+                    return
+            else:
+                for _ in range(len(ready)):
+                    self._rr = (self._rr + 1) % len(ready)
+                    if loads[self._rr] < limit:
+                        break
+                else:
+                    return
+                i = self._rr
+            job = heapq.heappop(self._queue)[2]
             if job.done:
                 continue
-            self._dispatch(job, slot)
+            self._dispatch(job, ready[i])
+            loads[i] += 1
 
     def _dispatch(self, job: _Job, slot: _Slot) -> None:
         connection = slot.connection
@@ -546,7 +555,8 @@ class WorkerPool:
             if slot.connection is connection:
                 slot.assigned -= 1
             self._attempt_done(job, result, error)
-            self._pump()
+            if error is not None:
+                self._pump()  # an answer pumps through on_settled; a local failure does not
 
         try:
             rid = connection.start(
@@ -578,7 +588,7 @@ class WorkerPool:
         async def again() -> None:
             await asyncio.sleep(self.retry.delay(job.attempts))
             if not job.done:
-                heapq.heappush(self._queue, job)
+                heapq.heappush(self._queue, (-job.priority, job.seq, job))
                 self._pump()
 
         self._spawn(again())

@@ -333,14 +333,14 @@ class Connection:
                 self._reject(exc.request_id, exc)
             return
         if isinstance(env, Response):
-            self._answered(env.id)
             self._settle(env.id, env.payload)
+            self._answered(env.id)  # after: on_settled sees the caller's slot freed
         elif isinstance(env, Error):
             if env.id is None:
                 log.warning("worker reported an error: %s (%s)", env.message, env.code)
                 return
-            self._answered(env.id)
             self._reject(env.id, error_from_code(env.code, env.message, env.error_type))
+            self._answered(env.id)
         elif isinstance(env, Progress):
             entry = self._pending.get(env.id)
             if entry is not None and entry.progress is not None and not entry.progress.is_shared:
