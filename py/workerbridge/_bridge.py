@@ -7,14 +7,13 @@ boots its worker on first use; ``WorkerBridge(...)`` makes an independent one.
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Generic, Literal, TypeVar, overload
+from typing import Any, ClassVar, Generic, TypeVar, overload
 
 from ._envelope import Priority
 from ._errors import ShutdownError
+from ._factories import Fallback
 from ._namespaces import Channel, CryptoNamespace
-from ._platform import IN_PYODIDE
 from .pool import PoolStats, Strategy, TransportFactory, WorkerPool
 from .protocol import ProgressCallback, RetryPolicy
 from .shared import SharedCancellation
@@ -22,7 +21,6 @@ from .shared import SharedCancellation
 log = logging.getLogger("workerbridge")
 
 N = TypeVar("N")
-Fallback = Literal["auto", "main", "never"]
 
 
 class namespace(Generic[N]):
@@ -66,49 +64,10 @@ class WorkerBridge:
         ``timeout``: default per-call limit in seconds (None: none); ``fallback``:
         "auto" runs handlers on the page's thread if no worker can boot, "main" always
         does, "never" fails instead. Other options go to ``WorkerPool``."""
-        if fallback not in ("auto", "main", "never"):
-            raise ValueError(f"fallback must be 'auto', 'main' or 'never', not {fallback!r}")
-        self._modules = tuple(modules)
-        main_factory = self._main_thread_factory() if fallback != "never" else None
-        if transport_factory is None:
-            transport_factory = (main_factory if fallback == "main" and main_factory
-                                 else self._worker_factory(base_url))
-        if fallback == "main":
-            warnings.warn("WorkerBridge(fallback='main'): handlers run on the page's thread",
-                          RuntimeWarning, stacklevel=2)
         self.pool = WorkerPool(
-            transport_factory, size=workers, strategy=strategy, task_timeout=timeout,
-            max_queue=max_queue, retry=retry, boot_timeout=boot_timeout,
-            fallback_factory=main_factory if fallback == "auto" else None,
-            main_thread=fallback == "main", **pool_options)
-
-    def _worker_factory(self, base_url: str | None) -> TransportFactory:
-        def make(on_message: Callable[[dict[str, Any]], None],
-                 on_crash: Callable[[str], None]) -> Any:
-            if not IN_PYODIDE:
-                raise RuntimeError("Web Workers need a browser; pass transport_factory")
-            from ._webworker import WORKER_SCRIPT, WorkerTransport, bundle_base, resolve
-
-            base = resolve(base_url) if base_url else bundle_base()
-            return WorkerTransport(resolve(WORKER_SCRIPT, base), on_message=on_message,
-                                   on_crash=on_crash,
-                                   modules=[resolve(m) for m in self._modules])
-
-        return make
-
-    def _main_thread_factory(self) -> TransportFactory | None:
-        if not IN_PYODIDE:
-            return None
-        modules = self._modules
-
-        def make(on_message: Callable[[dict[str, Any]], None],
-                 on_crash: Callable[[str], None]) -> Any:
-            from ._fallback import MainThreadTransport
-            from ._webworker import resolve
-
-            return MainThreadTransport(on_message, on_crash, [resolve(m) for m in modules])
-
-        return make
+            transport_factory or tuple(modules), size=workers, strategy=strategy,
+            task_timeout=timeout, max_queue=max_queue, retry=retry, boot_timeout=boot_timeout,
+            fallback=fallback, base_url=base_url, **pool_options)
 
     @classmethod
     def default(cls) -> WorkerBridge:

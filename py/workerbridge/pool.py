@@ -31,6 +31,7 @@ from ._errors import (
     ShutdownError,
     WorkerCrashedError,
 )
+from ._factories import Fallback, choose, default_size
 from .protocol import Connection, ProgressCallback, RetryPolicy
 from .shared import SharedCancellation
 
@@ -134,9 +135,9 @@ class WorkerPool:
 
     def __init__(
         self,
-        transport_factory: TransportFactory,
+        modules_or_url: TransportFactory | str | Sequence[str] = (),
         *,
-        size: int = 1,
+        size: int | None = None,
         strategy: Strategy = "least-busy",
         task_timeout: float | None = None,
         max_queue: int = 10_000,
@@ -147,14 +148,23 @@ class WorkerPool:
         cancel_grace: float = 2.0,
         max_boot_failures: int = 3,
         boot_timeout: float = 120.0,
+        fallback: Fallback = "auto",
+        base_url: str | None = None,
         fallback_factory: TransportFactory | None = None,
-        main_thread: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``task_timeout``: default per-request limit in seconds; ``max_in_flight``:
-        requests one worker may hold at once; ``fallback_factory``: the transport used
-        on the page's thread when no worker can boot (None: fail instead);
-        ``main_thread``: ``transport_factory`` itself runs on the page's thread."""
+        """``modules_or_url``: URLs of worker modules (.py) for the bundle's workers, the
+        URL of your own worker script (.mjs/.js), or a transport factory.
+        ``size``: workers (default ``navigator.hardwareConcurrency``); ``task_timeout``:
+        default per-request limit in seconds; ``max_in_flight``: requests one worker may
+        hold at once; ``fallback``: "auto" runs the handlers on the page's thread when no
+        worker can boot, "main" always does, "never" fails instead."""
+        transport_factory, on_main, main_thread = choose(modules_or_url, base_url, fallback)
+        fallback_factory = fallback_factory or on_main
+        size = default_size() if size is None else size
+        if main_thread:
+            warnings.warn("fallback='main': the handlers run on the page's thread",
+                          RuntimeWarning, stacklevel=2)
         if size < 1:
             raise ValueError("a pool needs at least one worker")
         if strategy not in ("least-busy", "round-robin"):
@@ -247,7 +257,7 @@ class WorkerPool:
         if self._fallback and self._fallback_factory is not None:
             factory = self._fallback_factory
         try:
-            transport = factory(on_message, on_crash)
+            transport: PoolTransport = factory(on_message, on_crash)
         except Exception as exc:
             self._boot_failed(slot, f"{type(exc).__name__}: {exc}")
             return

@@ -212,3 +212,25 @@ def test_terminate_with_requests_in_flight(pool: Harness):
         [drained_ok, kinds, clean(T), clean(F)]
     """)
     assert result == [True, ["ShutdownError"] * 3 + ["refused"], True, True]
+
+
+def test_pool_from_modules_or_a_worker_script(pool: Harness):
+    result = pool.py("""
+        from workerbridge import WorkerPool
+        cores = js.navigator.hardwareConcurrency
+        WP = WorkerPool(["./wordcount.py"])
+        await WP.wait_all_ready()
+        words = await WP.execute("text", "word_count", {"text": "x y"})
+        size = WP.stats().size
+        await WP.terminate()
+        JP = WorkerPool("./plain-worker.mjs", size=1)
+        doubled = await JP.map("js", "double", [1, 2, 3])
+        try:
+            await JP.execute("js", "nothing", 1)
+            unknown = "answered"
+        except workerbridge.UnknownOperationError:
+            unknown = "UnknownOperationError"
+        await JP.terminate()
+        [words, size == cores, doubled, unknown]
+    """)
+    assert result == [2, True, [2, 4, 6], "UnknownOperationError"]
