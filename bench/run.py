@@ -23,6 +23,7 @@ from conftest import CHROMIUM_FLAGS, Harness, start_server  # noqa: E402
 
 MB = 1024 * 1024
 HASH_MB = 256
+ROUNDS = 3  # hash runs per side; the best of each is reported
 
 RAW_ECHO_JS = """async (n) => {
     const src = "self.onmessage = (e) => self.postMessage(e.data);";
@@ -135,20 +136,26 @@ def bench_page(harness: Harness) -> dict[str, Any]:
     out["pool"]["cancel_p99_ms"] = percentile(cancels, 0.99)
 
     for kind in ("buffer", "file"):
-        ours = harness.py(f"""
-            u8 = js.Uint8Array.new({HASH_MB} * 1024 * 1024)
-            u8.fill(7)
-            data = u8.buffer if "{kind}" == "buffer" else js.File.new([u8], "x.bin")
-            t = js.performance.now()
-            await B.crypto.hash_file(data)
-            elapsed = js.performance.now() - t
-            del u8, data  # let the browser drop its copy before the anchor runs
-            elapsed
-        """)
-        anchor = harness.js(SUBTLE_JS, [HASH_MB, kind])
+        ours, anchor = [], []
+        for _ in range(ROUNDS):  # alternate, and keep each side's best: the machine is noisy
+            ours.append(harness.py(f"""
+                u8 = js.Uint8Array.new({HASH_MB} * 1024 * 1024)
+                u8.fill(7)
+                data = u8.buffer if "{kind}" == "buffer" else js.File.new([u8], "x.bin")
+                t = js.performance.now()
+                await B.crypto.hash_file(data)
+                elapsed = js.performance.now() - t
+                del u8, data  # let the browser drop its copy before the anchor runs
+                elapsed
+            """))
+            anchor.append(harness.js(SUBTLE_JS, [HASH_MB, kind]))
         out[f"hash_{kind}"] = {
-            "bridge_mb_s": HASH_MB / (ours / 1000), "subtle_mb_s": HASH_MB / (anchor / 1000),
-            "ratio": anchor / ours,
+            "bridge_mb_s": HASH_MB / (min(ours) / 1000),
+            "subtle_mb_s": HASH_MB / (min(anchor) / 1000),
+            "ratio": min(anchor) / min(ours),
+            # The first run of each side, cold, for comparison with single-shot figures.
+            "first_bridge_mb_s": HASH_MB / (ours[0] / 1000),
+            "first_subtle_mb_s": HASH_MB / (anchor[0] / 1000),
         }
     return out
 
@@ -180,11 +187,15 @@ def table(result: dict[str, Any]) -> str:
         f"| ≤ 0.3 ms {'✓' if rt['bridge_p50_ms'] <= 0.3 else '— not met'} |",
         f"| round trip, p99 | {rt['bridge_p99_ms']:.3f} ms | raw JS {rt['raw_js_p99_ms']:.3f} ms;"
         f" PyScript {rt['pyscript_worker_p99_ms']:.3f} ms | — | — |",
-        f"| hash_file, {HASH_MB} MB ArrayBuffer | {hb['bridge_mb_s']:.0f} MB/s | "
-        f"`crypto.subtle.digest` {hb['subtle_mb_s']:.0f} MB/s | {hb['ratio']:.2f}× "
+        f"| hash_file, {HASH_MB} MB ArrayBuffer (best of {ROUNDS}; first run) | "
+        f"{hb['bridge_mb_s']:.0f} MB/s; {hb['first_bridge_mb_s']:.0f} | "
+        f"`crypto.subtle.digest` {hb['subtle_mb_s']:.0f} MB/s; {hb['first_subtle_mb_s']:.0f} "
+        f"| {hb['ratio']:.2f}× "
         f"| ≥ 0.8× {'✓' if hb['ratio'] >= 0.8 else '— not met'} |",
-        f"| hash_file, {HASH_MB} MB File | {hf['bridge_mb_s']:.0f} MB/s | `file.arrayBuffer()` + "
-        f"`subtle.digest` {hf['subtle_mb_s']:.0f} MB/s | {hf['ratio']:.2f}× "
+        f"| hash_file, {HASH_MB} MB File (best of {ROUNDS}; first run) | "
+        f"{hf['bridge_mb_s']:.0f} MB/s; {hf['first_bridge_mb_s']:.0f} | `file.arrayBuffer()` + "
+        f"`subtle.digest` {hf['subtle_mb_s']:.0f} MB/s; {hf['first_subtle_mb_s']:.0f} "
+        f"| {hf['ratio']:.2f}× "
         f"| ≥ 0.8× {'✓' if hf['ratio'] >= 0.8 else '— not met'} |",
         f"| pool of 4: small requests, {POOL_N:,} in flight | {pool['requests_per_s']:,.0f} req/s "
         f"| raw JS postMessage echo {pool['raw_js_messages_per_s']:,.0f} msg/s "
