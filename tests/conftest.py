@@ -63,6 +63,19 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[s
     return {**browser_type_launch_args, "executable_path": path, "args": CHROMIUM_FLAGS}
 
 
+# Python helpers defined in a page's namespace by tests that need them.
+SETTLED_STATS = """
+async def settled_stats(b, limit=2.0):
+    # the worker's counters once no other request is active in it
+    deadline = time.monotonic() + limit
+    while True:
+        stats = await b.request("system", "stats")
+        if stats["active"] == 0 or time.monotonic() > deadline:
+            return stats
+        await asyncio.sleep(0.01)
+"""
+
+
 class PyError(AssertionError):
     def __init__(self, result: dict[str, Any]) -> None:
         super().__init__(f"{result['type']}: {result['message']}\n{result.get('traceback', '')}")

@@ -32,7 +32,7 @@ from ._errors import (
     WorkerCrashedError,
 )
 from ._factories import Fallback, choose, default_size
-from .protocol import Connection, ProgressCallback, RetryPolicy
+from .protocol import Connection, ProgressCallback, RetryPolicy, settler
 from .shared import SharedCancellation
 
 __all__ = ["PoolStats", "PoolTransport", "Strategy", "TransportFactory", "WorkerPool"]
@@ -394,18 +394,8 @@ class WorkerPool:
         ``ShutdownError`` after ``terminate()``. Cancelling the future cancels the request.
         """
         future = _JobFuture(loop=asyncio.get_running_loop())
-
-        def sink(result: Any, error: BaseException | None) -> None:
-            if future.done():
-                return
-            if error is None:
-                future.set_result(result)
-            elif type(error) is asyncio.CancelledError:
-                future.cancel()
-            else:
-                future.set_exception(error)
-
-        job = self._enqueue(channel, op, payload, sink, transfer=transfer, priority=priority,
+        job = self._enqueue(channel, op, payload, settler(future), transfer=transfer,
+                            priority=priority,
                             timeout=timeout, on_progress=on_progress, cancel=cancel,
                             idempotent=idempotent, retries=retries)
         future.on_cancel = lambda: self._cancel_job(job)

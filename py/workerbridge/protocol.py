@@ -55,6 +55,23 @@ __all__ = [
 log = logging.getLogger("workerbridge")
 
 ProgressCallback = Callable[[ProgressInfo], Any]
+OnDone = Callable[[Any, BaseException | None], None]  # (result, error): exactly one call
+
+
+def settler(future: asyncio.Future[Any]) -> OnDone:
+    """An ``on_done`` that settles ``future``: result, exception, or (plain) cancellation."""
+
+    def on_done(result: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is None:
+            future.set_result(result)
+        elif type(error) is asyncio.CancelledError:
+            future.cancel()
+        else:
+            future.set_exception(error)
+
+    return on_done
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,9 +128,6 @@ class Transport(Protocol):
     def interrupt(self, request_id: int) -> None:
         """Stop ``request_id`` now if it is running Python (the interrupt buffer), else no-op."""
         ...
-
-
-OnDone = Callable[[Any, BaseException | None], None]
 
 
 @dataclass(slots=True)
@@ -244,18 +258,7 @@ class Connection:
         # A plain Future: Pyodide's loop.create_future() adds a done-callback that costs
         # one more trip through the browser's scheduler on every response.
         future: asyncio.Future[Any] = asyncio.Future(loop=asyncio.get_running_loop())
-
-        def on_done(result: Any, error: BaseException | None) -> None:
-            if future.done():
-                return
-            if error is None:
-                future.set_result(result)
-            elif type(error) is asyncio.CancelledError:
-                future.cancel()
-            else:
-                future.set_exception(error)
-
-        rid = self.start(channel, op, payload, on_done=on_done, transfer=transfer,
+        rid = self.start(channel, op, payload, on_done=settler(future), transfer=transfer,
                          timeout=timeout, on_progress=on_progress, cancel=cancel,
                          priority=priority, correlation=correlation)
         try:

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from conftest import Harness, PyError
+from conftest import SETTLED_STATS, Harness, PyError
 
 
 @pytest.fixture(scope="module")
@@ -20,15 +20,8 @@ def bridge(harness: Harness) -> Harness:
         FB = await WorkerBridge(modules=["./faults.py"]).start()
         def no_pending(*bridges):
             return all(not b.pool.pending_ids() and b.pool.pending() == 0 for b in bridges)
-        async def settled_stats(b, limit=2.0):
-            # the worker counters once no other request is active in it
-            deadline = time.monotonic() + limit
-            while True:
-                stats = await b.request("system", "stats")
-                if stats["active"] == 0 or time.monotonic() > deadline:
-                    return stats
-                await asyncio.sleep(0.01)
     """)
+    harness.py(SETTLED_STATS)
     return harness
 
 

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-from conftest import Harness
+from conftest import SETTLED_STATS, Harness
 
 
 def test_fallback_progress_cancel_and_reuse(plain_harness: Harness):
     assert plain_harness.js("crossOriginIsolated") is False
+    plain_harness.py("import asyncio, time\n" + SETTLED_STATS)
     result = plain_harness.py("""
         import asyncio, time, js
         import workerbridge
         from workerbridge import WorkerBridge, SharedCancellation
         B = await WorkerBridge.default().start()
-        async def settled_stats(b, limit=2.0):
-            deadline = time.monotonic() + limit
-            while True:
-                stats = await b.request("system", "stats")
-                if stats["active"] == 0 or time.monotonic() > deadline:
-                    return stats
-                await asyncio.sleep(0.01)
         seen = []
         buf = js.testUtil.randomBuffer(48 * 1024 * 1024)
         expected = await js.testUtil.subtleHex("SHA-256", buf)
