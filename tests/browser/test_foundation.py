@@ -104,6 +104,23 @@ def test_file_is_read_in_chunks_and_matches_subtle(bridge: Harness):
     assert got == expected and size == 40 * 1024 * 1024 + 12345
 
 
+def test_hashing_a_large_file_keeps_worker_memory_flat(bridge: Harness):
+    grew, digest_ok = bridge.py("""
+        size = 384 * 1024 * 1024
+        u8 = js.Uint8Array.new(size)
+        u8.fill(3)
+        f = js.File.new([u8], "big.bin")
+        expected = await js.testUtil.subtleHex("SHA-256", u8)
+        del u8
+        before = await FB.request("faults", "wasm_heap")
+        got = await FB.crypto.hash_file(f)
+        after = await FB.request("faults", "wasm_heap")
+        [after - before, got == expected]
+    """)
+    assert digest_ok
+    assert grew < 64 * 1024 * 1024, f"worker memory grew by {grew} bytes for a 384 MB file"
+
+
 def test_progress_is_monotone_bounded_and_ends_at_100(bridge: Harness):
     reports = bridge.py("""
         seen = []

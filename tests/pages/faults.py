@@ -92,3 +92,11 @@ async def wait_flag(ctx: Context, payload: dict) -> list:
     t0 = time.monotonic()
     woke = flag.wait(payload.get("timeout", 10.0))
     return [woke, time.monotonic() - t0]
+
+
+@handler("faults", "wasm_heap")
+async def wasm_heap(ctx: Context, payload: dict) -> int:
+    """Bytes of WebAssembly memory this worker's Python uses (it never shrinks)."""
+    import pyodide_js
+
+    return int(pyodide_js._module.HEAP8.length)
