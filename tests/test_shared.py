@@ -1,0 +1,65 @@
+"""Host unit tests of the shared-state objects in their plain-Python fallback."""
+
+from __future__ import annotations
+
+from workerbridge import (
+    ProgressInfo,
+    SharedCancellation,
+    SharedCounter,
+    SharedFlag,
+    SharedProgress,
+)
+from workerbridge.protocol import make_request
+
+
+def test_progress_fallback_and_subscribers():
+    p = SharedProgress(shared=False)
+    assert not p.is_shared and p.buffer is None
+    seen: list[ProgressInfo] = []
+    unsubscribe = p.subscribe(seen.append)
+    p.set_total(200)
+    p.increment(50)
+    p.set(150)
+    assert p.get() == ProgressInfo(150, 200) and p.percent() == 75.0
+    unsubscribe()
+    p.increment(50)
+    assert [s.done for s in seen] == [0, 50, 150]
+    p.reset()
+    assert p.get() == ProgressInfo(0, 0) and p.percent() == 0.0
+    assert ProgressInfo(0, 0, final=True).percent == 100.0
+    assert ProgressInfo(300, 200).percent == 100.0
+
+
+def test_cancellation_fallback():
+    token = SharedCancellation(shared=False)
+    calls: list[bool] = []
+    token.subscribe(calls.append)
+    assert not token.is_cancelled() and token.wait(0) is False
+    token.cancel()
+    token.cancel()  # once only
+    assert token.is_cancelled() and token.wait(0) is True and calls == [True]
+    token.reset()
+    assert not token.is_cancelled()
+
+
+def test_counter_and_flag_fallback():
+    c = SharedCounter(shared=False)
+    assert c.increment() == 1 and c.increment(5) == 6 and c.decrement(2) == 4
+    assert c.compare_and_swap(4, 10) and not c.compare_and_swap(4, 11) and c.get() == 10
+    c.set(-3)
+    assert c.get() == -3
+    f = SharedFlag(shared=False)
+    assert not f.is_set() and f.wait(0) is False
+    assert f.toggle() is True and f.is_set() and f.wait(0) is True
+    assert f.toggle() is False
+    f.set()
+    f.clear()
+    assert not f.is_set()
+
+
+def test_make_request_is_a_valid_wire_request():
+    from workerbridge._envelope import Request, decode
+
+    wire = make_request(9, "crypto", "hash_file", {"a": 1}, priority=2, timeout=1.5,
+                        correlation="c-1")
+    assert decode(wire) == Request(9, "crypto", "hash_file", {"a": 1}, 2, 1.5, "c-1")
