@@ -52,6 +52,8 @@ def test_encode_leaves_out_none_fields():
         ({"v": 2, "kind": "request", "id": 9}, "version", 9),
         ({"v": "1", "kind": "request", "id": 9}, "version", 9),
         ({"v": 1, "kind": "shout", "id": 1}, "protocol", None),
+        ({"v": 1, "kind": ["request"], "id": 1}, "protocol", None),
+        ({"v": 1, "kind": "batch", "messages": "x"}, "protocol", None),
         ({"v": 1, "kind": "request", "id": 0, "channel": "a", "op": "b"}, "protocol", None),
         ({"v": 1, "kind": "request", "id": 2**31, "channel": "a", "op": "b"}, "protocol", None),
         ({"v": 1, "kind": "request", "id": True, "channel": "a", "op": "b"}, "protocol", None),

@@ -167,9 +167,13 @@ def _count(raw: Mapping[str, Any], key: str, request_id: int) -> int:
     return value
 
 
+_KINDS: Final = {k.value: k for k in Kind}  # a dict lookup is cheaper than Kind(...)
+_PRIORITIES: Final = {int(p): p for p in Priority}
+
+
 def decode(raw: object) -> Envelope:
     """Validate a wire message and build its envelope; raise ``DecodeError`` if invalid."""
-    if not isinstance(raw, Mapping):
+    if type(raw) is not dict and not isinstance(raw, Mapping):  # dict first: the hot path
         raise DecodeError("envelope must be an object")
     version = raw.get("v")
     if version != PROTOCOL_VERSION:
@@ -179,10 +183,10 @@ def decode(raw: object) -> Envelope:
             rid,
             VersionMismatchError.code,
         )
-    try:
-        kind = Kind(str(raw.get("kind")))
-    except ValueError:
-        raise DecodeError("unknown envelope kind") from None
+    name = raw.get("kind")
+    kind = _KINDS.get(name) if type(name) is str else None
+    if kind is None:
+        raise DecodeError("unknown envelope kind")
     if kind is Kind.BATCH:
         raise DecodeError("a batch must hold a list of envelopes")  # split_batch takes valid ones
     if kind is Kind.READY:
@@ -195,11 +199,10 @@ def decode(raw: object) -> Envelope:
     rid = _id(raw)
     assert rid is not None
     if kind is Kind.REQUEST:
-        priority = raw.get("priority", Priority.NORMAL)
-        try:
-            priority = Priority(priority)
-        except ValueError:
-            raise DecodeError("envelope field 'priority' must be 0, 1 or 2", rid) from None
+        raw_priority = raw.get("priority", 1)
+        priority = _PRIORITIES.get(raw_priority) if type(raw_priority) is int else None
+        if priority is None:
+            raise DecodeError("envelope field 'priority' must be 0, 1 or 2", rid)
         timeout = raw.get("timeout")
         if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
             raise DecodeError("envelope field 'timeout' must be a positive number", rid)

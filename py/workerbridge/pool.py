@@ -270,7 +270,8 @@ class WorkerPool(Supervisor):
             raise QueueFullError(f"the pool's queue is full ({self.max_queue} waiting)")
         if not self._started:
             self._spawn(self.start())
-        job = _Job(channel, op, payload, tuple(transfer), Priority(priority),
+        job = _Job(channel, op, payload, tuple(transfer) if transfer else (),
+                   priority if type(priority) is Priority else Priority(priority),
                    self.task_timeout if timeout is None else timeout, on_progress, cancel,
                    idempotent, sink, next(self._seq),
                    self.retry.max_retries if retries is None else retries,
