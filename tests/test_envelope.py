@@ -78,3 +78,11 @@ def test_decode_rejects_malformed(raw, code, rid):
 def test_decode_accepts_integral_floats_from_js():
     env = decode({"v": 1, "kind": "progress", "id": 3.0, "done": 5.0, "total": 10.0})
     assert env == Progress(3, 5, 10)
+
+
+@pytest.mark.parametrize("env", [e for e in ROUND_TRIP if isinstance(e, Request)])
+def test_request_wire_matches_encode(env):
+    from workerbridge._envelope import request_wire
+
+    assert request_wire(env.id, env.channel, env.op, env.payload, env.priority, env.timeout,
+                        env.correlation, env.progress, env.cancel) == encode(env)

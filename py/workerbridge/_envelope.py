@@ -112,6 +112,27 @@ def encode(env: Envelope) -> dict[str, Any]:
     return out
 
 
+def request_wire(
+    rid: int, channel: str, op: str, payload: Any = None, priority: int = Priority.NORMAL,
+    timeout: float | None = None, correlation: str | None = None, progress: Any = None,
+    cancel: Any = None,
+) -> dict[str, Any]:
+    """``encode(Request(...))`` without building the dataclass: the per-call hot path."""
+    out: dict[str, Any] = {"v": PROTOCOL_VERSION, "kind": "request", "id": rid,
+                           "channel": channel, "op": op, "priority": int(priority)}
+    if payload is not None:
+        out["payload"] = payload
+    if timeout is not None:
+        out["timeout"] = timeout
+    if correlation is not None:
+        out["correlation"] = correlation
+    if progress is not None:
+        out["progress"] = progress
+    if cancel is not None:
+        out["cancel"] = cancel
+    return out
+
+
 def batch_text(encoded: list[str]) -> str:
     """JSON texts of envelopes -> the JSON text of one BATCH envelope (or the lone one)."""
     if len(encoded) == 1:

@@ -57,10 +57,10 @@ class _Slot:
     @property
     def load(self) -> int:
         """Requests this worker holds: ours in progress, or cancelled and not yet let go."""
-        in_flight = self.connection.in_flight if self.connection is not None else 0
-        if self.ping is not None:
-            in_flight -= 1  # a heartbeat is not work: it must not steer the strategy
-        return max(self.assigned, in_flight)
+        if self.connection is None:
+            return self.assigned
+        # A heartbeat is not work: it must not steer the strategy.
+        return max(self.assigned, self.connection.in_flight - (self.ping is not None))
 
 
 class Supervisor:

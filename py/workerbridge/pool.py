@@ -373,11 +373,13 @@ class WorkerPool(Supervisor):
         ready = [s for s in self._slots if s.state == "ready"]
         loads = [s.load for s in ready]
         limit = self.max_in_flight
+        least_busy = self.strategy == "least-busy"
         while self._queue and ready:
-            if self.strategy == "least-busy":
-                i = min(range(len(ready)), key=loads.__getitem__)
-                if loads[i] >= limit:
+            if least_busy:
+                low = min(loads)
+                if low >= limit:
                     return
+                i = loads.index(low)
             else:
                 for _ in range(len(ready)):
                     self._rr = (self._rr + 1) % len(ready)

@@ -27,10 +27,10 @@ from ._envelope import (
     Priority,
     Progress,
     Ready,
-    Request,
     Response,
     decode,
     encode,
+    request_wire,
     split_batch,
 )
 from ._errors import (
@@ -110,7 +110,7 @@ def make_request(
     correlation: str | None = None,
 ) -> dict[str, Any]:
     """A REQUEST envelope in wire form (what ``Connection.request`` sends)."""
-    return encode(Request(rid, channel, op, payload, Priority(priority), timeout, correlation))
+    return request_wire(rid, channel, op, payload, Priority(priority), timeout, correlation)
 
 
 class Transport(Protocol):
@@ -224,10 +224,10 @@ class Connection:
             handle = asyncio.get_running_loop().call_later(timeout, self._expire, rid, timeout)
             entry.cleanups.append(handle.cancel)
         self._pending[rid] = entry
-        message = Request(rid, channel, op, payload, priority, timeout, correlation,
-                          progress_field, cancel.buffer if cancel is not None else None)
+        message = request_wire(rid, channel, op, payload, priority, timeout, correlation,
+                               progress_field, cancel.buffer if cancel is not None else None)
         try:
-            self.transport.send(encode(message), transfer)
+            self.transport.send(message, transfer)
         except BaseException:
             self._pending.pop(rid, None)
             for cleanup in entry.cleanups:
