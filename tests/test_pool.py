@@ -92,7 +92,7 @@ def test_nothing_is_sent_before_ready_and_the_queue_cap_rejects_at_once():
         with pytest.raises(QueueFullError):
             pool.submit("pooltest", "sleep", {"tag": 99})
         await asyncio.sleep(0.05)
-        assert made and made[0].sent == [], "a request was sent before READY"
+        assert made and made[0].sent == 0, "a request was sent before READY"
         assert await asyncio.gather(*futures) == [0, 1, 2, 3, 4]
         await pool.terminate()
 

@@ -15,9 +15,10 @@ from typing import Any
 
 import js
 
+from . import _platform
 from ._loopback import LoopbackTransport
 
-USER_MODULE_DIR = Path("/home/pyodide/workerbridge_user")
+USER_MODULE_DIR = Path(_platform.USER_MODULE_DIR)
 
 
 async def load_modules(builtin: Sequence[str], urls: Sequence[str]) -> None:

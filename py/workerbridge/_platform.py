@@ -11,6 +11,9 @@ from typing import Any
 
 IN_PYODIDE = "_pyodide_core" in sys.modules or sys.platform == "emscripten"
 
+# Where worker modules loaded by URL are written and imported from (web/worker.mjs too).
+USER_MODULE_DIR = "/home/pyodide/workerbridge_user"
+
 
 def js_global() -> Any:
     """The JS global object (``globalThis``): a Window or a DedicatedWorkerGlobalScope."""

@@ -15,12 +15,9 @@ from typing import Any
 import js
 
 from ._jsconv import Batcher, envelope_from_js, from_wire
-from ._platform import type_tag
+from ._platform import USER_MODULE_DIR, type_tag
 from ._runtime import CONTROL_SLOTS, Runtime
 from .shared import _Int32Cells
-
-USER_MODULE_DIR = "/home/pyodide/workerbridge_user"
-
 
 _batcher = Batcher(js.self)
 
