@@ -16,13 +16,6 @@ async def spin(ctx: Context, payload: dict) -> int:
     return n
 
 
-@handler("faults", "sleep")
-async def sleep(ctx: Context, payload: dict) -> str:
-    """Suspended on an await: stopped by cancelling its task."""
-    await asyncio.sleep(payload.get("seconds", 5.0))
-    return "slept"
-
-
 @handler("faults", "raise")
 async def boom(ctx: Context, payload: dict) -> None:
     raise KeyError(payload.get("secret", "hidden-value"))
