@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -98,13 +97,11 @@ class _Int32Cells:
 
     def wait(self, i: int, value: int, timeout: float | None) -> bool:
         """Block while cell i holds value; True if woken or changed. Workers only."""
-        ms = float("inf") if timeout is None else max(0.0, timeout * 1000)
         if not in_worker():
-            # Atomics.wait is forbidden on the main thread; poll instead of freezing it.
-            deadline = time.monotonic() + (timeout or 0.0)
-            while self.load(i) == value and time.monotonic() < deadline:
-                pass
+            # Atomics.wait is forbidden on the page's thread, and spinning would freeze the
+            # page just the same: there, report the current state without waiting.
             return self.load(i) != value
+        ms = float("inf") if timeout is None else max(0.0, timeout * 1000)
         return str(self._atomics.wait(self._a, i, value, ms)) != "timed-out"
 
     def notify(self, i: int) -> None:
@@ -268,7 +265,9 @@ class SharedCancellation(_SharedBase):
         self._cells.store(0, 0)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until cancelled or ``timeout`` seconds pass (workers); True if cancelled."""
+        """Block until cancelled or ``timeout`` seconds pass; True if cancelled.
+
+        Workers only: on the page's thread it returns the current state at once."""
         if not self.is_cancelled():
             self._cells.wait(0, 0, timeout)
         return self.is_cancelled()
@@ -320,7 +319,9 @@ class SharedFlag(_SharedBase):
                 return not old
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until set or ``timeout`` seconds pass (workers); True if set."""
+        """Block until set or ``timeout`` seconds pass; True if set.
+
+        Workers only: on the page's thread it returns the current state at once."""
         if not self.is_set():
             self._cells.wait(0, 0, timeout)
         return self.is_set()
