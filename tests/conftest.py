@@ -6,6 +6,8 @@ session; each test runs Python snippets in it through ``Harness.py``.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import os
 import textwrap
@@ -22,6 +24,13 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = ROOT / "tests" / "pages"
 DIST = ROOT / "dist"
 WEB = ROOT / "web"
+
+
+def run(coro: Any) -> Any:
+    """Run a host coroutine in a thread of its own: Playwright's sync API keeps an event
+    loop on the main thread."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 CHROMIUM_FLAGS = [
     "--no-sandbox",
     "--disable-gpu",

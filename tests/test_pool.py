@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from conftest import run
 from workerbridge import (
     QueueFullError,
     RequestTimeoutError,
@@ -38,11 +38,6 @@ async def _stubborn(ctx: Context, payload: dict[str, Any]) -> str:
         except asyncio.CancelledError:
             continue
     return "never"
-
-
-def run(coro: Any) -> Any:
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()
 
 
 class SlowBoot(LoopbackTransport):

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import hashlib
 from typing import Any
 
 import pytest
 import workerbridge.workers.crypto  # noqa: F401 - registers crypto.hash_file
 
+from conftest import run
 from workerbridge import (
     CancelledError,
     InvalidInputError,
@@ -49,12 +49,6 @@ async def _chunks(ctx: Any, payload: dict[str, Any]) -> int:
         await ctx.checkpoint()
         await asyncio.sleep(0.01)
     return n
-
-
-def run(coro: Any) -> Any:
-    # A thread of its own: Playwright's sync API keeps an event loop on the main thread.
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()
 
 
 async def bridge() -> WorkerBridge:

@@ -34,6 +34,7 @@ from ._errors import (
     WorkerCrashedError,
 )
 from ._factories import Fallback, choose, default_size
+from ._futures import PromptFuture
 from ._supervisor import PoolTransport, Supervisor, TransportFactory, _Slot
 from .protocol import Connection, ProgressCallback, RetryPolicy, settler
 from .shared import SharedCancellation
@@ -80,9 +81,9 @@ class _Job:
 
 
 
-class _JobFuture(asyncio.Future[Any]):
+class _JobFuture(PromptFuture):
     """The caller's future; cancelling it cancels the request at once, with no callback
-    round trip through the browser's scheduler (done-callbacks cost one each in Pyodide)."""
+    round trip through the browser's scheduler."""
 
     on_cancel: Callable[[], None] | None = None
 
@@ -239,7 +240,7 @@ class WorkerPool(Supervisor):
         Raises ``QueueFullError`` immediately when ``max_queue`` requests are waiting,
         ``ShutdownError`` after ``terminate()``. Cancelling the future cancels the request.
         """
-        future = _JobFuture(loop=asyncio.get_running_loop())
+        future = _JobFuture()
         job = self._enqueue(channel, op, payload, settler(future), transfer=transfer,
                             priority=priority,
                             timeout=timeout, on_progress=on_progress, cancel=cancel,
@@ -303,7 +304,7 @@ class WorkerPool(Supervisor):
         if len(self._queue) + len(items) > self.max_queue + self.size * self.max_in_flight:
             raise QueueFullError(f"{len(items)} requests do not fit the pool's queue "
                                  f"({self.max_queue} waiting at most)")
-        group: asyncio.Future[list[Any]] = asyncio.Future(loop=asyncio.get_running_loop())
+        group: asyncio.Future[list[Any]] = PromptFuture()
         results: list[Any] = [None] * len(items)
         remaining = len(items)
         jobs: list[_Job] = []

@@ -41,6 +41,7 @@ from ._errors import (
     WorkerCrashedError,
     error_from_code,
 )
+from ._futures import PromptFuture, delivering
 from .shared import ProgressInfo, SharedCancellation, SharedProgress, Unsubscribe
 
 __all__ = [
@@ -255,9 +256,7 @@ class Connection:
         limit). Cancelling the awaiting task, or ``cancel.cancel()``, stops the work in
         the worker and raises ``asyncio.CancelledError`` / ``workerbridge.CancelledError``.
         """
-        # A plain Future: Pyodide's loop.create_future() adds a done-callback that costs
-        # one more trip through the browser's scheduler on every response.
-        future: asyncio.Future[Any] = asyncio.Future(loop=asyncio.get_running_loop())
+        future: asyncio.Future[Any] = PromptFuture()
         rid = self.start(channel, op, payload, on_done=settler(future), transfer=transfer,
                          timeout=timeout, on_progress=on_progress, cancel=cancel,
                          priority=priority, correlation=correlation)
@@ -323,8 +322,9 @@ class Connection:
 
     def handle_message(self, raw: object) -> None:
         """Route one message (or each envelope of a BATCH) to the caller it answers."""
-        for item in split_batch(raw):
-            self._handle_one(item)
+        with delivering():
+            for item in split_batch(raw):
+                self._handle_one(item)
 
     def _handle_one(self, raw: object) -> None:
         try:

@@ -1,0 +1,118 @@
+"""Futures whose callers wake up in the turn that settles them.
+
+asyncio wakes a task that awaits a future through ``loop.call_soon``. Pyodide's loop makes
+every ``call_soon`` a browser task of its own (a MessageChannel message), so on the page a
+worker's answer would cost two trips through the browser's scheduler: the worker's message,
+then the wake-up — measured here as about half of a small round trip.
+
+The futures made here queue their done-callbacks instead, and ``delivering()`` runs the
+queue when the transport has finished handing over the worker's message — still inside
+that message's own turn, with nothing else of ours on the stack, which is exactly where an
+event loop would run them. A future settled anywhere else (a timeout, a local failure)
+falls back to ``loop.call_soon``. Callbacks keep their order; each runs once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from asyncio import futures
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import Context
+from typing import Any
+
+
+class _Wakeups:
+    """The futures' view of their loop: it only schedules callbacks (and reports errors)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.ready: deque[asyncio.Handle] = deque()
+        self.holding = 0  # > 0 while a message is being delivered or the queue runs
+        self.scheduled = False
+
+    def get_debug(self) -> bool:
+        return self.loop.get_debug()
+
+    def call_exception_handler(self, context: dict[str, Any]) -> None:
+        self.loop.call_exception_handler(context)
+
+    def call_soon(self, callback: Callable[..., Any], *args: Any,
+                  context: Context | None = None) -> asyncio.Handle:
+        handle = asyncio.Handle(callback, args, self.loop, context=context)
+        self.ready.append(handle)
+        if not self.holding and not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self._run_scheduled)
+        return handle
+
+    def _run_scheduled(self) -> None:
+        self.scheduled = False
+        self.run()
+
+    def run(self) -> None:
+        self.holding += 1
+        try:
+            ready = self.ready
+            while ready:
+                handle = ready.popleft()
+                if not handle.cancelled():
+                    handle._run()  # reports its own exceptions to the loop
+        finally:
+            self.holding -= 1
+
+    def release(self) -> None:
+        """End of a delivery: run what it woke now if we are at the top of the stack
+        (no task running on the loop), else leave it to the loop."""
+        if not self.ready or self.scheduled:
+            return
+        try:
+            here = asyncio.get_running_loop() is self.loop and asyncio.current_task() is None
+        except RuntimeError:  # no running loop: this is not the loop's thread or turn
+            here = False
+        if here:
+            self.run()
+        else:
+            self.scheduled = True
+            self.loop.call_soon(self._run_scheduled)
+
+
+_BY_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Wakeups] = (
+    weakref.WeakKeyDictionary())
+
+
+def _wakeups(loop: asyncio.AbstractEventLoop) -> _Wakeups:
+    w = _BY_LOOP.get(loop)
+    if w is None:
+        w = _BY_LOOP[loop] = _Wakeups(loop)
+    return w
+
+
+class PromptFuture(futures._PyFuture):  # type: ignore[name-defined,misc]
+    """An ``asyncio.Future`` of the running loop whose callbacks run via ``_Wakeups``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._real_loop = loop or asyncio.get_running_loop()
+        super().__init__(loop=_wakeups(self._real_loop))
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._real_loop
+
+
+@contextmanager
+def delivering() -> Iterator[None]:
+    """Hold wake-ups while a received message is handed out; run them at the end."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = asyncio.get_event_loop()
+    w = _wakeups(loop)
+    w.holding += 1
+    try:
+        yield
+    finally:
+        w.holding -= 1
+        if not w.holding:
+            w.release()
