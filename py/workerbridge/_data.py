@@ -90,6 +90,21 @@ def size_of(data: Any) -> int:
     raise InvalidTypeError(f"data must be {ACCEPTED}, not {type(data).__name__}")
 
 
+def native_input(data: Any) -> Any:
+    """``data`` as a JS value a browser engine can take whole: an ArrayBuffer, a view of
+    one, or a Blob/File; None for Python bytes and SharedArrayBuffers (which SubtleCrypto
+    and friends refuse)."""
+    if not _is_jsproxy(data):
+        return None
+    tag = type_tag(data)
+    if tag in ("[object ArrayBuffer]", "[object Blob]", "[object File]"):
+        return data
+    if js_global().ArrayBuffer.isView(data) \
+            and type_tag(data.buffer) == "[object ArrayBuffer]":
+        return data
+    return None
+
+
 async def chunks(data: Any, chunk_size: int = CHUNK_SIZE) -> AsyncIterator[memoryview]:
     """Yield the bytes of ``data`` in order, ``chunk_size`` at a time.
 

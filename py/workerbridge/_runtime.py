@@ -104,6 +104,11 @@ class Context:
         token = self._token
         return self._state.cancelled or (token is not None and token.is_cancelled())
 
+    @property
+    def wants_progress(self) -> bool:
+        """Whether the caller listens for progress (worth streaming work to report it)."""
+        return self._progress is not None or self._progress_messages
+
     def check_cancelled(self) -> None:
         """Raise ``CancelledError`` if the caller has cancelled this request."""
         if self.cancelled:

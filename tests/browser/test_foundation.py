@@ -45,18 +45,30 @@ NIST = {  # FIPS 180 examples
 }
 
 
+ALGORITHMS = ("SHA-1", "SHA-256", "SHA-384", "SHA-512")
+BIG = "bytes(range(256)) * 20480"  # 5 MB: big enough for the one-shot engine
+
+
 def test_nist_vectors(bridge: Harness):
-    cases = [(msg, alg) for msg in NIST for alg in ("SHA-1", "SHA-256", "SHA-384", "SHA-512")]
-    cases.append((b"a" * 1_000_000, "SHA-256"))
+    small = [(msg, alg) for msg in NIST for alg in ALGORITHMS]
+    small.append((b"a" * 1_000_000, "SHA-256"))
     got = bridge.py(f"""
-        cases = {cases!r}
+        cases = {small!r} + [({BIG}, a) for a in {ALGORITHMS!r}]
         [await WorkerBridge.crypto.hash_file(m, a) for m, a in cases]
     """)
+    # The same cases through the streaming engine (hashlib), which progress selects.
+    streamed = bridge.py("""
+        [await WorkerBridge.crypto.hash_file(m, a, on_progress=lambda p: None) for m, a in cases]
+    """)
+    assert streamed == got
+    big = bytes(range(256)) * 20480
+    cases = small + [(big, alg) for alg in ALGORITHMS]
     for (msg, alg), digest in zip(cases, got, strict=True):
         assert digest == hashlib.new(alg.replace("-", "").lower(), msg).hexdigest()
         if alg in NIST.get(msg, {}):
             assert digest == NIST[msg][alg]
-    assert got[-1] == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"
+    assert got[len(small) - 1] == \
+        "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"
 
 
 def test_64mb_arraybuffer_is_transferred_and_matches_subtle(bridge: Harness):
@@ -162,6 +174,29 @@ def test_cancelling_the_task_stops_the_worker_and_reuses_it(bridge: Harness):
     assert stats_after["served"] >= stats_before["served"] + 2
     assert stats_after["active"] == 0
     assert clean
+
+
+def test_cancelling_a_one_shot_hash_frees_the_caller_and_the_worker(bridge: Harness):
+    # 256 MB without progress goes to SubtleCrypto in one call, which cannot stop early:
+    # the cancel must still release the caller at once and leave the worker serving.
+    latency, after, stats, clean = bridge.py("""
+        buf = js.Uint8Array.new(256 * 1024 * 1024).buffer
+        task = asyncio.ensure_future(B.crypto.hash_file(buf))
+        await asyncio.sleep(0.05)
+        t0 = time.perf_counter()
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        latency = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        stats = await settled_stats(B)
+        [latency, time.perf_counter() - t1, stats, no_pending(B)]
+    """)
+    assert latency < 0.05
+    assert after < 0.5, "the worker was held by the abandoned digest"
+    assert stats["active"] == 0 and clean
 
 
 def test_cancel_token_raises_workerbridge_cancelled(bridge: Harness):
