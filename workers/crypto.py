@@ -18,11 +18,9 @@ ONE_SHOT_MIN = 4 * 1024 * 1024
 ONE_SHOT_MAX = 256 * 1024 * 1024
 
 
-@handler("crypto", "hash_file")
-async def hash_file(ctx: Context, payload: dict[str, Any]) -> str:
-    """Hex digest of ``payload['data']``."""
-    algorithm = normalize_hash(payload.get("algorithm", "SHA-256"))
-    data = payload.get("data")
+async def digest(ctx: Context, data: Any, algorithm: str) -> str:
+    """Hex digest of ``data`` (as received by a worker) with a normalized ``algorithm``,
+    reporting progress in bytes to ``ctx``."""
     total = size_of(data)
     ctx.set_total(total)
     whole = native_input(data)
@@ -30,9 +28,9 @@ async def hash_file(ctx: Context, payload: dict[str, Any]) -> str:
             and not ctx.wants_progress:
         from workerbridge._engines import subtle_call
 
-        digest = await subtle_call("digest", [algorithm], whole)
+        out = await subtle_call("digest", [algorithm], whole)
         ctx.progress(total)
-        return str(digest.to_bytes().hex())
+        return str(out.to_bytes().hex())
     h = hashlib.new(HASHES[algorithm])
     done = 0
     async for chunk in chunks(data):
@@ -41,3 +39,10 @@ async def hash_file(ctx: Context, payload: dict[str, Any]) -> str:
         ctx.progress(done)
         await ctx.checkpoint()
     return h.hexdigest()
+
+
+@handler("crypto", "hash_file")
+async def hash_file(ctx: Context, payload: dict[str, Any]) -> str:
+    """Hex digest of ``payload['data']``."""
+    algorithm = normalize_hash(payload.get("algorithm", "SHA-256"))
+    return await digest(ctx, payload.get("data"), algorithm)
