@@ -10,6 +10,10 @@ class JsProxy:
 
 class JsNull: ...
 
+class JsException(JsProxy, Exception):
+    name: str
+    message: str
+
 jsnull: JsNull
 
 def to_js(obj: Any, *, depth: int = -1, create_pyproxies: bool = True,
