@@ -3,8 +3,8 @@
 SubtleCrypto's one-shot calls run on the calling thread here and cannot be interrupted: a
 256 MB digest would hold a worker, cancel or not. Large one-shot calls therefore go to a
 small helper worker (plain JS, no Pyodide), one per call, that gets the buffer by
-transfer (or a Blob's handle, which it reads whole). Cancelling terminates the helper, which stops the work for real. Idle helpers
-are kept for the next call.
+transfer (or a Blob's handle, which it reads whole). Cancelling terminates the helper,
+which stops the work for real. Idle helpers are kept for the next call.
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ _helpers: Any = None
 async def subtle_call(op: str, args: list[Any], data: Any) -> Any:
     """``await crypto.subtle[op](*args, data)`` in a helper worker; returns the ArrayBuffer.
 
-    ``data`` (an ArrayBuffer, moved to the helper, or a Blob) is the last argument. A cancelled caller terminates it.
+    ``data`` (an ArrayBuffer, moved to the helper, or a Blob) is the last argument. A
+    cancelled caller terminates the helper.
     """
     global _helpers
     if _helpers is None:
