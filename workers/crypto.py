@@ -1,12 +1,30 @@
-"""The ``crypto`` channel: hashing (and, later, encryption) inside a worker."""
+"""The ``crypto`` channel: hashing, AES-256-GCM, key derivation and HMAC inside a worker.
+
+The browser's SubtleCrypto does the work wherever it can. It runs on the calling thread
+here and cannot be interrupted, so large one-shot calls go to a terminable helper worker
+(``_engines``) and AES-GCM over large data is cut into records (``_aead``), each a short
+call with a cancellation check between them.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 from typing import Any
 
+from workerbridge._aead import (
+    HEADER_SIZE,
+    TAG_SIZE,
+    chunk_aad,
+    chunk_count,
+    chunk_nonce,
+    header,
+    read_header,
+    record_sizes,
+)
 from workerbridge._algorithms import HASHES, normalize_hash
-from workerbridge._data import chunks, native_input, size_of
+from workerbridge._data import chunks, js_chunks, js_read, native_input, size_of
+from workerbridge._errors import IntegrityError, InvalidInputError
 from workerbridge._runtime import Context, handler
 
 # Data between these sizes is hashed by the browser's SubtleCrypto in one call, in a
@@ -18,6 +36,42 @@ ONE_SHOT_MIN = 4 * 1024 * 1024
 ONE_SHOT_MAX = 256 * 1024 * 1024
 
 
+def _subtle() -> Any:
+    import js
+
+    return js.crypto.subtle
+
+
+def _obj(**fields: Any) -> Any:
+    """A plain JS object (SubtleCrypto's algorithm parameters)."""
+    import js
+    from pyodide.ffi import to_js
+
+    return to_js(fields, dict_converter=js.Object.fromEntries, create_pyproxies=False)
+
+
+def _buf(data: bytes) -> Any:
+    from workerbridge._jsconv import bytes_to_js
+
+    return bytes_to_js(data)
+
+
+def _py_bytes(value: Any) -> bytes:
+    """A small binary payload field (nonce, salt …) as Python bytes."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    return bytes(value.to_bytes())
+
+
+def _result(ctx: Context, buffer: Any) -> Any:
+    """Hand an ArrayBuffer back to the page, moved, as a Uint8Array (which the page
+    keeps as a JS object: it returns bytes or an ArrayBuffer to match the caller's input)."""
+    import js
+
+    ctx.transfer(buffer)
+    return js.Uint8Array.new(buffer)
+
+
 async def digest(ctx: Context, data: Any, algorithm: str) -> str:
     """Hex digest of ``data`` (as received by a worker) with a normalized ``algorithm``,
     reporting progress in bytes to ``ctx``."""
@@ -26,9 +80,10 @@ async def digest(ctx: Context, data: Any, algorithm: str) -> str:
     whole = native_input(data)
     if whole is not None and ONE_SHOT_MIN <= total <= ONE_SHOT_MAX \
             and not ctx.wants_progress:
-        from workerbridge._engines import subtle_call
+        from workerbridge._engines import movable, subtle_call
 
-        out = await subtle_call("digest", [algorithm], whole)
+        whole = movable(whole)
+        out = await subtle_call("digest", [algorithm, whole], move=whole)
         ctx.progress(total)
         return str(out.to_bytes().hex())
     h = hashlib.new(HASHES[algorithm])
@@ -46,3 +101,181 @@ async def hash_file(ctx: Context, payload: dict[str, Any]) -> str:
     """Hex digest of ``payload['data']``."""
     algorithm = normalize_hash(payload.get("algorithm", "SHA-256"))
     return await digest(ctx, payload.get("data"), algorithm)
+
+
+# --- AES-256-GCM -----------------------------------------------------------------------------
+
+async def _aes_key(key: Any) -> Any:
+    """A CryptoKey for AES-256-GCM from raw key bytes or a CryptoKey (checked)."""
+    from workerbridge._platform import type_tag
+
+    if type_tag(key) == "[object CryptoKey]":
+        algorithm = key.algorithm
+        if str(algorithm.name) != "AES-GCM" or int(algorithm.length) != 256:
+            raise InvalidInputError("key must be an AES-GCM CryptoKey of 256 bits")
+        return key
+    return await _subtle().importKey("raw", key, "AES-GCM", False, ["encrypt", "decrypt"])
+
+
+async def _gcm(op: str, key: Any, nonce: bytes, data: Any, aad: bytes | None = None) -> Any:
+    from pyodide.ffi import JsException
+
+    params = _obj(name="AES-GCM", iv=_buf(nonce)) if aad is None else \
+        _obj(name="AES-GCM", iv=_buf(nonce), additionalData=_buf(aad))
+    try:
+        return await getattr(_subtle(), op)(params, key, data)
+    except JsException as exc:
+        if op == "decrypt" and exc.name == "OperationError":
+            raise IntegrityError("decryption failed: wrong key or nonce, or the data was "
+                                 "modified") from None
+        raise InvalidInputError(f"the browser refused the {op} ({exc.name})") from None
+
+
+def _concat(parts: list[Any]) -> Any:
+    """One ArrayBuffer from a list of ArrayBuffers/Uint8Arrays (one copy, on the JS side)."""
+    import js
+
+    total = sum(int(p.byteLength) for p in parts)
+    out = js.Uint8Array.new(total)
+    off = 0
+    for p in parts:
+        out.set(js.Uint8Array.new(p) if not js.ArrayBuffer.isView(p) else p, off)
+        off += int(p.byteLength)
+    return out.buffer
+
+
+@handler("crypto", "encrypt_file")
+async def encrypt_file(ctx: Context, payload: dict[str, Any]) -> Any:
+    """AES-256-GCM: one sealed message up to ``chunk_size`` bytes, the chunked format
+    (``workerbridge._aead``) above it. Progress in plaintext bytes."""
+    key = await _aes_key(payload["key"])
+    nonce = _py_bytes(payload["nonce"])
+    data, chunk_size = payload["data"], int(payload["chunk_size"])
+    total = size_of(data)
+    ctx.set_total(total)
+    if total <= chunk_size:
+        out = await _gcm("encrypt", key, nonce, await js_read(data))
+        ctx.progress(total)
+        return _result(ctx, out)
+    head = header(chunk_size)
+    last = chunk_count(total, chunk_size) - 1
+    parts: list[Any] = [_buf(head)]
+    done = 0
+    i = 0
+    async for piece in js_chunks(data, chunk_size):
+        aad = chunk_aad(head, i, i == last)
+        parts.append(await _gcm("encrypt", key, chunk_nonce(nonce, i), piece, aad))
+        done += int(piece.byteLength)
+        ctx.progress(done)
+        await ctx.checkpoint()
+        i += 1
+    return _result(ctx, _concat(parts))
+
+
+@handler("crypto", "decrypt_file")
+async def decrypt_file(ctx: Context, payload: dict[str, Any]) -> Any:
+    """The inverse of ``encrypt_file``; IntegrityError names the first record that fails."""
+    key = await _aes_key(payload["key"])
+    nonce = _py_bytes(payload["nonce"])
+    data = payload["data"]
+    total = size_of(data)
+    ctx.set_total(total)
+    if total < TAG_SIZE:
+        raise IntegrityError("the encrypted data is too short to hold an authentication tag")
+    chunk_size = read_header(bytes((await js_read(data, 0, HEADER_SIZE)).to_bytes()))
+    if chunk_size is None:
+        out = await _gcm("decrypt", key, nonce, await js_read(data))
+        ctx.progress(total)
+        return _result(ctx, out)
+    sizes = record_sizes(total, chunk_size)
+    head = header(chunk_size)
+    parts: list[Any] = []
+    done = HEADER_SIZE
+    i = 0
+    async for record in js_chunks(data, chunk_size + TAG_SIZE, start=HEADER_SIZE):
+        aad = chunk_aad(head, i, i == len(sizes) - 1)
+        try:
+            parts.append(await _gcm("decrypt", key, chunk_nonce(nonce, i), record, aad))
+        except IntegrityError:
+            raise IntegrityError(
+                f"record {i} of {len(sizes)} failed authentication: the data was modified, "
+                "truncated or reordered, or the key or nonce is wrong") from None
+        done += int(record.byteLength)
+        ctx.progress(done)
+        await ctx.checkpoint()
+        i += 1
+    return _result(ctx, _concat(parts))
+
+
+# --- key derivation and HMAC ----------------------------------------------------------------
+
+@handler("crypto", "derive_key")
+async def derive_key(ctx: Context, payload: dict[str, Any]) -> Any:
+    """PBKDF2: ``length`` bytes from a password and salt (in a helper worker: a cancel
+    stops even 600,000 iterations)."""
+    from workerbridge._engines import subtle_call
+
+    base = await _subtle().importKey("raw", payload["password"], "PBKDF2", False,
+                                     ["deriveBits"])
+    params = _obj(name="PBKDF2", salt=payload["salt"], iterations=int(payload["iterations"]),
+                  hash=normalize_hash(payload["hash"]))
+    return await subtle_call("deriveBits", [params, base, int(payload["length"]) * 8])
+
+
+@handler("crypto", "hkdf")
+async def hkdf(ctx: Context, payload: dict[str, Any]) -> Any:
+    """HKDF (RFC 5869): ``length`` bytes from input key material, salt and info."""
+    base = await _subtle().importKey("raw", payload["key_material"], "HKDF", False,
+                                     ["deriveBits"])
+    params = _obj(name="HKDF", salt=payload["salt"], info=payload["info"],
+                  hash=normalize_hash(payload["hash"]))
+    return await _subtle().deriveBits(params, base, int(payload["length"]) * 8)
+
+
+async def _hmac_tag(ctx: Context, payload: dict[str, Any]) -> bytes:
+    from workerbridge._platform import type_tag
+
+    algorithm = normalize_hash(payload["hash"])
+    key, data = payload["key"], payload["data"]
+    total = size_of(data)
+    ctx.set_total(total)
+    whole = native_input(data)
+    is_crypto_key = type_tag(key) == "[object CryptoKey]"
+    if whole is not None and (is_crypto_key or (total <= ONE_SHOT_MAX
+                                                and not ctx.wants_progress)):
+        if total > ONE_SHOT_MAX:
+            raise InvalidInputError("HMAC with a CryptoKey is limited to 256 MB of data; "
+                                    "pass the key as bytes to stream larger data")
+        if not is_crypto_key:
+            params = _obj(name="HMAC", hash=algorithm)
+            key = await _subtle().importKey("raw", key, params, False, ["sign"])
+        elif str(key.algorithm.name) != "HMAC":
+            raise InvalidInputError("key must be an HMAC CryptoKey or bytes")
+        if total < ONE_SHOT_MIN:
+            tag = await _subtle().sign("HMAC", key, whole)
+        else:
+            from workerbridge._engines import subtle_call
+
+            tag = await subtle_call("sign", ["HMAC", key, whole])
+        ctx.progress(total)
+        return bytes(tag.to_bytes())
+    mac = hmac.new(_py_bytes(key), digestmod=HASHES[algorithm])
+    done = 0
+    async for chunk in chunks(data):
+        mac.update(chunk)
+        done += len(chunk)
+        ctx.progress(done)
+        await ctx.checkpoint()
+    return mac.digest()
+
+
+@handler("crypto", "hmac_sign")
+async def hmac_sign(ctx: Context, payload: dict[str, Any]) -> Any:
+    """The HMAC tag of ``data``."""
+    return _buf(await _hmac_tag(ctx, payload))
+
+
+@handler("crypto", "hmac_verify")
+async def hmac_verify(ctx: Context, payload: dict[str, Any]) -> bool:
+    """Whether ``signature`` is the HMAC tag of ``data`` (compared in constant time)."""
+    return hmac.compare_digest(await _hmac_tag(ctx, payload), _py_bytes(payload["signature"]))

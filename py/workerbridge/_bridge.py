@@ -10,10 +10,12 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Generic, TypeVar, overload
 
+from ._aead import NonceRegistry
 from ._envelope import Priority
 from ._errors import ShutdownError
 from ._factories import Fallback
 from ._namespaces import Channel, CryptoNamespace
+from ._platform import js_global
 from .pool import PoolStats, Strategy, TransportFactory, WorkerPool
 from .protocol import ProgressCallback, RetryPolicy
 from .shared import SharedCancellation
@@ -64,10 +66,24 @@ class WorkerBridge:
         ``timeout``: default per-call limit in seconds (None: none); ``fallback``:
         "auto" runs handlers on the page's thread if no worker can boot, "main" always
         does, "never" fails instead. Other options go to ``WorkerPool``."""
+        self._nonces = NonceRegistry()
+        self._key_ids: Any = None  # a JS WeakMap: CryptoKey -> number
+        self._next_key_id = 0
         self.pool = WorkerPool(
             transport_factory or tuple(modules), size=workers, strategy=strategy,
             task_timeout=timeout, max_queue=max_queue, retry=retry, boot_timeout=boot_timeout,
             fallback=fallback, base_url=base_url, **pool_options)
+
+    def _key_id(self, key: Any) -> int:
+        """A number naming a JS object (a CryptoKey) for this bridge's lifetime."""
+        if self._key_ids is None:
+            self._key_ids = js_global().WeakMap.new()
+        found = self._key_ids.get(key)
+        if isinstance(found, int):
+            return found
+        self._next_key_id += 1
+        self._key_ids.set(key, self._next_key_id)
+        return self._next_key_id
 
     @classmethod
     def default(cls) -> WorkerBridge:

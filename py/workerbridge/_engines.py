@@ -18,11 +18,11 @@ from ._errors import InvalidInputError
 
 _HELPERS_JS = """
 const SRC = `self.onmessage = async (e) => {
-  const { op, args, data } = e.data;
+  const { op, args } = e.data;
   try {
-    const input = data instanceof Blob ? await data.arrayBuffer() : data;
-    const out = await crypto.subtle[op](...args, input);
-    self.postMessage({ out }, [out]);
+    const input = await Promise.all(args.map((a) => (a instanceof Blob ? a.arrayBuffer() : a)));
+    const out = await crypto.subtle[op](...input);
+    self.postMessage({ out }, out instanceof ArrayBuffer ? [out] : []);
   } catch (err) {
     self.postMessage({ error: (err && err.name) || "Error" });
   }
@@ -30,19 +30,16 @@ const SRC = `self.onmessage = async (e) => {
 const url = URL.createObjectURL(new Blob([SRC], { type: "text/javascript" }));
 const idle = [];
 return {
-  run(op, args, data) {
+  run(op, args, move) {
     const worker = idle.pop() || new Worker(url);
-    const buffer = ArrayBuffer.isView(data)
-      ? data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength)
-      : data;  // an ArrayBuffer (moved) or a Blob (a handle: read there)
     const promise = new Promise((resolve, reject) => {
       worker.onmessage = (e) => {
         idle.push(worker);
         if (e.data.error) reject(new Error(e.data.error)); else resolve(e.data.out);
       };
-      worker.onerror = (e) => { e.preventDefault(); reject(new Error("engine worker failed")); };
+      worker.onerror = (e) => { e.preventDefault(); reject(new Error("EngineFailed")); };
     });
-    worker.postMessage({ op, args, data: buffer }, buffer instanceof Blob ? [] : [buffer]);
+    worker.postMessage({ op, args }, move instanceof ArrayBuffer ? [move] : []);
     return { promise, stop: () => worker.terminate() };
   },
 };
@@ -51,22 +48,32 @@ return {
 _helpers: Any = None
 
 
-async def subtle_call(op: str, args: list[Any], data: Any) -> Any:
-    """``await crypto.subtle[op](*args, data)`` in a helper worker; returns the ArrayBuffer.
+def movable(data: Any) -> Any:
+    """An ArrayBuffer holding ``data`` (an ArrayBuffer, a view of one, or a Blob, which is
+    returned as is) that may be moved away: a view's bytes are copied out first."""
+    if js.ArrayBuffer.isView(data):
+        return data.slice().buffer
+    return data
 
-    ``data`` (an ArrayBuffer, moved to the helper, or a Blob) is the last argument. A
-    cancelled caller terminates the helper.
+
+async def subtle_call(op: str, args: list[Any], move: Any = None) -> Any:
+    """``await crypto.subtle[op](*args)`` in a helper worker; its result (an ArrayBuffer).
+
+    Blobs among ``args`` are read whole there; ``move`` (an ArrayBuffer among ``args``)
+    is transferred instead of copied. A cancelled caller terminates the helper. A refusal
+    by the browser raises InvalidInputError with the DOMException's name.
     """
     global _helpers
     if _helpers is None:
         _helpers = js.Function.new(_HELPERS_JS)()
     from pyodide.ffi import JsException, to_js
 
-    call = _helpers.run(op, to_js(args), data)
+    call = _helpers.run(op, to_js(args, create_pyproxies=False), move)
     try:
         return await call.promise
     except asyncio.CancelledError:
         call.stop()
         raise
     except JsException as exc:
-        raise InvalidInputError(f"the browser's crypto refused the input ({exc})") from None
+        raise InvalidInputError(f"the browser's crypto refused the input ({exc.message})") \
+            from None

@@ -2,7 +2,8 @@
 
     WorkerBridgeError
     ├── InvalidInputError (ValueError)          bad argument value: unknown algorithm, empty key …
-    │   └── InvalidTypeError (TypeError)        an argument of the wrong type
+    │   ├── InvalidTypeError (TypeError)        an argument of the wrong type
+    │   └── NonceReuseError                     an AES-GCM key and nonce already used together
     ├── UnsupportedError                        the browser lacks the engine (brotli, zstd …)
     ├── IntegrityError                          data failed authentication or verification
     ├── ProtocolError                           a malformed envelope
@@ -44,6 +45,13 @@ class InvalidTypeError(InvalidInputError, TypeError):
     """An argument has a type the operation does not accept."""
 
     code = "invalid_type"
+
+
+class NonceReuseError(InvalidInputError):
+    """Encrypting again with a key and nonce already used together (this would void
+    AES-GCM's confidentiality and authenticity), refused."""
+
+    code = "nonce_reuse"
 
 
 class UnsupportedError(WorkerBridgeError):
@@ -130,6 +138,7 @@ _BY_CODE: dict[str, type[WorkerBridgeError]] = {
         WorkerBridgeError,
         InvalidInputError,
         InvalidTypeError,
+        NonceReuseError,
         UnsupportedError,
         IntegrityError,
         ProtocolError,
