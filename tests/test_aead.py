@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 
 import pytest
-from gcm_reference import aad_for, nonce_for, seal
 
+from gcm_reference import aad_for, nonce_for, seal
 from workerbridge import IntegrityError, InvalidInputError, NonceReuseError
 from workerbridge._aead import (
     HEADER_SIZE,

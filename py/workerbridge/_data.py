@@ -21,6 +21,9 @@ CHUNK_SIZE = 2 * 1024 * 1024  # bytes; ~8 ms of SHA-256 here, so a cancel lands 
 # faster here; 8 MB is still ~30 ms of hashing between two interrupt checks.
 BLOB_CHUNK_SIZE = 8 * 1024 * 1024
 
+UNREADABLE = ("the Blob/File could not be read (NotReadableError): its file changed or "
+              "went away, or the browser ran out of room for Blob data")
+
 ACCEPTED = "bytes, bytearray, memoryview, an ArrayBuffer, a typed array, or a Blob/File"
 
 
@@ -105,6 +108,18 @@ def native_input(data: Any) -> Any:
     return None
 
 
+async def _read(pending: Any) -> Any:
+    """Await a Blob read, turning the browser's refusal into a typed error."""
+    from pyodide.ffi import JsException
+
+    try:
+        return await pending
+    except JsException as exc:
+        if exc.name == "NotReadableError":
+            raise InvalidInputError(UNREADABLE) from None
+        raise
+
+
 async def chunks(data: Any, chunk_size: int = CHUNK_SIZE) -> AsyncIterator[memoryview]:
     """Yield the bytes of ``data`` in order, ``chunk_size`` at a time.
 
@@ -129,7 +144,7 @@ async def chunks(data: Any, chunk_size: int = CHUNK_SIZE) -> AsyncIterator[memor
         nxt = data.slice(0, chunk_size).arrayBuffer() if size else None
         off = 0
         while nxt is not None:
-            buf = await nxt
+            buf = await _read(nxt)
             end = min(off + chunk_size, size)
             nxt = data.slice(end, end + chunk_size).arrayBuffer() if end < size else None
             part = g.Uint8Array.new(buf)
@@ -160,7 +175,7 @@ async def js_chunks(data: Any, chunk_size: int, start: int = 0) -> AsyncIterator
         nxt = data.slice(start, start + chunk_size).arrayBuffer() if start < size else None
         off = start
         while nxt is not None:
-            buf = await nxt
+            buf = await _read(nxt)
             off = min(off + chunk_size, size)
             nxt = data.slice(off, off + chunk_size).arrayBuffer() if off < size else None
             yield g.Uint8Array.new(buf)
@@ -179,7 +194,7 @@ async def js_read(data: Any, start: int = 0, end: int | None = None) -> Any:
     g = js_global()
     if type_tag(data) in ("[object Blob]", "[object File]"):
         part = data.slice(start, end) if end is not None else data.slice(start)
-        return g.Uint8Array.new(await part.arrayBuffer())
+        return g.Uint8Array.new(await _read(part.arrayBuffer()))
     if g.ArrayBuffer.isView(data):
         u8 = g.Uint8Array.new(data.buffer, data.byteOffset, data.byteLength)
     else:

@@ -14,6 +14,7 @@ from typing import Any
 
 import js
 
+from ._data import UNREADABLE
 from ._errors import InvalidInputError
 
 _HELPERS_JS = """
@@ -75,5 +76,8 @@ async def subtle_call(op: str, args: list[Any], move: Any = None) -> Any:
         call.stop()
         raise
     except JsException as exc:
+        if exc.message == "NotReadableError":
+            raise InvalidInputError(UNREADABLE) from None
         raise InvalidInputError(f"the browser's crypto refused the input ({exc.message})") \
             from None
+
