@@ -350,6 +350,8 @@ def _decode(b: bytes, complete: bool) -> str | None:
         if complete or exc.start < len(b) - 3:
             return None
         text = b[:exc.start].decode("utf-8")
+    if not text:
+        return None
     controls = sum(1 for c in text if ord(c) < 32 and c not in "\t\n\r\f\v\b\x1b")
     return None if controls > len(text) // 100 else text
 
