@@ -122,3 +122,13 @@ def test_the_worker_checks_what_a_raw_request_sends():
 
     assert call(go) == ["InvalidInputError", "InvalidTypeError", "InvalidInputError",
                         "InvalidInputError", "InvalidTypeError"]
+
+
+def test_an_empty_file_makes_no_chunks_and_merges_back():
+    async def go(f: Any) -> Any:
+        out = await f.chunk_file(b"")
+        return out, await f.merge_chunks(out["chunks"], out["metadata"])
+
+    out, merged = call(go)
+    assert out["chunks"] == [] and merged == b""
+    assert out["metadata"]["count"] == 0 and out["metadata"]["hash"] == hashlib.sha256().hexdigest()

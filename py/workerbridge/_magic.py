@@ -176,7 +176,7 @@ ODF_MIMETYPES = {
 }
 
 
-def zip_entries(b: bytes) -> list[tuple[str, bytes]]:
+def _zip_entries(b: bytes) -> list[tuple[str, bytes]]:
     """(name, first bytes of stored data) of the ZIP local file headers found in ``b``."""
     out: list[tuple[str, bytes]] = []
     pos = 0
@@ -205,7 +205,7 @@ def _zip(b: bytes) -> Detection | None:
         return _found("zip", 0.8)
     if b[:4] != b"PK\x03\x04":
         return None
-    entries = zip_entries(b)
+    entries = _zip_entries(b)
     if entries and entries[0][0] == "mimetype" and entries[0][1] in ODF_MIMETYPES:
         return _found(ODF_MIMETYPES[entries[0][1]], 0.95)
     names = {name for name, _ in entries}

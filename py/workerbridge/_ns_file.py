@@ -89,7 +89,8 @@ class FileNamespace(_Namespace):
         Returns ``{"chunks": [bytes, ...], "metadata": {...}}``; the metadata holds the
         file name (``file_name``, else a File's name), size, chunk_size, count, each
         chunk's size and SHA-256, the whole file's SHA-256, "algorithm" and "version".
-        Progress reports bytes read. At most ``MAX_CHUNKS`` chunks.
+        ``chunk_size``: 1 byte to 1 GiB (default 4 MiB), making at most 10,000 chunks.
+        Progress reports bytes read. The chunks are made in the worker and moved back.
         """
         name = _check_name(file_name)
         out = prepare(file)
