@@ -15,6 +15,7 @@ from ._envelope import Priority
 from ._errors import ShutdownError
 from ._factories import Fallback
 from ._namespaces import Channel, CryptoNamespace
+from ._ns_file import FileNamespace
 from ._platform import js_global
 from .pool import PoolStats, Strategy, TransportFactory, WorkerPool
 from .protocol import ProgressCallback, RetryPolicy
@@ -45,6 +46,7 @@ class WorkerBridge:
     _default: ClassVar[WorkerBridge | None] = None
 
     crypto: namespace[CryptoNamespace] = namespace(CryptoNamespace)
+    file: namespace[FileNamespace] = namespace(FileNamespace)
 
     def __init__(
         self,
