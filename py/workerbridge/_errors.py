@@ -2,8 +2,9 @@
 
     WorkerBridgeError
     ├── InvalidInputError (ValueError)          bad argument value: unknown algorithm, empty key …
-    │   └── InvalidTypeError (TypeError)        an argument of the wrong type
-    ├── UnsupportedError                        the browser lacks the engine (brotli, zstd …)
+    │   ├── InvalidTypeError (TypeError)        an argument of the wrong type
+    │   └── CorruptDataError                    compressed input is corrupt or truncated
+    ├── UnsupportedError                        the browser lacks the engine (brotli …)
     ├── IntegrityError                          data failed authentication or verification
     ├── ProtocolError                           a malformed envelope
     │   ├── VersionMismatchError                the other side speaks another protocol version
@@ -44,6 +45,12 @@ class InvalidTypeError(InvalidInputError, TypeError):
     """An argument has a type the operation does not accept."""
 
     code = "invalid_type"
+
+
+class CorruptDataError(InvalidInputError):
+    """Compressed input that cannot be decoded: corrupt, truncated, or followed by junk."""
+
+    code = "corrupt_data"
 
 
 class UnsupportedError(WorkerBridgeError):
@@ -130,6 +137,7 @@ _BY_CODE: dict[str, type[WorkerBridgeError]] = {
         WorkerBridgeError,
         InvalidInputError,
         InvalidTypeError,
+        CorruptDataError,
         UnsupportedError,
         IntegrityError,
         ProtocolError,
