@@ -281,7 +281,8 @@ async def through_stream(ctx: Context, data: Any, stream: Any, algorithm: str,
         if session.state.over:
             raise output_limit(limit) from None
         if exc.name == "TypeError":  # what a DecompressionStream rejects bad input with
-            raise _corrupt(algorithm, "corrupt or truncated") from None
+            truncated = "truncated" in str(exc.message)  # the browser's words, not data
+            raise _corrupt(algorithm, "truncated" if truncated else "corrupt") from None
         raise
     except BaseException:  # cancelled or interrupted: tear the stream down
         session.abort()
