@@ -8,6 +8,7 @@ from ._bridge import WorkerBridge
 from ._envelope import PROTOCOL_VERSION, Kind, Priority
 from ._errors import (
     CancelledError,
+    CorruptDataError,
     IntegrityError,
     InvalidInputError,
     InvalidTypeError,
@@ -42,6 +43,7 @@ __all__ = [
     "Connection",
     "ConnectionStats",
     "Context",
+    "CorruptDataError",
     "IntegrityError",
     "InvalidInputError",
     "InvalidTypeError",

@@ -15,6 +15,7 @@ from ._envelope import Priority
 from ._errors import ShutdownError
 from ._factories import Fallback
 from ._namespaces import Channel, CryptoNamespace
+from ._ns_compression import CompressionNamespace
 from ._ns_file import FileNamespace
 from ._platform import js_global
 from .pool import PoolStats, Strategy, TransportFactory, WorkerPool
@@ -47,6 +48,7 @@ class WorkerBridge:
 
     crypto: namespace[CryptoNamespace] = namespace(CryptoNamespace)
     file: namespace[FileNamespace] = namespace(FileNamespace)
+    compression: namespace[CompressionNamespace] = namespace(CompressionNamespace)
 
     def __init__(
         self,

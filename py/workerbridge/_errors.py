@@ -3,8 +3,9 @@
     WorkerBridgeError
     ├── InvalidInputError (ValueError)          bad argument value: unknown algorithm, empty key …
     │   ├── InvalidTypeError (TypeError)        an argument of the wrong type
-    │   └── NonceReuseError                     an AES-GCM key and nonce already used together
-    ├── UnsupportedError                        the browser lacks the engine (brotli, zstd …)
+    │   ├── NonceReuseError                     an AES-GCM key and nonce already used together
+    │   └── CorruptDataError                    compressed input is corrupt or truncated
+    ├── UnsupportedError                        the browser lacks the engine (brotli …)
     ├── IntegrityError                          data failed authentication or verification
     ├── ProtocolError                           a malformed envelope
     │   ├── VersionMismatchError                the other side speaks another protocol version
@@ -52,6 +53,12 @@ class NonceReuseError(InvalidInputError):
     AES-GCM's confidentiality and authenticity), refused."""
 
     code = "nonce_reuse"
+
+
+class CorruptDataError(InvalidInputError):
+    """Compressed input that cannot be decoded: corrupt, truncated, or followed by junk."""
+
+    code = "corrupt_data"
 
 
 class UnsupportedError(WorkerBridgeError):
@@ -139,6 +146,7 @@ _BY_CODE: dict[str, type[WorkerBridgeError]] = {
         InvalidInputError,
         InvalidTypeError,
         NonceReuseError,
+        CorruptDataError,
         UnsupportedError,
         IntegrityError,
         ProtocolError,
