@@ -14,6 +14,7 @@ from ._envelope import Priority
 from ._errors import ShutdownError
 from ._factories import Fallback
 from ._namespaces import Channel, CryptoNamespace
+from ._ns_network import NetworkNamespace
 from .pool import PoolStats, Strategy, TransportFactory, WorkerPool
 from .protocol import ProgressCallback, RetryPolicy
 from .shared import SharedCancellation
@@ -43,6 +44,7 @@ class WorkerBridge:
     _default: ClassVar[WorkerBridge | None] = None
 
     crypto: namespace[CryptoNamespace] = namespace(CryptoNamespace)
+    network: namespace[NetworkNamespace] = namespace(NetworkNamespace)
 
     def __init__(
         self,

@@ -5,6 +5,7 @@
     │   └── InvalidTypeError (TypeError)        an argument of the wrong type
     ├── UnsupportedError                        the browser lacks the engine (brotli, zstd …)
     ├── IntegrityError                          data failed authentication or verification
+    ├── NetworkError                            no usable answer: refused, timed out, HTTP error
     ├── ProtocolError                           a malformed envelope
     │   ├── VersionMismatchError                the other side speaks another protocol version
     │   └── UnknownOperationError               no handler is registered for (channel, op)
@@ -56,6 +57,16 @@ class IntegrityError(WorkerBridgeError):
     """Data failed authentication or verification (tampered, truncated, reordered)."""
 
     code = "integrity"
+
+
+class NetworkError(WorkerBridgeError):
+    """A network request got no usable answer: refused, timed out, or an HTTP error status.
+
+    The message names the failure (``timeout``, ``network error``, ``HTTP 404``), never a
+    response body.
+    """
+
+    code = "network"
 
 
 class ProtocolError(WorkerBridgeError):
@@ -132,6 +143,7 @@ _BY_CODE: dict[str, type[WorkerBridgeError]] = {
         InvalidTypeError,
         UnsupportedError,
         IntegrityError,
+        NetworkError,
         ProtocolError,
         VersionMismatchError,
         UnknownOperationError,
