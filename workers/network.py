@@ -148,8 +148,11 @@ async def test_connectivity(ctx: Context, payload: dict[str, Any]) -> list[dict[
         ctx.progress(done)
         return entry
 
-    # Cancelling this handler cancels every probe, and each aborts its own fetch.
-    return list(await asyncio.gather(*(one(u) for u in urls)))
+    # Cancelling this handler (or one probe failing) cancels every probe, and each
+    # aborts its own fetch.
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(one(u)) for u in urls]
+    return [t.result() for t in tasks]
 
 
 @handler("network", "latency_check")

@@ -236,8 +236,8 @@ def test_connectivity_checks_urls_concurrently(net: Harness, remote: tuple[str, 
 
 
 def test_connectivity_timeout_aborts_the_request(net: Harness, remote: tuple[str, Recorder]):
-    origin, rec = remote
-    got, seconds = net.py(f"""
+    _, rec = remote
+    got, seconds = net.py("""
         t0 = time.perf_counter()
         got = await WorkerBridge.network.test_connectivity([R + "/slow?t=1", R + "/ok?t=1"], timeout=0.5)
         [got, time.perf_counter() - t0]
@@ -249,7 +249,7 @@ def test_connectivity_timeout_aborts_the_request(net: Harness, remote: tuple[str
 
 
 def test_cancel_aborts_every_inflight_check(net: Harness, remote: tuple[str, Recorder]):
-    origin, rec = remote
+    _, rec = remote
     outcome, latency, stats, clean = net.py("""
         token = SharedCancellation()
         task = asyncio.ensure_future(WorkerBridge.network.test_connectivity(
@@ -288,7 +288,7 @@ def test_latency_check_times_every_sample_uncached(net: Harness, remote: tuple[s
 
 
 def test_latency_check_counts_failures_and_raises_when_all_fail(net: Harness, remote: tuple[str, Recorder]):
-    origin, rec = remote
+    _origin, _rec = remote
     got = net.py('await WorkerBridge.network.latency_check(R + "/flaky", samples=4, timeout=0.4)')
     assert got["failures"] == 2 and len(got["samples"]) == 2
     with pytest.raises(PyError) as info:
@@ -315,7 +315,7 @@ def test_bandwidth_counts_the_streamed_body(net: Harness, remote: tuple[str, Rec
 
 
 def test_bandwidth_stops_after_payload_size(net: Harness, remote: tuple[str, Recorder]):
-    origin, rec = remote
+    _, rec = remote
     got = net.py('await WorkerBridge.network.bandwidth_test(R + "/endless?size=1", payload_size=1_000_000)')
     assert got["bytes"] == 1_000_000 and got["complete"] is True
     assert wait_for(lambda: rec.aborted["/endless?size=1"] == 1), "the download went on"
@@ -352,7 +352,7 @@ def test_bandwidth_memory_stays_flat(net: Harness):
 
 
 def test_cancel_bandwidth_releases_the_caller_and_the_worker(net: Harness, remote: tuple[str, Recorder]):
-    origin, rec = remote
+    _, rec = remote
     outcome, latency, done, stats, after, clean = net.py("""
         token = SharedCancellation()
         seen = []
@@ -512,3 +512,38 @@ def test_resolve_ice_returns_host_candidates_when_stun_is_unreachable(net: Harne
     assert not any(c["type"] == "srflx" for c in got)
     assert 0.9 < seconds < 10, "gathering did not stop at the timeout"
 
+
+
+def test_without_isolation_cancel_still_aborts_the_download(
+        plain_harness: Harness, remote: tuple[str, Recorder]):
+    # No SharedArrayBuffer: progress and the cancel travel as messages.
+    origin, rec = remote
+    plain_harness.py("import asyncio, time\n" + SETTLED_STATS)
+    outcome, latency, done, stats, checks = plain_harness.py(f"""
+        import workerbridge
+        from workerbridge import WorkerBridge, SharedCancellation
+        R = {origin!r}
+        B = await WorkerBridge.default().start()
+        token = SharedCancellation()
+        seen = []
+        task = asyncio.ensure_future(WorkerBridge.network.bandwidth_test(
+            R + "/endless?plain=1", timeout=120, cancel=token, on_progress=lambda p: seen.append(p.done)))
+        while not seen or seen[-1] < 200_000:
+            await asyncio.sleep(0.02)
+        t0 = time.perf_counter()
+        token.cancel()
+        try:
+            await task
+            outcome = "finished"
+        except workerbridge.CancelledError:
+            outcome = "cancelled"
+        latency = time.perf_counter() - t0
+        stats = await settled_stats(B)
+        checks = await WorkerBridge.network.test_connectivity([R + "/ok?plain=1", "./index.html"])
+        [outcome, latency, seen[-1], stats, [c["ok"] for c in checks]]
+    """)
+    assert plain_harness.js("crossOriginIsolated") is False
+    assert outcome == "cancelled" and latency < 0.1
+    assert done >= 200_000 and stats["active"] == 0
+    assert checks == [True, True]
+    assert wait_for(lambda: rec.aborted["/endless?plain=1"] == 1), "the stream was not aborted"

@@ -3,11 +3,18 @@ candidate parsing."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 
 import pytest
+from workerbridge.workers.network import (
+    Probe,
+    bandwidth_summary,
+    connectivity_entry,
+    latency_summary,
+    origin_of,
+)
 
+from conftest import run
 from workerbridge import InvalidInputError, InvalidTypeError, NetworkError, UnsupportedError
 from workerbridge._ns_network import (
     MAX_SECONDS,
@@ -18,13 +25,6 @@ from workerbridge._ns_network import (
     check_url,
     check_urls,
     parse_candidate,
-)
-from workerbridge.workers.network import (
-    Probe,
-    bandwidth_summary,
-    connectivity_entry,
-    latency_summary,
-    origin_of,
 )
 
 PAGE = "http://127.0.0.1:8000/sub/app/index.html?x=1#top"
@@ -162,6 +162,6 @@ def test_origin_of_groups_by_scheme_host_and_port():
 def test_resolve_ice_needs_a_page():
     ns = NetworkNamespace(None)  # type: ignore[arg-type]  # never reaches the bridge
     with pytest.raises(UnsupportedError, match="RTCPeerConnection"):
-        asyncio.run(ns.resolve_ice())
+        run(ns.resolve_ice())
     with pytest.raises(InvalidInputError):
-        asyncio.run(ns.resolve_ice(["turn:a.test"]))
+        run(ns.resolve_ice(["turn:a.test"]))
