@@ -31,7 +31,7 @@ class Recorder:
         self.hits: Counter[tuple[str, str]] = Counter()
         self.cache_control: list[str] = []
         self.aborted: Counter[str] = Counter()
-        self.inflight = 0
+        self.inflight = 0  # /delay/ requests being answered now
         self.max_inflight = 0
         self.stop = threading.Event()
 
@@ -106,16 +106,17 @@ def make_handler(rec: Recorder) -> type[http.server.BaseHTTPRequestHandler]:
         def route(self) -> None:
             path = self.path
             route = path.split("?")[0]
+            delayed = route.startswith("/delay/")  # concurrency is measured on these only
             with rec.lock:
                 rec.hits[(self.command, path)] += 1
                 rec.cache_control.append(self.headers.get("Cache-Control", ""))
-                rec.inflight += 1
+                rec.inflight += delayed
                 rec.max_inflight = max(rec.max_inflight, rec.inflight)
             try:
                 self.dispatch(path, route)
             finally:
                 with rec.lock:
-                    rec.inflight -= 1
+                    rec.inflight -= delayed
 
         def dispatch(self, path: str, route: str) -> None:
             if route == "/ok":
