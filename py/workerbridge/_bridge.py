@@ -17,6 +17,7 @@ from ._factories import Fallback
 from ._namespaces import Channel, CryptoNamespace
 from ._ns_compression import CompressionNamespace
 from ._ns_file import FileNamespace
+from ._ns_network import NetworkNamespace
 from ._platform import js_global
 from .pool import PoolStats, Strategy, TransportFactory, WorkerPool
 from .protocol import ProgressCallback, RetryPolicy
@@ -49,6 +50,7 @@ class WorkerBridge:
     crypto: namespace[CryptoNamespace] = namespace(CryptoNamespace)
     file: namespace[FileNamespace] = namespace(FileNamespace)
     compression: namespace[CompressionNamespace] = namespace(CompressionNamespace)
+    network: namespace[NetworkNamespace] = namespace(NetworkNamespace)
 
     def __init__(
         self,

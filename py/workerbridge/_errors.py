@@ -7,6 +7,7 @@
     │   └── CorruptDataError                    compressed input is corrupt or truncated
     ├── UnsupportedError                        the browser lacks the engine (brotli …)
     ├── IntegrityError                          data failed authentication or verification
+    ├── NetworkError                            no usable answer: refused, timed out, HTTP error
     ├── ProtocolError                           a malformed envelope
     │   ├── VersionMismatchError                the other side speaks another protocol version
     │   └── UnknownOperationError               no handler is registered for (channel, op)
@@ -71,6 +72,16 @@ class IntegrityError(WorkerBridgeError):
     """Data failed authentication or verification (tampered, truncated, reordered)."""
 
     code = "integrity"
+
+
+class NetworkError(WorkerBridgeError):
+    """A network request got no usable answer: refused, timed out, or an HTTP error status.
+
+    The message names the failure (``timeout``, ``network error``, ``HTTP 404``), never a
+    response body.
+    """
+
+    code = "network"
 
 
 class ProtocolError(WorkerBridgeError):
@@ -149,6 +160,7 @@ _BY_CODE: dict[str, type[WorkerBridgeError]] = {
         CorruptDataError,
         UnsupportedError,
         IntegrityError,
+        NetworkError,
         ProtocolError,
         VersionMismatchError,
         UnknownOperationError,
