@@ -31,6 +31,8 @@ def run(coro: Any) -> Any:
     loop on the main thread."""
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coro).result()
+
+
 CHROMIUM_FLAGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -38,6 +40,9 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
     "--disable-background-networking",
     "--disable-component-update",
+    # WebRTC would otherwise announce each host candidate's mDNS name on the network: with
+    # this, ICE gathering stays on this machine (candidates show real addresses instead).
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
     "--disable-sync",
 ]
 

@@ -10,7 +10,7 @@ import pytest
 import workerbridge.workers.file  # noqa: F401 - registers the file.* handlers
 
 from conftest import run
-from test_magic import jpeg, png
+from samples import jpeg, png
 from workerbridge import IntegrityError, InvalidInputError, WorkerBridge
 from workerbridge._loopback import LoopbackTransport
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
-import shutil
-import subprocess
 import zlib
 
 import pytest
+import zstandard
 
 from conftest import SETTLED_STATS, Harness, PyError
 
@@ -222,12 +221,8 @@ def test_zstd_round_trips_and_matches_the_zstd_tool(bridge: Harness):
     made, made19 = base64.b64decode(made), base64.b64decode(made19)
     assert made[:4] == b"\x28\xb5\x2f\xfd"  # the zstd frame magic
     assert len(made19) < len(made) < 1_000_000 // 3
-    tool = shutil.which("zstd")
-    if tool is None:
-        pytest.skip("no zstd command on this host to check the worker's frames with")
-    for frame in (made, made19):
-        out = subprocess.run([tool, "-d", "-c", "-q"], input=frame, capture_output=True,
-                             check=True).stdout
+    for frame in (made, made19):  # the reference implementation reads the worker's frames
+        out = zstandard.ZstdDecompressor().decompress(frame, max_output_size=2_000_000)
         assert out == text_data(1_000_000)
 
 

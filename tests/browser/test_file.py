@@ -8,7 +8,7 @@ import random
 import pytest
 
 from conftest import Harness
-from test_magic import bmp, gif, jpeg, ooxml, png, webp
+from samples import bmp, gif, jpeg, ooxml, png, webp
 
 SIZE = 10 * 1024 * 1024 + 4321  # not a multiple of the chunk size
 MiB = 1024 * 1024
