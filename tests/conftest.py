@@ -78,7 +78,7 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[s
 
 
 # Python helpers defined in a page's namespace by tests that need them.
-SETTLED_STATS = """
+PAGE_HELPERS = """
 async def settled_stats(b, limit=2.0):
     # the worker's counters once no other request is active in it
     deadline = time.monotonic() + limit
@@ -87,6 +87,16 @@ async def settled_stats(b, limit=2.0):
         if stats["active"] == 0 or time.monotonic() > deadline:
             return stats
         await asyncio.sleep(0.01)
+
+async def cancel_and_time(task, cancel=None):
+    # cancel the task (or call cancel()), wait for it, return how long that took
+    t0 = time.perf_counter()
+    (cancel or task.cancel)()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    return time.perf_counter() - t0
 """
 
 

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from conftest import SETTLED_STATS, Harness, PyError
+from conftest import PAGE_HELPERS, Harness, PyError
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def bridge(harness: Harness) -> Harness:
         def no_pending(*bridges):
             return all(not b.pool.pending_ids() and b.pool.pending() == 0 for b in bridges)
     """)
-    harness.py(SETTLED_STATS)
+    harness.py(PAGE_HELPERS)
     return harness
 
 
@@ -159,13 +159,7 @@ def test_cancelling_the_task_stops_the_worker_and_reuses_it(bridge: Harness):
         buf = js.Uint8Array.new(768 * 1024 * 1024).buffer  # ~3 s of hashing
         task = asyncio.ensure_future(B.crypto.hash_file(buf))
         await asyncio.sleep(0.4)
-        t0 = time.perf_counter()
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
-        latency = time.perf_counter() - t0
+        latency = await cancel_and_time(task)
         t1 = time.perf_counter()
         stats = await settled_stats(B)
         [latency, time.perf_counter() - t1, before, stats, no_pending(B)]
@@ -186,13 +180,7 @@ def test_cancelling_a_one_shot_hash_frees_the_caller_and_the_worker(bridge: Harn
         buf = js.Uint8Array.new(256 * 1024 * 1024).buffer
         task = asyncio.ensure_future(B.crypto.hash_file(buf))
         await asyncio.sleep(0.05)
-        t0 = time.perf_counter()
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
-        latency = time.perf_counter() - t0
+        latency = await cancel_and_time(task)
         t1 = time.perf_counter()
         stats = await settled_stats(B)
         [latency, time.perf_counter() - t1, stats, no_pending(B)]
@@ -230,13 +218,7 @@ def test_interrupt_stops_a_pure_python_loop(bridge: Harness):
     result = bridge.py("""
         task = asyncio.ensure_future(FB.request("faults", "spin", {"seconds": 10}))
         await asyncio.sleep(0.3)
-        t0 = time.perf_counter()
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
-        latency = time.perf_counter() - t0
+        latency = await cancel_and_time(task)
         t1 = time.perf_counter()
         stats = await settled_stats(FB)
         [latency, time.perf_counter() - t1, stats, no_pending(FB)]

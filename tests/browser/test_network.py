@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from conftest import SETTLED_STATS, Harness, PyError
+from conftest import PAGE_HELPERS, Harness, PyError
 
 SECRET = "SECRET-BODY-7f3a"  # in every error page's body; must never reach a message
 CHUNK = 64 * 1024
@@ -181,7 +181,7 @@ def net(harness: Harness, remote: tuple[str, Recorder]) -> Harness:
         def no_pending(*bridges):
             return all(not b.pool.pending_ids() and b.pool.pending() == 0 for b in bridges)
     """)
-    harness.py(SETTLED_STATS)
+    harness.py(PAGE_HELPERS)
     return harness
 
 
@@ -519,7 +519,7 @@ def test_without_isolation_cancel_still_aborts_the_download(
         plain_harness: Harness, remote: tuple[str, Recorder]):
     # No SharedArrayBuffer: progress and the cancel travel as messages.
     origin, rec = remote
-    plain_harness.py("import asyncio, time\n" + SETTLED_STATS)
+    plain_harness.py("import asyncio, time\n" + PAGE_HELPERS)
     outcome, latency, done, stats, checks = plain_harness.py(f"""
         import workerbridge
         from workerbridge import WorkerBridge, SharedCancellation

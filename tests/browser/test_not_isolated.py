@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from conftest import SETTLED_STATS, Harness
+from conftest import PAGE_HELPERS, Harness
 
 
 def test_fallback_progress_cancel_and_reuse(plain_harness: Harness):
     assert plain_harness.js("crossOriginIsolated") is False
-    plain_harness.py("import asyncio, time\n" + SETTLED_STATS)
+    plain_harness.py("import asyncio, time\n" + PAGE_HELPERS)
     result = plain_harness.py("""
         import asyncio, time, js
         import workerbridge
@@ -22,12 +22,7 @@ def test_fallback_progress_cancel_and_reuse(plain_harness: Harness):
         big = js.Uint8Array.new(768 * 1024 * 1024).buffer
         task = asyncio.ensure_future(B.crypto.hash_file(big))
         await asyncio.sleep(0.4)
-        t0 = time.perf_counter(); task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
-        task_latency = time.perf_counter() - t0
+        task_latency = await cancel_and_time(task)
         t1 = time.perf_counter(); stats = await settled_stats(B)
         task_after = time.perf_counter() - t1
 
