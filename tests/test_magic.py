@@ -33,7 +33,8 @@ from samples import (
     zipped,
 )
 from workerbridge import _magic
-from workerbridge._magic import HEAD_SIZE, NeedMore, detect, image_size, jpeg_size
+from workerbridge._imagesize import NeedMore, image_size, jpeg_size
+from workerbridge._magic import HEAD_SIZE, detect
 
 # --- sample builders ------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from workerbridge import _magic
+from workerbridge import _imagesize, _magic
 from workerbridge._algorithms import normalize_hash
 from workerbridge._data import ACCEPTED, _is_jsproxy, chunks, size_of
 from workerbridge._errors import IntegrityError, InvalidInputError, InvalidTypeError
@@ -194,14 +194,14 @@ async def detect_type(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _jpeg_size(data: Any, size: int, head: bytes) -> tuple[int, int] | None:
-    found = _magic.jpeg_size(head)
-    while isinstance(found, _magic.NeedMore):
+    found = _imagesize.jpeg_size(head)
+    while isinstance(found, _imagesize.NeedMore):
         at = found.offset
         if at >= min(size, JPEG_SCAN_LIMIT):
             return None
         window = await _read(data, at, JPEG_WINDOW)
-        found = _magic.jpeg_size(window, at)
-        if isinstance(found, _magic.NeedMore) and found.offset == at:
+        found = _imagesize.jpeg_size(window, at)
+        if isinstance(found, _imagesize.NeedMore) and found.offset == at:
             return None  # the file ends inside a segment header
     return found
 
@@ -221,7 +221,7 @@ async def read_metadata(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]
         if kind.type == "jpeg":
             dims = await _jpeg_size(data, size, head)
         else:
-            dims = _magic.image_size(kind.type, head)
+            dims = _imagesize.image_size(kind.type, head)
     modified = None
     if _is_file(data):
         modified = int(data.lastModified)

@@ -108,7 +108,7 @@ def native_input(data: Any) -> Any:
     return None
 
 
-async def _read(pending: Any) -> Any:
+async def read_blob(pending: Any) -> Any:
     """Await a Blob read, turning the browser's refusal into a typed error."""
     from pyodide.ffi import JsException
 
@@ -144,7 +144,7 @@ async def chunks(data: Any, chunk_size: int = CHUNK_SIZE) -> AsyncIterator[memor
         nxt = data.slice(0, chunk_size).arrayBuffer() if size else None
         off = 0
         while nxt is not None:
-            buf = await _read(nxt)
+            buf = await read_blob(nxt)
             end = min(off + chunk_size, size)
             nxt = data.slice(end, end + chunk_size).arrayBuffer() if end < size else None
             part = g.Uint8Array.new(buf)
@@ -175,7 +175,7 @@ async def js_chunks(data: Any, chunk_size: int, start: int = 0) -> AsyncIterator
         nxt = data.slice(start, start + chunk_size).arrayBuffer() if start < size else None
         off = start
         while nxt is not None:
-            buf = await _read(nxt)
+            buf = await read_blob(nxt)
             off = min(off + chunk_size, size)
             nxt = data.slice(off, off + chunk_size).arrayBuffer() if off < size else None
             yield g.Uint8Array.new(buf)
@@ -194,7 +194,7 @@ async def js_read(data: Any, start: int = 0, end: int | None = None) -> Any:
     g = js_global()
     if type_tag(data) in ("[object Blob]", "[object File]"):
         part = data.slice(start, end) if end is not None else data.slice(start)
-        return g.Uint8Array.new(await _read(part.arrayBuffer()))
+        return g.Uint8Array.new(await read_blob(part.arrayBuffer()))
     if g.ArrayBuffer.isView(data):
         u8 = g.Uint8Array.new(data.buffer, data.byteOffset, data.byteLength)
     else:

@@ -4,7 +4,7 @@ SubtleCrypto's one-shot calls run on the calling thread here and cannot be inter
 256 MB digest would hold a worker, cancel or not. Large one-shot calls therefore go to a
 small helper worker (plain JS, no Pyodide), one per call, that gets the buffer by
 transfer (or a Blob's handle, which it reads whole). Cancelling terminates the helper,
-which stops the work for real. Idle helpers are kept for the next call.
+which stops the work for real; so does finishing, which frees what it held at once.
 """
 
 from __future__ import annotations
@@ -29,16 +29,21 @@ const SRC = `self.onmessage = async (e) => {
   }
 };`;
 const url = URL.createObjectURL(new Blob([SRC], { type: "text/javascript" }));
-const idle = [];
 return {
   run(op, args, move) {
-    const worker = idle.pop() || new Worker(url);
+    // One helper per call, ended with it: an idle worker never collects garbage, so a
+    // kept helper would hold the last call's buffers (and Blobs) for as long as it idles.
+    const worker = new Worker(url);
     const promise = new Promise((resolve, reject) => {
       worker.onmessage = (e) => {
-        idle.push(worker);
+        worker.terminate();
         if (e.data.error) reject(new Error(e.data.error)); else resolve(e.data.out);
       };
-      worker.onerror = (e) => { e.preventDefault(); reject(new Error("EngineFailed")); };
+      worker.onerror = (e) => {
+        e.preventDefault();
+        worker.terminate();
+        reject(new Error("EngineFailed"));
+      };
     });
     worker.postMessage({ op, args }, move instanceof ArrayBuffer ? [move] : []);
     return { promise, stop: () => worker.terminate() };
@@ -50,8 +55,8 @@ _helpers: Any = None
 
 
 def movable(data: Any) -> Any:
-    """An ArrayBuffer holding ``data`` (an ArrayBuffer, a view of one, or a Blob, which is
-    returned as is) that may be moved away: a view's bytes are copied out first."""
+    """``data`` (an ArrayBuffer, a view of one, or a Blob) as something a helper may take:
+    a view's bytes are copied into a buffer of their own; the helper reads a Blob whole."""
     if js.ArrayBuffer.isView(data):
         return data.slice().buffer
     return data
