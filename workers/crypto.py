@@ -15,15 +15,13 @@ from typing import Any
 from workerbridge._aead import (
     HEADER_SIZE,
     TAG_SIZE,
-    chunk_aad,
     chunk_count,
-    chunk_nonce,
     header,
+    plaintext_size,
     read_header,
-    record_sizes,
 )
 from workerbridge._algorithms import HASHES, normalize_hash
-from workerbridge._data import chunks, js_chunks, js_read, native_input, size_of
+from workerbridge._data import chunks, js_read, native_input, size_of
 from workerbridge._errors import IntegrityError, InvalidInputError
 from workerbridge._runtime import Context, handler
 
@@ -131,19 +129,6 @@ async def _gcm(op: str, key: Any, nonce: bytes, data: Any, aad: bytes | None = N
         raise InvalidInputError(f"the browser refused the {op} ({exc.name})") from None
 
 
-def _concat(parts: list[Any]) -> Any:
-    """One ArrayBuffer from a list of ArrayBuffers/Uint8Arrays (one copy, on the JS side)."""
-    import js
-
-    total = sum(int(p.byteLength) for p in parts)
-    out = js.Uint8Array.new(total)
-    off = 0
-    for p in parts:
-        out.set(js.Uint8Array.new(p) if not js.ArrayBuffer.isView(p) else p, off)
-        off += int(p.byteLength)
-    return out.buffer
-
-
 @handler("crypto", "encrypt_file")
 async def encrypt_file(ctx: Context, payload: dict[str, Any]) -> Any:
     """AES-256-GCM: one sealed message up to ``chunk_size`` bytes, the chunked format
@@ -157,19 +142,12 @@ async def encrypt_file(ctx: Context, payload: dict[str, Any]) -> Any:
         out = await _gcm("encrypt", key, nonce, await js_read(data))
         ctx.progress(total)
         return _result(ctx, out)
-    head = header(chunk_size)
-    last = chunk_count(total, chunk_size) - 1
-    parts: list[Any] = [_buf(head)]
-    done = 0
-    i = 0
-    async for piece in js_chunks(data, chunk_size):
-        aad = chunk_aad(head, i, i == last)
-        parts.append(await _gcm("encrypt", key, chunk_nonce(nonce, i), piece, aad))
-        done += int(piece.byteLength)
-        ctx.progress(done)
-        await ctx.checkpoint()
-        i += 1
-    return _result(ctx, _concat(parts))
+    from workerbridge._gcm_records import gcm_records
+
+    records = chunk_count(total, chunk_size)
+    out = await gcm_records(ctx, "encrypt", key, nonce, header(chunk_size), data, chunk_size,
+                            total, HEADER_SIZE + total + TAG_SIZE * records)
+    return _result(ctx, out)
 
 
 @handler("crypto", "decrypt_file")
@@ -187,24 +165,11 @@ async def decrypt_file(ctx: Context, payload: dict[str, Any]) -> Any:
         out = await _gcm("decrypt", key, nonce, await js_read(data))
         ctx.progress(total)
         return _result(ctx, out)
-    sizes = record_sizes(total, chunk_size)
-    head = header(chunk_size)
-    parts: list[Any] = []
-    done = HEADER_SIZE
-    i = 0
-    async for record in js_chunks(data, chunk_size + TAG_SIZE, start=HEADER_SIZE):
-        aad = chunk_aad(head, i, i == len(sizes) - 1)
-        try:
-            parts.append(await _gcm("decrypt", key, chunk_nonce(nonce, i), record, aad))
-        except IntegrityError:
-            raise IntegrityError(
-                f"record {i} of {len(sizes)} failed authentication: the data was modified, "
-                "truncated or reordered, or the key or nonce is wrong") from None
-        done += int(record.byteLength)
-        ctx.progress(done)
-        await ctx.checkpoint()
-        i += 1
-    return _result(ctx, _concat(parts))
+    from workerbridge._gcm_records import gcm_records
+
+    out = await gcm_records(ctx, "decrypt", key, nonce, header(chunk_size), data, chunk_size,
+                            total, plaintext_size(total, chunk_size))
+    return _result(ctx, out)
 
 
 # --- key derivation and HMAC ----------------------------------------------------------------

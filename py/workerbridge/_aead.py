@@ -15,6 +15,7 @@ Every record but the last holds exactly ``chunk_size`` plaintext bytes (``chunk_
 on the wire); the last holds 1..chunk_size. Binding the index and the final flag into each
 record's associated data makes reordering, dropping, duplicating, truncating at a record
 boundary and appending all fail authentication, as does any change to the header.
+The record loop itself runs in JS (``_gcm_records``).
 """
 
 from __future__ import annotations
@@ -69,14 +70,6 @@ def read_header(data: bytes) -> int | None:
 def chunk_count(size: int, chunk_size: int) -> int:
     """Records needed for ``size`` plaintext bytes (at least one)."""
     return max(1, -(-size // chunk_size))
-
-
-def chunk_nonce(nonce: bytes, index: int) -> bytes:
-    return (int.from_bytes(nonce, "big") ^ index).to_bytes(NONCE_SIZE, "big")
-
-
-def chunk_aad(head: bytes, index: int, final: bool) -> bytes:
-    return head + index.to_bytes(8, "big") + (b"\x01" if final else b"\x00")
 
 
 def record_sizes(total: int, chunk_size: int) -> list[int]:

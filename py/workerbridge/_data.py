@@ -165,30 +165,6 @@ async def chunks(data: Any, chunk_size: int = CHUNK_SIZE) -> AsyncIterator[memor
         yield out
 
 
-async def js_chunks(data: Any, chunk_size: int, start: int = 0) -> AsyncIterator[Any]:
-    """Yield ``data`` (a JS ArrayBuffer, view or Blob) from byte ``start`` on as JS
-    ``Uint8Array`` pieces of ``chunk_size`` bytes (the last may be shorter), for engines
-    that take JS buffers: in-memory data as views (no copy), Blobs read one slice ahead."""
-    g = js_global()
-    if type_tag(data) in ("[object Blob]", "[object File]"):
-        size = int(data.size)
-        nxt = data.slice(start, start + chunk_size).arrayBuffer() if start < size else None
-        off = start
-        while nxt is not None:
-            buf = await read_blob(nxt)
-            off = min(off + chunk_size, size)
-            nxt = data.slice(off, off + chunk_size).arrayBuffer() if off < size else None
-            yield g.Uint8Array.new(buf)
-        return
-    if g.ArrayBuffer.isView(data):
-        u8 = g.Uint8Array.new(data.buffer, data.byteOffset, data.byteLength)
-    else:
-        u8 = g.Uint8Array.new(data)
-    total = int(u8.length)
-    for off in range(start, total, chunk_size):
-        yield u8.subarray(off, min(off + chunk_size, total))
-
-
 async def js_read(data: Any, start: int = 0, end: int | None = None) -> Any:
     """Bytes ``start:end`` of ``data`` (a JS ArrayBuffer, view or Blob) as a Uint8Array."""
     g = js_global()

@@ -52,6 +52,7 @@ _REGISTRY: dict[tuple[str, str], Handler] = {}
 # page wants stopped, so a late interrupt never stops the request that came after it.
 CONTROL_SLOTS = 2
 TARGET_SLOT = 1
+INTERRUPT = 2  # SIGINT: the value Pyodide's interrupt word is set to
 
 # Without isolation, how often a long handler lets CANCEL envelopes in, and for how long
 # (seconds). Pyodide schedules delays above 2 ms with setTimeout, a real macrotask.
@@ -102,7 +103,8 @@ class Context:
     @property
     def cancelled(self) -> bool:
         token = self._token
-        return self._state.cancelled or (token is not None and token.is_cancelled())
+        return self._state.cancelled or (token is not None and token.is_cancelled()) \
+            or self._runtime.interrupt_pending(self.request_id)
 
     @property
     def wants_progress(self) -> bool:
@@ -273,6 +275,13 @@ class Runtime:
             self.post(encode(Response(rid, task.result())), ctx._transfer)
         except Exception as post_exc:
             self._error(rid, post_exc)
+
+    def interrupt_pending(self, rid: int) -> bool:
+        """Whether the page has asked to interrupt ``rid`` and Python has not yet noticed
+        (work running in JS, not Python, reads this)."""
+        cells = self.control
+        return cells is not None and cells.load(0) == INTERRUPT \
+            and cells.load(TARGET_SLOT) == rid
 
     def on_interrupt(self, signum: int = 0, frame: object = None) -> None:
         """SIGINT handler, fed by Pyodide's interrupt buffer.

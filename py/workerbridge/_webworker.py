@@ -11,10 +11,9 @@ from pyodide.ffi import create_proxy
 
 from ._errors import InvalidInputError
 from ._jsconv import Batcher, envelope_from_js, from_wire
-from ._runtime import TARGET_SLOT
+from ._runtime import INTERRUPT, TARGET_SLOT
 
 WORKER_SCRIPT = "workerbridge/worker.mjs"
-_INTERRUPT = 2  # SIGINT, the value Pyodide's interrupt buffer looks for
 
 
 def bundle_base() -> str:
@@ -81,7 +80,7 @@ class WorkerTransport:
     def interrupt(self, request_id: int) -> None:
         if self.control is not None:
             js.Atomics.store(self.control, TARGET_SLOT, request_id)
-            js.Atomics.store(self.control, 0, _INTERRUPT)
+            js.Atomics.store(self.control, 0, INTERRUPT)
 
     def _message(self, event: Any) -> None:
         data = event.data

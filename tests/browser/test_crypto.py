@@ -239,3 +239,24 @@ def test_a_file_that_changed_on_disk_is_a_typed_error(crypto: Harness, tmp_path)
     """)
     assert size == 5 * 1024 * 1024
     assert got == ["InvalidInputError", "InvalidInputError", "still serving"]
+
+
+def test_cancel_lands_in_a_chunked_encryption_without_isolation(plain_harness: Harness):
+    # No SharedArrayBuffer: the record loop must yield so the CANCEL message gets in.
+    plain_harness.py("import asyncio, time\n" + PAGE_HELPERS)
+    latency, after, echo, stats = plain_harness.py("""
+        import js
+        from workerbridge import WorkerBridge
+        B = await WorkerBridge.default().start()
+        before = await settled_stats(B)
+        big = js.Uint8Array.new(512 * 1024 * 1024).buffer
+        task = asyncio.ensure_future(B.crypto.encrypt_file(big, bytes([4]) * 32))
+        await asyncio.sleep(0.3)
+        latency = await cancel_and_time(task)
+        t1 = time.perf_counter()
+        echo = await B.request("system", "echo", 6)
+        after = time.perf_counter() - t1
+        stats = await settled_stats(B)
+        [latency, after, echo, stats["cancelled"] - before["cancelled"]]
+    """)
+    assert latency < 0.1 and after < 0.5 and echo == 6 and stats == 1
