@@ -34,3 +34,8 @@ def test_minimal_page_example_runs(harness: Harness):
     code = page.group(1).replace("print(digest)", "digest")
     assert harness.py(code) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     assert Path(ROOT / "dist" / "pyscript.json").exists()
+
+
+def test_compression_example_runs(harness: Harness):
+    block = next(b for b in python_blocks() if "compress_data(b\"hello \"" in b)
+    harness.py("from workerbridge import WorkerBridge\n" + block + "\n'ran'")
