@@ -133,6 +133,13 @@ def request_wire(
     return out
 
 
+def response_wire(rid: int, payload: Any) -> dict[str, Any]:
+    """``encode(Response(rid, payload))`` without building the dataclass (the hot path)."""
+    if payload is None:
+        return {"v": PROTOCOL_VERSION, "kind": "response", "id": rid}
+    return {"v": PROTOCOL_VERSION, "kind": "response", "id": rid, "payload": payload}
+
+
 def batch_text(encoded: list[str]) -> str:
     """JSON texts of envelopes -> the JSON text of one BATCH envelope (or the lone one)."""
     if len(encoded) == 1:

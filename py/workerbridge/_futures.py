@@ -18,8 +18,7 @@ import asyncio
 import weakref
 from asyncio import futures
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from contextvars import Context
 from typing import Any
 
@@ -81,12 +80,18 @@ class _Wakeups:
 
 _BY_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Wakeups] = (
     weakref.WeakKeyDictionary())
+_last: _Wakeups | None = None  # a page has one loop: skip the dict almost always
 
 
 def _wakeups(loop: asyncio.AbstractEventLoop) -> _Wakeups:
+    global _last
+    w = _last
+    if w is not None and w.loop is loop:
+        return w
     w = _BY_LOOP.get(loop)
     if w is None:
         w = _BY_LOOP[loop] = _Wakeups(loop)
+    _last = w
     return w
 
 
@@ -101,18 +106,22 @@ class PromptFuture(futures._PyFuture):  # type: ignore[name-defined,misc]
         return self._real_loop
 
 
-@contextmanager
-def delivering() -> Iterator[None]:
-    """Hold wake-ups while a received message is handed out; run them at the end."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        loop = asyncio.get_event_loop()
-    w = _wakeups(loop)
-    w.holding += 1
-    try:
-        yield
-    finally:
+class delivering:
+    """``with delivering():`` holds wake-ups while a received message is handed out and
+    runs them at the end. (A class: cheaper than a generator on the per-message path.)"""
+
+    __slots__ = ("_w",)
+
+    def __enter__(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = asyncio.get_event_loop()
+        self._w = w = _wakeups(loop)
+        w.holding += 1
+
+    def __exit__(self, *exc: object) -> None:
+        w = self._w
         w.holding -= 1
         if not w.holding:
             w.release()

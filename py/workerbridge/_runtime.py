@@ -32,9 +32,9 @@ from ._envelope import (
     Progress,
     Ready,
     Request,
-    Response,
     decode,
     encode,
+    response_wire,
     split_batch,
 )
 from ._errors import CancelledError, UnknownOperationError, WorkerBridgeError
@@ -272,7 +272,7 @@ class Runtime:
             self._error(rid, exc)
             return
         try:
-            self.post(encode(Response(rid, task.result())), ctx._transfer)
+            self.post(response_wire(rid, task.result()), ctx._transfer)
         except Exception as post_exc:
             self._error(rid, post_exc)
 

@@ -282,10 +282,23 @@ class WorkerPool(Supervisor):
                 and self._first_ready.exception() is not None and not self._fallback:
             self._settle_job(job, None, WorkerCrashedError(str(self._first_ready.exception())))
             return job
+        if pump and not self._queue and self.strategy == "least-busy":
+            slot = self._least_busy()
+            if slot is not None:  # nothing waits ahead of it: skip the queue
+                self._dispatch(job, slot)
+                return job
         heapq.heappush(self._queue, (-job.priority, job.seq, job))
         if pump:
             self._pump()
         return job
+
+    def _least_busy(self) -> _Slot | None:
+        """The ready worker with the fewest requests, if it has room for one more."""
+        best: _Slot | None = None
+        for slot in self._slots:
+            if slot.state == "ready" and (best is None or slot.load < best.load):
+                best = slot
+        return best if best is not None and best.load < self.max_in_flight else None
 
     async def execute(self, channel: str, op: str, payload: Any = None, **options: Any) -> Any:
         """``await submit(...)``: run one request and return its result."""
