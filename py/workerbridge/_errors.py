@@ -4,9 +4,15 @@
     ├── InvalidInputError (ValueError)          bad argument value: unknown algorithm, empty key …
     │   ├── InvalidTypeError (TypeError)        an argument of the wrong type
     │   ├── NonceReuseError                     an AES-GCM key and nonce already used together
-    │   └── CorruptDataError                    compressed input is corrupt or truncated
+    │   ├── CorruptDataError                    compressed input is corrupt or truncated
+    │   ├── UnknownCollectionError              storage: no such collection in the schema
+    │   └── InvalidFilterError                  storage: a malformed filter or unknown operator
     ├── UnsupportedError                        the browser lacks the engine (brotli …)
     ├── IntegrityError                          data failed authentication or verification
+    ├── StorageError (OSError)                  IndexedDB failed or refused the work
+    │   ├── StorageQuotaError                   the origin's storage quota is exhausted
+    │   ├── StorageBlockedError                 another tab holds an older/newer schema open
+    │   └── ConstraintError                     a key or unique index already holds that value
     ├── NetworkError                            no usable answer: refused, timed out, HTTP error
     ├── ProtocolError                           a malformed envelope
     │   ├── VersionMismatchError                the other side speaks another protocol version
@@ -60,6 +66,43 @@ class CorruptDataError(InvalidInputError):
     """Compressed input that cannot be decoded: corrupt, truncated, or followed by junk."""
 
     code = "corrupt_data"
+
+
+class UnknownCollectionError(InvalidInputError):
+    """A storage call names a collection the schema does not declare."""
+
+    code = "unknown_collection"
+
+
+class InvalidFilterError(InvalidInputError):
+    """A storage filter is malformed or uses an unknown operator or field."""
+
+    code = "invalid_filter"
+
+
+class StorageError(WorkerBridgeError, OSError):
+    """IndexedDB failed or refused the work; nothing of the failed transaction was kept."""
+
+    code = "storage"
+
+
+class StorageQuotaError(StorageError):
+    """The origin's storage quota is exhausted (IndexedDB's QuotaExceededError)."""
+
+    code = "storage_quota"
+
+
+class StorageBlockedError(StorageError):
+    """A schema upgrade is blocked by another tab holding the database open, or this
+    connection was closed because another tab upgraded it."""
+
+    code = "storage_blocked"
+
+
+class ConstraintError(StorageError):
+    """A record's key, or a unique index, already holds that value."""
+
+    code = "constraint"
 
 
 class UnsupportedError(WorkerBridgeError):
@@ -158,6 +201,12 @@ _BY_CODE: dict[str, type[WorkerBridgeError]] = {
         InvalidTypeError,
         NonceReuseError,
         CorruptDataError,
+        UnknownCollectionError,
+        InvalidFilterError,
+        StorageError,
+        StorageQuotaError,
+        StorageBlockedError,
+        ConstraintError,
         UnsupportedError,
         IntegrityError,
         NetworkError,
