@@ -152,7 +152,7 @@ def split_batch(raw: object) -> list[object]:
 
     Members are decoded one by one, so one malformed member spoils only itself.
     """
-    if isinstance(raw, Mapping) and raw.get("kind") == Kind.BATCH.value \
+    if (type(raw) is dict or isinstance(raw, Mapping)) and raw.get("kind") == "batch" \
             and raw.get("v") == PROTOCOL_VERSION and isinstance(raw.get("messages"), list):
         return list(raw["messages"])
     return [raw]
