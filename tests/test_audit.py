@@ -2,6 +2,7 @@
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import time
 
@@ -54,7 +55,7 @@ def test_first_record_hash_is_sha256_of_the_documented_canonical_json():
 def test_each_record_links_to_the_previous_hash_and_counts_up():
     records = chain()
     assert [r.seq for r in records] == list(range(1, N + 1))
-    for before, after in zip(records, records[1:], strict=False):
+    for before, after in itertools.pairwise(records):
         assert after.prev_hash == before.hash
     assert len({r.hash for r in records}) == N
 
