@@ -247,8 +247,16 @@ def test_next_record_refuses_bad_fields(args, error):
 def test_next_record_refuses_a_bad_actor_or_prev():
     with pytest.raises(InvalidTypeError):
         next_record(None, "create", "users", "a", T0, actor=5)
-    with pytest.raises(InvalidTypeError):
+    with pytest.raises(InvalidInputError, match="lacks"):
         next_record({"seq": 1}, "create", "users", "a", T0)
+    with pytest.raises(InvalidTypeError):
+        next_record("head", "create", "users", "a", T0)
+
+
+def test_next_record_accepts_the_stored_dict_of_the_previous_record():
+    first = next_record(None, "create", "users", "a", T0)
+    assert next_record(first.to_dict(), "update", "users", "a", T0 + 1) == \
+        next_record(first, "update", "users", "a", T0 + 1)
 
 
 def test_a_whole_number_float_timestamp_is_accepted_as_int():

@@ -138,18 +138,20 @@ def _digest(rec: AuditRecord) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def next_record(prev: AuditRecord | None, operation: str, collection: str,
-                record_id: RecordId, timestamp: int | float, actor: str | None = None,
-                ) -> AuditRecord:
+def next_record(prev: AuditRecord | Mapping[str, Any] | None, operation: str,
+                collection: str, record_id: RecordId, timestamp: int | float,
+                actor: str | None = None) -> AuditRecord:
     """The record that follows ``prev`` (None: the first of a chain). Synchronous.
 
+    ``prev``: the newest stored record, as an `AuditRecord` or its stored dict; read it
+    inside the same readwrite transaction as the write, since other tabs append too.
     ``timestamp``: milliseconds since the epoch (a whole-number float such as JS
     ``Date.now()`` is accepted).
     """
     if isinstance(timestamp, float) and timestamp.is_integer():
         timestamp = int(timestamp)
     if prev is not None and not isinstance(prev, AuditRecord):
-        raise InvalidTypeError("prev must be an AuditRecord or None")
+        prev = AuditRecord.from_dict(prev)
     seq = FIRST_SEQ if prev is None else prev.seq + 1
     prev_hash = GENESIS if prev is None else prev.hash
     _check_fields(seq, operation, collection, record_id, timestamp, actor)
