@@ -1,0 +1,318 @@
+"""Host unit tests of classification, filter refusal and sealed fields.
+
+The cipher here is the `cryptography` package's AES-GCM behind the same async callables
+the browser fills with SubtleCrypto, so the stored form is checked as standard AES-GCM.
+"""
+
+import json
+import math
+
+import pytest
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from conftest import run
+from workerbridge._errors import (
+    IntegrityError,
+    InvalidFilterError,
+    InvalidInputError,
+    InvalidTypeError,
+)
+from workerbridge._fieldcrypt import (
+    Classification,
+    associated_data,
+    check_fields,
+    check_filter,
+    is_sealed,
+    open_record,
+    seal_record,
+)
+
+KEY = bytes(range(32))
+CLASSES = Classification({"ssn": "pii", "salary": "Sensitive", "team": "INTERNAL",
+                          "name": "public"})
+PROTECTED = CLASSES.protected_fields()
+RECORD = {"id": "u-1", "name": "Ada", "team": "core", "ssn": "123-45-6789",
+          "salary": {"base": 91000, "bonus": [1.5, None, True], "note": "Zoë €"}}
+
+
+class Cipher:
+    """AES-256-GCM through async callables; records every call."""
+
+    def __init__(self, key=KEY):
+        self.aead = AESGCM(key)
+        self.calls = []
+
+    async def encrypt(self, field, nonce, plaintext, aad):
+        self.calls.append(("encrypt", field, nonce, aad))
+        return self.aead.encrypt(nonce, plaintext, aad)
+
+    async def decrypt(self, field, nonce, ciphertext, aad):
+        self.calls.append(("decrypt", field, nonce, aad))
+        try:
+            return self.aead.decrypt(nonce, ciphertext, aad)
+        except InvalidTag:
+            raise IntegrityError("authentication failed") from None
+
+
+def seal(record, cipher=None, protected=PROTECTED, collection="users"):
+    cipher = cipher or Cipher()
+    return run(seal_record(record, protected, cipher.encrypt, collection=collection))
+
+
+def unseal(record, cipher=None, protected=PROTECTED, collection="users"):
+    cipher = cipher or Cipher()
+    return run(open_record(record, protected, cipher.decrypt, collection=collection))
+
+
+# --- classification ------------------------------------------------------------------------
+
+
+def test_levels_are_case_insensitive_and_pii_sensitive_are_protected():
+    assert CLASSES.levels == {"ssn": "PII", "salary": "SENSITIVE", "team": "INTERNAL",
+                              "name": "PUBLIC"}
+    assert {"ssn", "salary"} == PROTECTED
+    assert CLASSES.level("team") == "INTERNAL" and CLASSES.level("other") is None
+    assert Classification({"ssn": "PII"}) == Classification({"ssn": "pii"})
+    assert Classification({}).protected_fields() == frozenset()
+
+
+@pytest.mark.parametrize("levels,error", [
+    ({"ssn": "SECRET"}, InvalidInputError), ({"ssn": ""}, InvalidInputError),
+    ({"ssn": 1}, InvalidTypeError), ({1: "PII"}, InvalidTypeError),
+    ({"": "PII"}, InvalidInputError), ({"a.b": "PII"}, InvalidInputError),
+    ({"$or": "PII"}, InvalidInputError), ({"id": "pii"}, InvalidInputError),
+    ([("ssn", "PII")], InvalidTypeError),
+])
+def test_bad_classifications_are_refused(levels, error):
+    with pytest.raises(error):
+        Classification(levels)
+
+
+def test_the_key_field_may_be_public_and_is_configurable():
+    assert Classification({"id": "PUBLIC"}).protected_fields() == frozenset()
+    assert Classification({"id": "PII"}, id_field="key").protected_fields() == {"id"}
+    with pytest.raises(InvalidInputError):
+        Classification({"key": "SENSITIVE"}, id_field="key")
+
+
+# --- filters -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", [
+    {"ssn": "123-45-6789"},
+    {"ssn": {"$eq": "x"}},
+    {"salary.base": {"$gt": 10}},
+    {"name": "Ada", "salary": {"$in": [1, 2]}},
+    {"$and": [{"name": "Ada"}, {"ssn": {"$ne": None}}]},
+    {"$or": [{"name": "Ada"}, {"$and": [{"team": "x"}, {"salary": 1}]}]},
+    {"$nor": [{"ssn": "x"}]},
+    {"$not": {"ssn": "x"}},
+    {"ssn": {"$exists": True, "$eq": "x"}},
+    {"ssn": {}},
+])
+def test_filters_touching_a_protected_field_are_refused(where):
+    with pytest.raises(InvalidFilterError, match="encrypted"):
+        check_filter(where, CLASSES)
+    with pytest.raises(InvalidFilterError):
+        check_filter(where, PROTECTED)
+
+
+@pytest.mark.parametrize("where", [
+    None, {}, {"name": "Ada"}, {"team": {"$in": ["a", "b"]}, "name": {"$exists": True}},
+    {"$or": [{"name": "Ada"}, {"ssn": {"$exists": False}}]},
+    {"ssnx": 1}, {"name.ssn": 1}, {"$unknown": 5},
+])
+def test_filters_on_clear_fields_and_exists_pass(where):
+    check_filter(where, CLASSES)
+
+
+@pytest.mark.parametrize("where", [
+    [{"ssn": 1}], {"$and": {"ssn": 1}}, {"$or": [1]}, {1: "x"}, {"$and": "name"},
+])
+def test_malformed_filters_are_refused(where):
+    with pytest.raises(InvalidFilterError):
+        check_filter(where, CLASSES)
+
+
+def test_a_filter_nested_too_deeply_is_refused_not_crashed():
+    where = {"name": 1}
+    for _ in range(5000):
+        where = {"$and": [where]}
+    with pytest.raises(InvalidFilterError, match="nest"):
+        check_filter(where, CLASSES)
+
+
+def test_sort_and_index_fields_on_protected_fields_are_refused():
+    check_fields(["name", "team"], CLASSES)
+    with pytest.raises(InvalidFilterError, match=r"cannot sort by 'salary\.base'"):
+        check_fields(["name", "salary.base"], CLASSES)
+    with pytest.raises(InvalidFilterError, match="cannot index by"):
+        check_fields(["ssn"], PROTECTED, purpose="index")
+    with pytest.raises(InvalidTypeError):
+        check_fields(["ssn"], "ssn")
+
+
+# --- sealing -------------------------------------------------------------------------------
+
+
+def test_seal_encrypts_only_protected_fields_and_open_restores_every_type():
+    sealed = seal(RECORD)
+    assert {k: sealed[k] for k in ("id", "name", "team")} == {"id": "u-1", "name": "Ada",
+                                                               "team": "core"}
+    assert is_sealed(sealed["ssn"]) and is_sealed(sealed["salary"])
+    assert sealed["ssn"]["alg"] == "A256GCM" and len(sealed["ssn"]["nonce"]) == 12
+    assert sealed["ssn"]["nonce"] != sealed["salary"]["nonce"]
+    assert RECORD["ssn"] == "123-45-6789"  # the input is not changed
+    assert unseal(sealed) == RECORD
+
+
+@pytest.mark.parametrize("value", [
+    "text", "", "Zoë 😀", 0, -7, 2**62, 3.25, 1e-300, True, False, None, [], [1, "a", None],
+    {"nested": {"deep": [1, {"x": 2.5}]}}, b"\x00\xffraw", b"",
+])
+def test_values_of_every_json_type_and_bytes_round_trip(value):
+    opened = unseal(seal({"id": 7, "ssn": value}))
+    assert opened["ssn"] == value and type(opened["ssn"]) is type(value)
+
+
+def test_nan_and_tuples_round_trip_as_json_does():
+    opened = unseal(seal({"id": 1, "ssn": float("nan"), "salary": (1, 2)}))
+    assert math.isnan(opened["ssn"]) and opened["salary"] == [1, 2]
+
+
+def test_the_stored_form_is_standard_aes_gcm_bound_to_its_place():
+    sealed = seal(RECORD)
+    env = sealed["ssn"]
+    aad = associated_data("users", "u-1", "ssn")
+    assert json.loads(aad) == {"v": 1, "collection": "users", "id": "u-1", "field": "ssn"}
+    plain = AESGCM(KEY).decrypt(env["nonce"], env["ct"], aad)
+    assert plain == b'J"123-45-6789"'
+    assert len(env["ct"]) == len(plain) + 16
+
+
+def test_no_plaintext_of_protected_fields_appears_in_the_stored_record():
+    sealed = seal(RECORD)
+    blob = repr(sealed).encode() + b"".join(
+        bytes(v[k]) for v in sealed.values() if is_sealed(v) for k in ("nonce", "ct"))
+    for secret in (b"123-45-6789", b"91000", "Zoë €".encode(), b"bonus", b"base"):
+        assert secret not in blob
+    assert b"Ada" in blob  # the clear fields are there, so the search itself works
+
+
+def test_a_ciphertext_moved_to_another_field_record_or_collection_fails_to_open():
+    sealed = seal(RECORD)
+    other = seal({**RECORD, "id": "u-2"})
+    with pytest.raises(IntegrityError):
+        unseal({**sealed, "salary": sealed["ssn"]})
+    with pytest.raises(IntegrityError):
+        unseal({**sealed, "ssn": other["ssn"]})
+    with pytest.raises(IntegrityError):
+        unseal(sealed, collection="admins")
+    with pytest.raises(IntegrityError):
+        unseal(sealed, cipher=Cipher(bytes(32)))
+
+
+def test_a_modified_ciphertext_fails_to_open():
+    sealed = seal(RECORD)
+    ct = bytearray(sealed["ssn"]["ct"])
+    ct[0] ^= 1
+    with pytest.raises(IntegrityError):
+        unseal({**sealed, "ssn": {**sealed["ssn"], "ct": bytes(ct)}})
+
+
+@pytest.mark.parametrize("change", [
+    {"alg": "A128GCM"}, {"nonce": b"short"}, {"ct": b"tiny"},
+])
+def test_an_envelope_with_bad_parameters_fails_to_open(change):
+    sealed = seal(RECORD)
+    with pytest.raises(IntegrityError):
+        unseal({**sealed, "ssn": {**sealed["ssn"], **change}})
+
+
+def test_a_protected_field_stored_in_the_clear_is_an_integrity_error():
+    sealed = seal(RECORD)
+    with pytest.raises(IntegrityError, match="clear"):
+        unseal({**sealed, "ssn": "999-99-9999"})
+
+
+def test_a_record_without_its_protected_fields_seals_and_opens():
+    assert unseal(seal({"id": "x", "name": "n"})) == {"id": "x", "name": "n"}
+
+
+def test_sealed_values_are_kept_so_a_partial_update_reencrypts_only_what_changed():
+    cipher = Cipher()
+    sealed = seal(RECORD, cipher)
+    cipher.calls.clear()
+    patched = seal({**sealed, "ssn": "000-00-0000"}, cipher)
+    assert [c[1] for c in cipher.calls] == ["ssn"]
+    assert patched["salary"] is sealed["salary"]
+    assert unseal(patched) == {**RECORD, "ssn": "000-00-0000"}
+
+
+def test_a_field_reclassified_public_still_opens():
+    sealed = seal(RECORD)
+    opened = unseal(sealed, protected=Classification({"ssn": "PUBLIC", "salary": "PII"}))
+    assert opened == RECORD
+
+
+def test_stored_bytes_may_come_back_as_bytearray_or_memoryview():
+    sealed = seal(RECORD)
+    env = sealed["ssn"]
+    back = {**sealed, "ssn": {**env, "nonce": bytearray(env["nonce"]),
+                              "ct": memoryview(env["ct"])}}
+    assert unseal(back) == RECORD
+
+
+@pytest.mark.parametrize("value", [{1, 2}, {1: "a"}, object(), [b"nested bytes"],
+                                   {"d": {"k": complex(1, 2)}}])
+def test_values_that_would_not_round_trip_are_refused_before_any_encryption(value):
+    cipher = Cipher()
+    with pytest.raises(InvalidTypeError):
+        seal({"id": 1, "ssn": "ok", "salary": value}, cipher)
+    assert cipher.calls == []
+
+
+def test_seal_and_open_check_their_arguments():
+    with pytest.raises(InvalidInputError, match="'id'"):
+        seal({"ssn": "x"})
+    with pytest.raises(InvalidInputError, match="'id'"):
+        unseal({"ssn": "x"})
+    with pytest.raises(InvalidInputError, match="key field"):
+        seal(RECORD, protected={"id", "ssn"})
+    with pytest.raises(InvalidTypeError):
+        seal([("id", 1)])
+    with pytest.raises(InvalidInputError):
+        seal({"id": object(), "ssn": "x"})
+    with pytest.raises(InvalidInputError):
+        seal({"id": 1, "ssn": "\ud800"})
+
+
+def test_a_cipher_returning_the_wrong_type_is_caught():
+    async def bad_encrypt(field, nonce, plaintext, aad):
+        return "not bytes"
+
+    async def bad_decrypt(field, nonce, ct, aad):
+        return None
+
+    async def junk_decrypt(field, nonce, ct, aad):
+        return b"Xjunk"
+
+    with pytest.raises(InvalidTypeError):
+        run(seal_record(RECORD, PROTECTED, bad_encrypt, collection="users"))
+    sealed = seal(RECORD)
+    with pytest.raises(InvalidTypeError):
+        run(open_record(sealed, PROTECTED, bad_decrypt, collection="users"))
+    with pytest.raises(IntegrityError, match="format 1"):
+        run(open_record(sealed, PROTECTED, junk_decrypt, collection="users"))
+
+
+def test_is_sealed_recognises_only_the_exact_shape():
+    env = {"$enc": 1, "alg": "A256GCM", "nonce": b"n" * 12, "ct": b"c" * 20}
+    assert is_sealed(env)
+    assert not is_sealed({**env, "$enc": True})
+    assert not is_sealed({**env, "$enc": 2})
+    assert not is_sealed({**env, "extra": 1})
+    assert not is_sealed({**env, "ct": "text"})
+    assert not is_sealed({k: v for k, v in env.items() if k != "alg"})
+    assert not is_sealed("x") and not is_sealed(None)
