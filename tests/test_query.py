@@ -383,7 +383,7 @@ def random_record(rng, i):
 
 
 def random_condition(rng):
-    field = rng.choice(FIELDS + ["id"])
+    field = rng.choice([*FIELDS, "id"])
     op = rng.choice(["$eq", "$eq", "$in", "$gt", "$gte", "$lt", "$lte", "$ne", "$nin",
                      "$exists", "implicit"])
     keyish = [v for v in SCALARS if key_of(v) is not None]
@@ -392,13 +392,13 @@ def random_condition(rng):
     if op in ("$in", "$nin"):
         return {field: {op: [rng.choice(SCALARS) for _ in range(rng.randint(1, 3))]}}
     if op in ("$gt", "$gte", "$lt", "$lte"):
-        value = rng.choice(keyish + [[1], [1, "a"]])
+        value = rng.choice([*keyish, [1], [1, "a"]])
         extra = {}
         if rng.random() < 0.4:
             other = rng.choice(["$lt", "$lte"] if op in ("$gt", "$gte") else ["$gt", "$gte"])
             extra[other] = rng.choice(keyish)
         return {field: {op: value, **extra}}
-    value = rng.choice(SCALARS + [[1, 2], ["a"]])
+    value = rng.choice([*SCALARS, [1, 2], ["a"]])
     return {field: value} if op == "implicit" else {field: {op: value}}
 
 
