@@ -352,7 +352,11 @@ def check_sort(sort: Any) -> SortSpec:
 def sort_records(records: list[Any], spec: SortSpec) -> list[Any]:
     """Sort in place by ``spec`` (stable: ties keep their order) and return the list."""
     for parts, descending in reversed(spec):
-        records.sort(key=lambda r, p=parts: sort_key(get_path(r, p)), reverse=descending)
+
+        def by_field(record: Any, parts: tuple[str, ...] = parts) -> tuple[Any, ...]:
+            return sort_key(get_path(record, parts))
+
+        records.sort(key=by_field, reverse=descending)
     return records
 
 
@@ -512,7 +516,7 @@ def _ranges(conds: list[Cond], prefix: list[Any], multi: bool
         found = next((c for c in usable if c.op == op), None)
         if found is not None:
             keys = [found.value] if op == "$eq" else found.value
-            distinct = {key_of(k): k for k in keys}  # 3 and 3.0 are one key
+            distinct: dict[Any, Any] = {key_of(k): k for k in keys}  # 3 and 3.0: one key
             return kind, [KeyRange.only(_join(prefix, distinct[k])) for k in sorted(distinct)], \
                 [found]
     compare = [c for c in usable if c.op in COMPARE]
