@@ -5,8 +5,8 @@ time, in the order they arrived, so the writes of a page are serialised. Consecu
 ``create`` calls share one transaction, and so do consecutive ``get`` calls: under load,
 the creates that arrive while a transaction commits go together in the next one (group
 commit), each caller still getting its own result. When such a group fails because of
-one record (a duplicate key, a bad value, the quota), every create of it is retried
-alone, in order, so a bad record fails only its own caller.
+one record (a duplicate key, a bad value, the quota), it is retried in halves, in order,
+until the bad record is alone: it fails only its own caller.
 
 Transactions run through ``_idb.run``: nothing but IndexedDB requests happens inside one,
 and a write is acknowledged only after its transaction committed (``durability:
@@ -15,11 +15,12 @@ and a write is acknowledged only after its transaction committed (``durability:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
 
-from workerbridge._errors import InvalidInputError, StorageError
+from workerbridge._errors import InvalidInputError, StorageError, WorkerBridgeError
 from workerbridge._idb import Database, from_js, open_database, run
 from workerbridge._ns_storage import (
     BLOCKED_TIMEOUT,
@@ -28,12 +29,13 @@ from workerbridge._ns_storage import (
     check_op,
     normalize_schema,
 )
-from workerbridge._query import check_sort, unparse, validate_filter
+from workerbridge._query import Node, check_sort, unparse, validate_filter
 from workerbridge._runtime import Context, handler
 from workerbridge._txn import (
     Hooks,
     Program,
     SerialQueue,
+    Sink,
     StoreInfo,
     Tx,
     bulk_delete,
@@ -138,6 +140,35 @@ async def _decode(collection: str, record: dict[str, Any]) -> dict[str, Any]:
 
 
 _databases: dict[str, _Database] = {}
+Start = Callable[[dict[str, Any], Sink], None]
+_STARTS: dict[str, Start] = {}
+
+
+def _op(name: str) -> Callable[[Start], Start]:
+    """Register how an operation starts: it checks its payload and queues its job, whose
+    outcome goes to a sink (so a batch queues all its calls before any runs)."""
+
+    def register(start: Start) -> Start:
+        _STARTS[name] = start
+
+        async def serve(ctx: Context, payload: dict[str, Any]) -> Any:
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            start(payload, lambda result, error: _settle(future, result, error))
+            return await future
+
+        serve.__name__ = name
+        handler("storage", name)(serve)
+        return start
+
+    return register
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if not future.done():
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
 
 
 def _database(payload: dict[str, Any]) -> _Database:
@@ -164,8 +195,8 @@ def _differences(spec: dict[str, Any], stores: dict[str, StoreInfo]) -> str:
     return ""
 
 
-@handler("storage", "define")
-async def define(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
+@_op("define")
+def define(payload: dict[str, Any], sink: Sink) -> None:
     """Open (creating or upgrading) a database with the declared collections."""
     name, version = check_database(payload.get("db"), payload.get("v"))
     spec = normalize_schema(payload.get("collections"))
@@ -193,33 +224,32 @@ async def define(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
         return {"database": name, "version": db.version,
                 "collections": sorted(n for n in db.stores if not n.startswith("_"))}
 
-    return await entry.queue.submit("other", job)  # type: ignore[no-any-return]
+    entry.queue.put("other", job, sink)
 
 
-@handler("storage", "create")
-async def create_one(ctx: Context, payload: dict[str, Any]) -> Any:
+@_op("create")
+def create_one(payload: dict[str, Any], sink: Sink) -> None:
     entry = _database(payload)
     coll = check_collection(payload.get("collection"))
-    data = check_fields(_native(payload.get("data")))
-    return await entry.queue.submit("create", (coll, data))
+    entry.queue.put("create", (coll, check_fields(payload.get("data"), foreign=from_js)), sink)
 
 
-@handler("storage", "get")
-async def get_one(ctx: Context, payload: dict[str, Any]) -> Any:
+@_op("get")
+def get_one(payload: dict[str, Any], sink: Sink) -> None:
     entry = _database(payload)
     coll = check_collection(payload.get("collection"))
-    return await entry.queue.submit("get", (coll, check_key(_native(payload.get("id")))))
+    entry.queue.put("get", (coll, check_key(_native(payload.get("id")))), sink)
 
 
-def _query_args(payload: dict[str, Any]) -> tuple[str, Any]:
-    coll = check_collection(payload.get("collection"))
-    return coll, validate_filter(_native(payload.get("filter")))
-
-
-@handler("storage", "read")
-async def read_many(ctx: Context, payload: dict[str, Any]) -> list[Any]:
+def _query_args(payload: dict[str, Any]) -> tuple[_Database, str, Node]:
     entry = _database(payload)
-    coll, node = _query_args(payload)
+    coll = check_collection(payload.get("collection"))
+    return entry, coll, validate_filter(_native(payload.get("filter")))
+
+
+@_op("read")
+def read_many(payload: dict[str, Any], sink: Sink) -> None:
+    entry, coll, node = _query_args(payload)
     sort = check_sort(payload.get("sort"))
     limit = check_count(payload.get("limit"), "limit", True)
     offset = check_count(payload.get("offset") or 0, "offset", False) or 0
@@ -229,13 +259,12 @@ async def read_many(ctx: Context, payload: dict[str, Any]) -> list[Any]:
             [coll], False, lambda tx: read(tx, coll, node, sort, limit, offset), "read")
         return [await _decode(coll, r) for r in records]
 
-    return await entry.queue.submit("other", job)  # type: ignore[no-any-return]
+    entry.queue.put("other", job, sink)
 
 
-@handler("storage", "explain")
-async def explain(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
-    entry = _database(payload)
-    coll, node = _query_args(payload)
+@_op("explain")
+def explain(payload: dict[str, Any], sink: Sink) -> None:
+    entry, coll, node = _query_args(payload)
 
     async def job() -> dict[str, Any]:
         records, scanned, tx = await entry.transact([coll], False,
@@ -246,27 +275,25 @@ async def explain(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
                 "residual": None if p.residual is None else unparse(p.residual),
                 "scanned": scanned, "matched": len(records)}
 
-    return await entry.queue.submit("other", job)  # type: ignore[no-any-return]
+    entry.queue.put("other", job, sink)
 
 
-@handler("storage", "count")
-async def count_many(ctx: Context, payload: dict[str, Any]) -> int:
-    entry = _database(payload)
-    coll, node = _query_args(payload)
+@_op("count")
+def count_many(payload: dict[str, Any], sink: Sink) -> None:
+    entry, coll, node = _query_args(payload)
 
     async def job() -> int:
         n, _, _ = await entry.transact([coll], False, lambda tx: count(tx, coll, node),
                                        "count")
         return int(n)
 
-    return await entry.queue.submit("other", job)  # type: ignore[no-any-return]
+    entry.queue.put("other", job, sink)
 
 
-@handler("storage", "update")
-async def update_many(ctx: Context, payload: dict[str, Any]) -> int:
-    entry = _database(payload)
-    coll, node = _query_args(payload)
-    patch = check_fields(_native(payload.get("data")))
+@_op("update")
+def update_many(payload: dict[str, Any], sink: Sink) -> None:
+    entry, coll, node = _query_args(payload)
+    patch = check_fields(payload.get("data"), foreign=from_js)
 
     async def job() -> int:
         fields = await _encode(coll, patch)
@@ -274,20 +301,19 @@ async def update_many(ctx: Context, payload: dict[str, Any]) -> int:
                                        lambda tx: update(tx, coll, node, fields), "update")
         return int(n)
 
-    return await entry.queue.submit("other", job)  # type: ignore[no-any-return]
+    entry.queue.put("other", job, sink)
 
 
-@handler("storage", "delete")
-async def delete_many(ctx: Context, payload: dict[str, Any]) -> int:
-    entry = _database(payload)
-    coll, node = _query_args(payload)
+@_op("delete")
+def delete_many(payload: dict[str, Any], sink: Sink) -> None:
+    entry, coll, node = _query_args(payload)
 
     async def job() -> int:
         n, _, _ = await entry.transact([coll], True, lambda tx: delete(tx, coll, node),
                                        "delete")
         return int(n)
 
-    return await entry.queue.submit("other", job)  # type: ignore[no-any-return]
+    entry.queue.put("other", job, sink)
 
 
 def _list(value: Any, what: str) -> list[Any]:
@@ -296,11 +322,11 @@ def _list(value: Any, what: str) -> list[Any]:
     return value
 
 
-@handler("storage", "bulk_create")
-async def bulk_create(ctx: Context, payload: dict[str, Any]) -> int:
+@_op("bulk_create")
+def bulk_create(payload: dict[str, Any], sink: Sink) -> None:
     entry = _database(payload)
     coll = check_collection(payload.get("collection"))
-    records = [check_fields(_native(r)) for r in _list(payload.get("records"), "records")]
+    records = [check_fields(r, foreign=from_js) for r in _list(payload.get("records"), "records")]
 
     async def job() -> int:
         items = [(coll, await _encode(coll, r)) for r in records]
@@ -308,14 +334,14 @@ async def bulk_create(ctx: Context, payload: dict[str, Any]) -> int:
                                           "bulk_create")
         return len(done)
 
-    return await entry.queue.submit("other", job)  # type: ignore[no-any-return]
+    entry.queue.put("other", job, sink)
 
 
-@handler("storage", "bulk_update")
-async def bulk_update_many(ctx: Context, payload: dict[str, Any]) -> int:
+@_op("bulk_update")
+def bulk_update_many(payload: dict[str, Any], sink: Sink) -> None:
     entry = _database(payload)
     coll = check_collection(payload.get("collection"))
-    changes = [check_fields(_native(r)) for r in _list(payload.get("records"), "records")]
+    changes = [check_fields(r, foreign=from_js) for r in _list(payload.get("records"), "records")]
 
     async def job() -> int:
         encoded = [await _encode(coll, c) for c in changes]
@@ -323,11 +349,11 @@ async def bulk_update_many(ctx: Context, payload: dict[str, Any]) -> int:
                                        lambda tx: bulk_update(tx, coll, encoded), "bulk_update")
         return int(n)
 
-    return await entry.queue.submit("other", job)  # type: ignore[no-any-return]
+    entry.queue.put("other", job, sink)
 
 
-@handler("storage", "bulk_delete")
-async def bulk_delete_many(ctx: Context, payload: dict[str, Any]) -> int:
+@_op("bulk_delete")
+def bulk_delete_many(payload: dict[str, Any], sink: Sink) -> None:
     entry = _database(payload)
     coll = check_collection(payload.get("collection"))
     keys = [check_key(_native(k)) for k in _list(payload.get("ids"), "ids")]
@@ -337,11 +363,11 @@ async def bulk_delete_many(ctx: Context, payload: dict[str, Any]) -> int:
                                        "bulk_delete")
         return int(n)
 
-    return await entry.queue.submit("other", job)  # type: ignore[no-any-return]
+    entry.queue.put("other", job, sink)
 
 
-@handler("storage", "transaction")
-async def transaction(ctx: Context, payload: dict[str, Any]) -> list[Any]:
+@_op("transaction")
+def transaction(payload: dict[str, Any], sink: Sink) -> None:
     entry = _database(payload)
     raw = [_native(op) for op in _list(payload.get("ops"), "ops")]
 
@@ -363,4 +389,56 @@ async def transaction(ctx: Context, payload: dict[str, Any]) -> list[Any]:
             out.append(result)
         return out
 
-    return await entry.queue.submit("other", job)  # type: ignore[no-any-return]
+    entry.queue.put("other", job, sink)
+
+
+def _outcome_of(exc: BaseException) -> list[Any]:
+    """A failed operation of a batch, as the runtime would send it alone."""
+    if isinstance(exc, WorkerBridgeError):
+        return [0, exc.code, str(exc), type(exc).__name__]
+    log.error("a storage operation raised", exc_info=exc)
+    kind = type(exc).__name__
+    return [0, "remote", f"the handler raised {kind}", kind]
+
+
+@handler("storage", "batch")
+async def batch(ctx: Context, payload: dict[str, Any]) -> list[list[Any]]:
+    """Several calls of one page in one message: [[op, payload], ...] -> one outcome
+    each, [1, result] or [0, code, message, type], in order. All are queued before any
+    runs, so consecutive creates (or gets) share a transaction; the handler wakes once,
+    when the last outcome is in."""
+    calls = _list(payload.get("ops"), "ops")
+    if not calls:
+        return []
+    done: asyncio.Future[list[list[Any]]] = asyncio.get_running_loop().create_future()
+    out: list[list[Any]] = [[]] * len(calls)
+    remaining = len(calls)
+
+    def sink_for(i: int) -> Sink:
+        def sink(result: Any, error: BaseException | None) -> None:
+            nonlocal remaining
+            out[i] = [1, result] if error is None else _outcome_of(error)
+            remaining -= 1
+            if remaining == 0 and not done.done():
+                done.set_result(out)
+
+        return sink
+
+    for i, call in enumerate(calls):
+        sink = sink_for(i)
+        try:
+            op, body = call
+            start = _STARTS.get(op) if op != "batch" else None
+            if start is None:
+                raise InvalidInputError("unknown storage operation")
+            start(body, sink)
+        except Exception as exc:
+            sink(None, exc)
+    return await done
+
+
+@handler("storage", "stats")
+async def stats(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
+    """Per database: transactions run and calls waiting (group commit shows here)."""
+    return {name: {"transactions": d.queue.transactions, "queued": len(d.queue)}
+            for name, d in _databases.items()}

@@ -14,16 +14,20 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._errors import (
     InvalidInputError,
     InvalidTypeError,
+    RemoteError,
     UnknownCollectionError,
     UnsupportedError,
+    WorkerBridgeError,
+    error_from_code,
 )
+from ._futures import PromptFuture
 from ._namespaces import _Namespace
 from ._platform import IN_PYODIDE, in_worker, js_global
 from ._query import MAX_SAFE_INTEGER, check_sort, validate_filter
@@ -34,7 +38,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("workerbridge.storage")
 
+CHANNEL = "storage"
 EVENTS = ("operation-completed", "operation-failed", "conflict-resolved")
+MAX_BATCH = 256  # calls per message at most
+BATCHED = ("create", "get")  # short calls that may share a message (and a transaction)
 OPS = ("create", "update", "delete", "get", "read", "count")
 DEFAULT_KEY = "id"
 BLOCKED_TIMEOUT = 5.0  # seconds an upgrade waits for other tabs before giving up
@@ -178,9 +185,13 @@ class _OpStats:
                 "average_latency_ms": self.latency / self.total * 1000 if self.total else 0.0}
 
 
+Pending = tuple[str, dict[str, Any], asyncio.Future[Any], bool]  # op, payload, future, write
+
+
 @dataclass(slots=True)
 class _State:
-    """What one bridge's storage remembers: the schema in use, listeners, metrics."""
+    """What one bridge's storage remembers: the schema in use, listeners, metrics, and
+    the calls made in this turn, not yet sent."""
 
     pool: WorkerPool | None = None
     database: str | None = None
@@ -190,6 +201,99 @@ class _State:
         default_factory=lambda: {e: [] for e in EVENTS})
     stats: dict[str, _OpStats] = field(default_factory=dict)
     tasks: set[asyncio.Future[Any]] = field(default_factory=set)
+    pending: list[Pending] = field(default_factory=list)
+    target: WorkerPool | None = None  # where pending calls go
+    scheduled: bool = False
+
+    def send(self, pool: WorkerPool, op: str, payload: dict[str, Any],
+             write: bool) -> asyncio.Future[Any]:
+        """Queue a call. Single creates and gets made until the loop's next turn leave
+        together, in one message (a long run of them every ``MAX_BATCH`` calls, so the
+        worker starts on the first while the page still makes the next)."""
+        future: asyncio.Future[Any] = PromptFuture()
+        if self.target is not pool:
+            self.flush()
+            self.target = pool
+        self.pending.append((op, payload, future, write))
+        if op not in BATCHED or len(self.pending) >= MAX_BATCH:
+            # A longer call goes alone (its caller hears as soon as it is done), after
+            # whatever was queued before it: the worker receives calls in order.
+            self.flush()
+        elif not self.scheduled:
+            self.scheduled = True
+            asyncio.get_running_loop().call_soon(self._scheduled_flush)
+        return future
+
+    def _scheduled_flush(self) -> None:
+        self.scheduled = False
+        self.flush()
+
+    def flush(self) -> None:
+        pending = [p for p in self.pending if not p[2].done()]
+        self.pending = []
+        if pending and self.target is not None:
+            _dispatch(self.target, pending)
+
+
+def _dispatch(pool: WorkerPool, calls: list[Pending]) -> None:
+    # A write whose worker died may or may not have committed: never send it twice.
+    retries = 0 if any(c[3] for c in calls) else None
+    try:
+        if len(calls) == 1:
+            op, payload, future, _ = calls[0]
+            job = pool.submit(CHANNEL, op, payload, retries=retries)
+            job.add_done_callback(lambda j: _forward(j, future))
+            future.add_done_callback(lambda f: job.cancel() if f.cancelled() else None)
+        else:
+            ops = [[op, payload] for op, payload, _, _ in calls]
+            job = pool.submit(CHANNEL, "batch", {"ops": ops}, retries=retries)
+            job.add_done_callback(lambda j: _distribute(j, calls))
+    except Exception as exc:  # the pool refused: full queue, shut down, unsendable payload
+        for call in calls:
+            _settle(call[2], None, _copy(exc))
+
+
+def _forward(job: asyncio.Future[Any], future: asyncio.Future[Any]) -> None:
+    if job.cancelled():
+        future.cancel()
+    elif job.exception() is not None:
+        _settle(future, None, job.exception())
+    else:
+        _settle(future, job.result(), None)
+
+
+def _distribute(job: asyncio.Future[Any], calls: list[Pending]) -> None:
+    if job.cancelled() or job.exception() is not None:
+        for call in calls:
+            if job.cancelled():
+                call[2].cancel()
+            else:
+                _settle(call[2], None, _copy(job.exception()))  # type: ignore[arg-type]
+        return
+    for call, outcome in zip(calls, job.result(), strict=True):
+        if outcome[0]:
+            _settle(call[2], outcome[1], None)
+        else:
+            _settle(call[2], None, error_from_code(outcome[1], outcome[2], outcome[3]))
+
+
+def _copy(exc: BaseException) -> BaseException:
+    """One exception per caller (raising a shared one would chain their tracebacks)."""
+    if isinstance(exc, WorkerBridgeError) and type(exc) is not RemoteError:
+        try:
+            return type(exc)(str(exc))
+        except Exception:
+            return exc
+    return exc
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 _STATES: weakref.WeakKeyDictionary[Any, _State] = weakref.WeakKeyDictionary()
@@ -207,9 +311,9 @@ class StorageNamespace(_Namespace):
 
     channel = "storage"
 
-    @property
-    def _s(self) -> _State:
-        return _state(self._bridge)
+    def __init__(self, bridge: Any) -> None:
+        super().__init__(bridge)
+        self._s = _state(bridge)
 
     def _pool(self) -> WorkerPool:
         """One worker runs every storage call of this bridge, in order."""
@@ -240,37 +344,12 @@ class StorageNamespace(_Namespace):
     async def _send(self, op: str, payload: dict[str, Any], write: bool) -> Any:
         state = self._s
         payload["db"], payload["v"] = state.database, state.version
-        # A write whose worker died may or may not have committed: never send it twice.
-        return await self._pool().submit(self.channel, op, payload,
-                                          retries=0 if write else None)
+        return await state.send(self._pool(), op, payload, write)
 
     # --- events and metrics ----------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _measure(self, op: str, collection: Any) -> Iterator[None]:
-        state = self._s
-        started = time.perf_counter()
-        stats = state.stats.setdefault(op, _OpStats())
-        detail: dict[str, Any] = {"operation": op, "database": state.database,
-                                  "collection": collection if isinstance(collection, str)
-                                  else None}
-        try:
-            yield
-        except asyncio.CancelledError:
-            raise  # the caller gave up: neither a success nor a failure
-        except Exception as exc:
-            elapsed = time.perf_counter() - started
-            stats.total += 1
-            stats.failed += 1
-            stats.latency += elapsed
-            self.emit("operation-failed", {**detail, "duration_ms": elapsed * 1000,
-                                           "error": type(exc).__name__, "message": str(exc)})
-            raise
-        elapsed = time.perf_counter() - started
-        stats.total += 1
-        stats.succeeded += 1
-        stats.latency += elapsed
-        self.emit("operation-completed", {**detail, "duration_ms": elapsed * 1000})
+    def _measure(self, op: str, collection: Any) -> _Measure:
+        return _Measure(self, op, collection)
 
     def on(self, event: str, callback: Callable[[dict[str, Any]], Any]) -> Callable[[], None]:
         """Call ``callback(detail)`` on every ``event``: "operation-completed",
@@ -330,11 +409,10 @@ class StorageNamespace(_Namespace):
             if isinstance(blocked_timeout, bool) or not isinstance(blocked_timeout, int | float) \
                     or not 0 < blocked_timeout <= 600:
                 raise InvalidInputError("blocked_timeout must be 0 to 600 seconds")
-            result = await self._pool().submit(
-                self.channel, "define", {"db": name, "v": version, "collections": collections,
-                                         "blocked_timeout": float(blocked_timeout)},
-                retries=0)
             state = self._s
+            result = await state.send(
+                self._pool(), "define", {"db": name, "v": version, "collections": collections,
+                                         "blocked_timeout": float(blocked_timeout)}, True)
             state.database, state.version = name, version
             state.keys = {c: s["key"] for c, s in spec["stores"].items()}
             return dict(result)
@@ -514,6 +592,46 @@ class StorageNamespace(_Namespace):
         if manager is None:
             raise UnsupportedError("this browser has no navigator.storage (StorageManager)")
         return manager
+
+
+class _Measure:
+    """``with``: time one call, count it in the metrics and tell the listeners."""
+
+    __slots__ = ("_coll", "_ns", "_op", "_started")
+
+    def __init__(self, ns: StorageNamespace, op: str, collection: Any) -> None:
+        self._ns, self._op, self._coll = ns, op, collection
+        self._started = time.perf_counter()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
+        if kind is not None and issubclass(kind, asyncio.CancelledError):
+            return  # the caller gave up: neither a success nor a failure
+        elapsed = time.perf_counter() - self._started
+        state = self._ns._s
+        stats = state.stats.get(self._op)
+        if stats is None:
+            stats = state.stats[self._op] = _OpStats()
+        stats.total += 1
+        stats.latency += elapsed
+        if exc is None:
+            stats.succeeded += 1
+            event = "operation-completed"
+        else:
+            stats.failed += 1
+            event = "operation-failed"
+        if not state.listeners[event]:
+            return
+        detail: dict[str, Any] = {
+            "operation": self._op, "database": state.database,
+            "collection": self._coll if isinstance(self._coll, str) else None,
+            "duration_ms": elapsed * 1000}
+        if exc is not None:
+            detail["error"], detail["message"] = type(exc).__name__, str(exc)
+        self._ns.emit(event, detail)
 
 
 def _items(values: Any, what: str) -> list[Any]:

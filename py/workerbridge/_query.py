@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import sys
 from array import array
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,34 +45,54 @@ MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
 # --- values -------------------------------------------------------------------------------
 
 
-def clean_value(value: Any, what: str = "value", depth: int = 0) -> Any:
+def clean_value(value: Any, what: str = "value", *, fields: bool = False,
+                foreign: Callable[[Any], Any] | None = None, depth: int = 0) -> Any:
     """``value`` as storable data: JSON types plus bytes, tuples as lists. Anything else
     (sets, objects, NaN, integers beyond 2**53) raises InvalidInputError: IndexedDB and
-    the wire would change or refuse it."""
-    if depth > MAX_DEPTH:
-        raise InvalidInputError(f"{what} is nested too deeply (or refers to itself)")
-    if value is None or isinstance(value, bool | str):
+    the wire would change or refuse it. ``fields``: refuse dict keys starting with "$"
+    (a record's field names); ``foreign`` converts other objects first (JS values)."""
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
         return value
-    if isinstance(value, int):
+    if kind is dict:
+        if depth >= MAX_DEPTH:
+            raise InvalidInputError(f"{what} is nested too deeply (or refers to itself)")
+        out = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise InvalidInputError(f"{what} has a non-str key ({type(key).__name__})")
+            if fields and key.startswith("$"):
+                raise InvalidInputError("field names must not start with '$' (filters use it "
+                                        "for operators)")
+            t = type(item)
+            out[key] = item if t is str or t is bool or item is None or \
+                (t is int and -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER) \
+                else clean_value(item, what, fields=fields, foreign=foreign, depth=depth + 1)
+        return out
+    if kind is int or (isinstance(value, int) and not isinstance(value, bool)):
         if abs(value) > MAX_SAFE_INTEGER:
             raise InvalidInputError(f"{what} holds an integer beyond 2**53, which JavaScript "
                                     "cannot represent exactly; store it as a string")
-        return value
-    if isinstance(value, float):
+        return int(value)
+    if kind is float or isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidInputError(f"{what} holds NaN or an infinity (not JSON data)")
-        return value
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise InvalidInputError(f"{what} has a non-str key ({type(key).__name__})")
-            out[key] = clean_value(item, what, depth + 1)
-        return out
-    if isinstance(value, list | tuple):
-        return [clean_value(item, what, depth + 1) for item in value]
+        return float(value)
+    if kind is list or kind is tuple or isinstance(value, list | tuple):
+        if depth >= MAX_DEPTH:
+            raise InvalidInputError(f"{what} is nested too deeply (or refers to itself)")
+        return [clean_value(item, what, fields=fields, foreign=foreign, depth=depth + 1)
+                for item in value]
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, Mapping):
+        return clean_value(dict(value), what, fields=fields, foreign=foreign, depth=depth)
+    if foreign is not None:
+        converted = foreign(value)
+        if converted is not value:
+            return clean_value(converted, what, fields=fields, foreign=None, depth=depth)
     raise InvalidInputError(f"{what} holds a {type(value).__name__}, which is not "
                             "serialisable (use dicts, lists, str, numbers, bool, None, bytes)")
 

@@ -21,6 +21,7 @@ back in request order: the key written, the record or None, None, a count, a lis
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import uuid
 from collections import deque
@@ -52,6 +53,8 @@ from ._query import (
     sort_records,
     validate_filter,
 )
+
+log = logging.getLogger("workerbridge.storage")
 
 Request = list[Any]
 Batch = list[Request]
@@ -155,30 +158,23 @@ def check_key(value: Any, what: str = "id") -> Any:
     return value
 
 
-def _check_field_names(value: Any, depth: int = 0) -> None:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if k.startswith("$"):
-                raise InvalidInputError("field names must not start with '$' (filters use "
-                                        "it for operators)")
-            _check_field_names(v, depth + 1)
-    elif isinstance(value, list):
-        for v in value:
-            _check_field_names(v, depth + 1)
-
-
-def check_fields(data: Any, what: str = "data") -> dict[str, Any]:
-    """A record or a partial record as storable data (see ``clean_value``)."""
+def check_fields(data: Any, what: str = "data",
+                 foreign: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    """A record or a partial record as storable data (see ``clean_value``); field names
+    must not start with "$". ``foreign`` converts JS values (in a worker)."""
     if not isinstance(data, dict):
-        raise InvalidTypeError(f"{what} must be a dict, not {type(data).__name__}")
-    clean: dict[str, Any] = clean_value(data, what)
-    _check_field_names(clean)
+        if foreign is not None and data is not None:
+            data = foreign(data)
+        if not isinstance(data, dict):
+            raise InvalidTypeError(f"{what} must be a dict, not {type(data).__name__}")
+    clean: dict[str, Any] = clean_value(data, what, fields=True, foreign=foreign)
     return clean
 
 
-def prepare_record(data: Any, key: str) -> dict[str, Any]:
-    """A record ready to create: checked, with its key (a new UUID4 string if absent)."""
-    record = check_fields(data)
+def prepare_record(data: Any, key: str, *, checked: bool = False) -> dict[str, Any]:
+    """A record ready to create: checked (unless ``checked``), with its key (a new UUID4
+    string if absent)."""
+    record = data if checked else check_fields(data)
     if key in record:
         check_key(record[key], key)
         return record
@@ -247,7 +243,7 @@ def create(tx: Tx, items: list[tuple[str, Any]]) -> Program:
     batch: Batch = []
     for collection, data in items:
         info = tx.store(collection)
-        record = prepare_record(data, info.key)
+        record = prepare_record(data, info.key, checked=True)
         check_indexed(record, info.indexes)
         records.append(record)
         batch += tx.write("create", collection, record[info.key], record,
@@ -276,10 +272,10 @@ def read(tx: Tx, collection: str, node: Node = EVERYTHING, sort: SortSpec = (),
         and (p.ranges is None or len(p.ranges) == 1)
     hint = offset + limit if whole and limit is not None else None
     records = _candidates(info, p, (yield Final(_scan(collection, p, hint))))
+    if p.index is not None:  # index order: back to key order, which ties keep below
+        records.sort(key=lambda r: sort_key(r.get(info.key)))
     if sort:
         sort_records(records, sort)
-    elif p.index is not None:
-        records.sort(key=lambda r: sort_key(r.get(info.key)))
     return records[offset:None if limit is None else offset + limit]
 
 
@@ -431,6 +427,7 @@ def hooked(tx: Tx, program: Program) -> Program:
 # --- the queue --------------------------------------------------------------------------------
 
 GroupRunner = Callable[[list[Any]], Awaitable[list[Any]]]
+Sink = Callable[[Any, BaseException | None], None]  # (result, error): called exactly once
 # Errors that belong to one record of a group: retried one by one so only it fails.
 PER_RECORD = (ConstraintError, InvalidInputError, StorageQuotaError)
 
@@ -439,7 +436,8 @@ PER_RECORD = (ConstraintError, InvalidInputError, StorageQuotaError)
 class _Job:
     kind: str
     args: Any
-    future: asyncio.Future[Any]
+    sink: Sink
+    wanted: Callable[[], bool] | None = None  # False once its caller gave up
 
 
 class SerialQueue:
@@ -449,9 +447,12 @@ class SerialQueue:
     args and returning one result each) run together, in one transaction: while a
     transaction commits, the creates (or gets) that arrive meanwhile pile up and then
     go together (group commit). If a group fails with an error that may belong to one
-    record (a duplicate key, a bad value, the quota), each job is retried alone, in
-    order, so one bad record fails only its own caller. Any other job's args is an async
-    callable run on its own.
+    record (a duplicate key, a bad value, the quota), it is retried in halves, in order,
+    until the failing jobs are alone: one bad record fails only its own caller. Any other
+    job's args is an async callable run on its own.
+
+    Outcomes go to a sink callback rather than a future each: in Pyodide every future
+    that wakes a task costs a trip through the browser's scheduler.
     """
 
     def __init__(self, groups: dict[str, GroupRunner], max_group: int = 2000) -> None:
@@ -461,11 +462,18 @@ class SerialQueue:
         self._drainer: asyncio.Future[None] | None = None
         self.transactions = 0
 
-    def submit(self, kind: str, args: Any) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._jobs.append(_Job(kind, args, future))
+    def put(self, kind: str, args: Any, sink: Sink,
+            wanted: Callable[[], bool] | None = None) -> None:
+        """Queue a job; ``sink`` gets its outcome."""
+        self._jobs.append(_Job(kind, args, sink, wanted))
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.ensure_future(self._drain())
+
+    def submit(self, kind: str, args: Any) -> asyncio.Future[Any]:
+        """Queue a job; its outcome as a future (cancel it to drop a job not yet run)."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.put(kind, args, lambda result, error: _settle(future, result, error),
+                 lambda: not future.done())
         return future
 
     def __len__(self) -> int:
@@ -474,15 +482,13 @@ class SerialQueue:
     async def _drain(self) -> None:
         while self._jobs:
             job = self._jobs.popleft()
-            if job.future.done():  # its caller gave up before it started
+            if job.wanted is not None and not job.wanted():
                 continue
             group = [job]
             if job.kind in self._groups:
                 while self._jobs and len(group) < self._max_group \
                         and self._jobs[0].kind == job.kind:
-                    nxt = self._jobs.popleft()
-                    if not nxt.future.done():
-                        group.append(nxt)
+                    group.append(self._jobs.popleft())
             await self._run(group)
 
     async def _run(self, group: list[_Job]) -> None:
@@ -495,15 +501,24 @@ class SerialQueue:
                 results = [await group[0].args()]
         except Exception as exc:
             if len(group) > 1 and isinstance(exc, PER_RECORD):
-                for job in group:
-                    if not job.future.done():
-                        await self._run([job])
+                # Halve until the bad records are alone: one bad record among n costs
+                # about 2 log2(n) more transactions, and the order is kept.
+                half = len(group) // 2
+                await self._run(group[:half])
+                await self._run(group[half:])
                 return
             for job in group:
-                _settle(job.future, None, exc)
+                _deliver(job.sink, None, exc)
             return
         for job, result in zip(group, results, strict=True):
-            _settle(job.future, result, None)
+            _deliver(job.sink, result, None)
+
+
+def _deliver(sink: Sink, result: Any, error: BaseException | None) -> None:
+    try:
+        sink(result, error)
+    except Exception:  # a sink must not stop the queue
+        log.exception("a storage result could not be delivered")
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
