@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import Harness, PyError
+from conftest import Harness
 
 SETUP = """
 import asyncio, json, os, random, time, uuid
