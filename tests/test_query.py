@@ -14,19 +14,15 @@ import random
 import pytest
 
 from workerbridge import InvalidFilterError, InvalidInputError, InvalidTypeError
+from workerbridge._plan import IndexSpec, KeyRange, check_indexed, in_range, plan
 from workerbridge._query import (
     EVERYTHING,
     MISSING,
-    IndexSpec,
-    KeyRange,
-    check_indexed,
     check_sort,
     clean_value,
     get_path,
-    in_range,
     key_of,
     matches,
-    plan,
     sort_key,
     sort_records,
     unparse,

@@ -16,22 +16,13 @@ import pytest
 
 from conftest import run
 from workerbridge import ConstraintError, InvalidInputError, UnknownCollectionError
-from workerbridge._query import (
-    BINARY_MIN,
-    UNBOUNDED,
-    IndexSpec,
-    KeyRange,
-    check_sort,
-    get_path,
-    in_range,
-    key_of,
-    validate_filter,
-)
+from workerbridge._plan import BINARY_MIN, UNBOUNDED, IndexSpec, KeyRange, in_range
+from workerbridge._query import check_sort, get_path, key_of, validate_filter
+from workerbridge._serial import SerialQueue
 from workerbridge._txn import (
     Change,
     Final,
     Hooks,
-    SerialQueue,
     StoreInfo,
     Tx,
     bulk_delete,

@@ -22,27 +22,26 @@ from typing import Any
 
 from workerbridge._errors import InvalidInputError, StorageError, WorkerBridgeError
 from workerbridge._idb import Database, from_js, open_database, run
-from workerbridge._ns_storage import (
+from workerbridge._query import Node, check_sort, unparse, validate_filter
+from workerbridge._runtime import Context, handler
+from workerbridge._schema import (
     BLOCKED_TIMEOUT,
+    check_collection,
     check_count,
     check_database,
+    check_fields,
+    check_key,
     check_op,
     normalize_schema,
 )
-from workerbridge._query import Node, check_sort, unparse, validate_filter
-from workerbridge._runtime import Context, handler
+from workerbridge._serial import SerialQueue, Sink
 from workerbridge._txn import (
     Hooks,
     Program,
-    SerialQueue,
-    Sink,
     StoreInfo,
     Tx,
     bulk_delete,
     bulk_update,
-    check_collection,
-    check_fields,
-    check_key,
     count,
     create,
     delete,

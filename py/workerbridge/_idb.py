@@ -32,7 +32,7 @@ from ._errors import (
     StorageQuotaError,
     WorkerBridgeError,
 )
-from ._query import IndexSpec
+from ._plan import IndexSpec
 from ._txn import Final, Program, StoreInfo
 
 # Every name a failed IndexedDB call can carry (the DOMException names the IndexedDB 3.0

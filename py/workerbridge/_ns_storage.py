@@ -1,5 +1,4 @@
-"""The page-side API of the ``storage`` channel, and the schema checks it shares with the
-worker.
+"""The page-side API of the ``storage`` channel.
 
 Every call is checked here first (bad input raises at once, nothing is sent) and then
 runs in ONE worker per bridge: the bridge's own when it has one worker, else a one-worker
@@ -13,297 +12,31 @@ import asyncio
 import contextlib
 import logging
 import time
-import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._errors import (
-    InvalidInputError,
-    InvalidTypeError,
-    RemoteError,
-    UnknownCollectionError,
-    UnsupportedError,
-    WorkerBridgeError,
-    error_from_code,
-)
-from ._futures import PromptFuture
+from ._calls import EVENTS, _OpStats, _state
+from ._errors import InvalidInputError, InvalidTypeError, UnknownCollectionError, UnsupportedError
 from ._namespaces import _Namespace
 from ._platform import IN_PYODIDE, in_worker, js_global
-from ._query import MAX_SAFE_INTEGER, check_sort, validate_filter
-from ._txn import check_collection, check_fields, check_key, prepare_record
+from ._query import check_sort, validate_filter
+from ._schema import (
+    BLOCKED_TIMEOUT,
+    DEFAULT_KEY,
+    check_collection,
+    check_count,
+    check_database,
+    check_fields,
+    check_key,
+    check_op,
+    normalize_schema,
+    prepare_record,
+)
 
 if TYPE_CHECKING:
     from .pool import WorkerPool
 
 log = logging.getLogger("workerbridge.storage")
-
-CHANNEL = "storage"
-EVENTS = ("operation-completed", "operation-failed", "conflict-resolved")
-MAX_BATCH = 256  # calls per message at most
-BATCHED = ("create", "get")  # short calls that may share a message (and a transaction)
-OPS = ("create", "update", "delete", "get", "read", "count")
-DEFAULT_KEY = "id"
-BLOCKED_TIMEOUT = 5.0  # seconds an upgrade waits for other tabs before giving up
-
-
-# --- checks shared with the worker -------------------------------------------------------------
-
-
-def _path(name: Any, what: str) -> str:
-    if not isinstance(name, str) or not name:
-        raise InvalidInputError(f"{what} must be a non-empty field name")
-    parts = name.split(".")
-    if not all(p.isidentifier() for p in parts):
-        raise InvalidInputError(f"{what} must be dot-separated identifiers (an IndexedDB "
-                                "key path)")
-    if "length" in parts[1:]:
-        raise InvalidInputError(f"{what}: IndexedDB reads '.length' of strings and lists, "
-                                "so a key path cannot go through it")
-    return name
-
-
-def _index(name: str, spec: Any, coll: str) -> dict[str, Any]:
-    what = f"index {name[:40]!r} of {coll[:40]!r}"
-    unique = multi = False
-    if isinstance(spec, Mapping):
-        unknown = set(spec) - {"fields", "unique", "multi_entry"}
-        if unknown:
-            raise InvalidInputError(f"{what}: unknown option {sorted(unknown)[0][:40]!r}")
-        unique, multi = spec.get("unique", False), spec.get("multi_entry", False)
-        if not isinstance(unique, bool) or not isinstance(multi, bool):
-            raise InvalidTypeError(f"{what}: unique and multi_entry must be bool")
-        spec = spec.get("fields", name)
-    if isinstance(spec, str):
-        fields = [_path(spec, what)]
-    elif isinstance(spec, list | tuple) and len(spec) >= 2:
-        fields = [_path(f, what) for f in spec]
-    else:
-        raise InvalidInputError(f"{what}: fields must be a field name or a list of two or "
-                                "more (a compound index)")
-    if multi and len(fields) > 1:
-        raise InvalidInputError(f"{what}: a compound index cannot be multi-entry")
-    return {"path": fields[0] if len(fields) == 1 else fields, "unique": unique,
-            "multi": multi}
-
-
-def normalize_schema(collections: Any) -> dict[str, Any]:
-    """``{name: {"key": "id", "indexes": {...}}}`` in the form the worker's upgrade takes:
-    ``{"stores": {name: {"key": field, "indexes": {name: {"path", "unique", "multi"}}}}}``.
-
-    An index is a field name, a list of fields (compound), or ``{"fields": ...,
-    "unique": bool, "multi_entry": bool}``; ``"indexes"`` may also be a list of fields
-    and field lists, named after their fields ("a", "a+b").
-    """
-    if not isinstance(collections, Mapping) or not collections:
-        raise InvalidTypeError("collections must be a non-empty dict: name -> options")
-    stores = {}
-    for coll, options in collections.items():
-        check_collection(coll)
-        options = {} if options is None else options
-        if not isinstance(options, Mapping):
-            raise InvalidTypeError(f"options of {coll[:40]!r} must be a dict")
-        unknown = set(options) - {"key", "indexes"}
-        if unknown:
-            raise InvalidInputError(f"{coll[:40]!r}: unknown option {sorted(unknown)[0][:40]!r}")
-        key = options.get("key", DEFAULT_KEY)
-        if not isinstance(key, str) or not key.isidentifier():
-            raise InvalidInputError(f"{coll[:40]!r}: key must be a field name (an identifier)")
-        declared = options.get("indexes", {})
-        if isinstance(declared, list | tuple):
-            declared = {f if isinstance(f, str) else "+".join(map(str, f)): f for f in declared}
-        if not isinstance(declared, Mapping):
-            raise InvalidTypeError(f"indexes of {coll[:40]!r} must be a dict or a list")
-        indexes = {}
-        for name, spec in declared.items():
-            if not isinstance(name, str) or not name:
-                raise InvalidInputError(f"{coll[:40]!r}: index names must be non-empty str")
-            indexes[name] = _index(name, spec, coll)
-        stores[coll] = {"key": key, "indexes": indexes}
-    return {"stores": stores}
-
-
-def check_database(name: Any, version: Any) -> tuple[str, int]:
-    if not isinstance(name, str) or not name:
-        raise InvalidInputError("database must be a non-empty str")
-    if isinstance(version, bool) or not isinstance(version, int) \
-            or not 1 <= version <= MAX_SAFE_INTEGER:
-        raise InvalidInputError("version must be a positive integer")
-    return name, version
-
-
-def check_count(value: Any, what: str, allow_none: bool) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidInputError(f"{what} must be a non-negative integer")
-    return value
-
-
-def check_op(op: Any, keys: Mapping[str, str]) -> dict[str, Any]:
-    """One operation of ``transaction()``, checked; a create gets its key filled in.
-    ``keys``: collection -> key field."""
-    if not isinstance(op, Mapping):
-        raise InvalidTypeError("each transaction operation must be a dict")
-    kind = op.get("op")
-    if kind not in OPS:
-        raise InvalidInputError(f"op must be one of {', '.join(OPS)}")
-    coll = check_collection(op.get("collection"))
-    if coll not in keys:
-        raise UnknownCollectionError(f"no collection {coll[:60]!r} in the schema")
-    out: dict[str, Any] = {"op": kind, "collection": coll}
-    if kind == "create":
-        out["data"] = prepare_record(op.get("data"), keys[coll])
-    elif kind == "get":
-        out["id"] = check_key(op.get("id"))
-    else:
-        validate_filter(op.get("filter"))
-        out["filter"] = op.get("filter")
-        if kind == "update":
-            out["data"] = check_fields(op.get("data"))
-        elif kind == "read":
-            check_sort(op.get("sort"))
-            out["sort"] = op.get("sort")
-            out["limit"] = check_count(op.get("limit"), "limit", True)
-            out["offset"] = check_count(op.get("offset", 0) or 0, "offset", False)
-    return out
-
-
-# --- page-side state ---------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _OpStats:
-    total: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    latency: float = 0.0  # seconds, summed
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"total": self.total, "succeeded": self.succeeded, "failed": self.failed,
-                "success_rate": self.succeeded / self.total if self.total else 0.0,
-                "average_latency_ms": self.latency / self.total * 1000 if self.total else 0.0}
-
-
-Pending = tuple[str, dict[str, Any], asyncio.Future[Any], bool]  # op, payload, future, write
-
-
-@dataclass(slots=True)
-class _State:
-    """What one bridge's storage remembers: the schema in use, listeners, metrics, and
-    the calls made in this turn, not yet sent."""
-
-    pool: WorkerPool | None = None
-    database: str | None = None
-    version: int = 0
-    keys: dict[str, str] = field(default_factory=dict)  # collection -> key field
-    listeners: dict[str, list[Callable[[dict[str, Any]], Any]]] = field(
-        default_factory=lambda: {e: [] for e in EVENTS})
-    stats: dict[str, _OpStats] = field(default_factory=dict)
-    tasks: set[asyncio.Future[Any]] = field(default_factory=set)
-    pending: list[Pending] = field(default_factory=list)
-    target: WorkerPool | None = None  # where pending calls go
-    scheduled: bool = False
-
-    def send(self, pool: WorkerPool, op: str, payload: dict[str, Any],
-             write: bool) -> asyncio.Future[Any]:
-        """Queue a call. Single creates and gets made until the loop's next turn leave
-        together, in one message (a long run of them every ``MAX_BATCH`` calls, so the
-        worker starts on the first while the page still makes the next)."""
-        future: asyncio.Future[Any] = PromptFuture()
-        if self.target is not pool:
-            self.flush()
-            self.target = pool
-        self.pending.append((op, payload, future, write))
-        if op not in BATCHED or len(self.pending) >= MAX_BATCH:
-            # A longer call goes alone (its caller hears as soon as it is done), after
-            # whatever was queued before it: the worker receives calls in order.
-            self.flush()
-        elif not self.scheduled:
-            self.scheduled = True
-            asyncio.get_running_loop().call_soon(self._scheduled_flush)
-        return future
-
-    def _scheduled_flush(self) -> None:
-        self.scheduled = False
-        self.flush()
-
-    def flush(self) -> None:
-        pending = [p for p in self.pending if not p[2].done()]
-        self.pending = []
-        if pending and self.target is not None:
-            _dispatch(self.target, pending)
-
-
-def _dispatch(pool: WorkerPool, calls: list[Pending]) -> None:
-    # A write whose worker died may or may not have committed: never send it twice.
-    retries = 0 if any(c[3] for c in calls) else None
-    try:
-        if len(calls) == 1:
-            op, payload, future, _ = calls[0]
-            job = pool.submit(CHANNEL, op, payload, retries=retries)
-            job.add_done_callback(lambda j: _forward(j, future))
-            future.add_done_callback(lambda f: job.cancel() if f.cancelled() else None)
-        else:
-            ops = [[op, payload] for op, payload, _, _ in calls]
-            job = pool.submit(CHANNEL, "batch", {"ops": ops}, retries=retries)
-            job.add_done_callback(lambda j: _distribute(j, calls))
-    except Exception as exc:  # the pool refused: full queue, shut down, unsendable payload
-        for call in calls:
-            _settle(call[2], None, _copy(exc))
-
-
-def _forward(job: asyncio.Future[Any], future: asyncio.Future[Any]) -> None:
-    if job.cancelled():
-        future.cancel()
-    elif job.exception() is not None:
-        _settle(future, None, job.exception())
-    else:
-        _settle(future, job.result(), None)
-
-
-def _distribute(job: asyncio.Future[Any], calls: list[Pending]) -> None:
-    if job.cancelled() or job.exception() is not None:
-        for call in calls:
-            if job.cancelled():
-                call[2].cancel()
-            else:
-                _settle(call[2], None, _copy(job.exception()))  # type: ignore[arg-type]
-        return
-    for call, outcome in zip(calls, job.result(), strict=True):
-        if outcome[0]:
-            _settle(call[2], outcome[1], None)
-        else:
-            _settle(call[2], None, error_from_code(outcome[1], outcome[2], outcome[3]))
-
-
-def _copy(exc: BaseException) -> BaseException:
-    """One exception per caller (raising a shared one would chain their tracebacks)."""
-    if isinstance(exc, WorkerBridgeError) and type(exc) is not RemoteError:
-        try:
-            return type(exc)(str(exc))
-        except Exception:
-            return exc
-    return exc
-
-
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
-
-
-_STATES: weakref.WeakKeyDictionary[Any, _State] = weakref.WeakKeyDictionary()
-
-
-def _state(bridge: Any) -> _State:
-    state = _STATES.get(bridge)
-    if state is None:
-        state = _STATES[bridge] = _State()
-    return state
 
 
 class StorageNamespace(_Namespace):
@@ -542,7 +275,7 @@ class StorageNamespace(_Namespace):
         if not isinstance(operation, Mapping) or operation.get("type") != "crud":
             raise InvalidInputError('operation must be {"type": "crud", "operation": ..., '
                                     '"payload": {...}}')
-        payload: Mapping[str, Any] = operation.get("payload")  # type: ignore[assignment]
+        payload = operation.get("payload")
         if not isinstance(payload, Mapping):
             raise InvalidTypeError("operation['payload'] must be a dict")
         kind = operation.get("operation")

@@ -16,45 +16,29 @@ Requests are JSON-able lists (records may also hold bytes)::
 back in request order: the key written, the record or None, None, a count, a list.
 
 ``Hooks`` are the seams later features plug into (audit log, field encryption, sync).
+``_serial.SerialQueue`` runs the programs of one database one after another.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import math
-import uuid
-from collections import deque
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ._errors import (
-    ConstraintError,
-    InvalidInputError,
-    InvalidTypeError,
-    StorageQuotaError,
-    UnknownCollectionError,
-)
+from ._errors import InvalidInputError, UnknownCollectionError
+from ._plan import IndexSpec, Plan, check_indexed, plan
 from ._query import (
     EVERYTHING,
-    MAX_SAFE_INTEGER,
-    IndexSpec,
     Node,
-    Plan,
     SortSpec,
-    check_indexed,
     check_sort,
-    clean_value,
     key_of,
     matches,
-    plan,
     sort_key,
     sort_records,
     validate_filter,
 )
-
-log = logging.getLogger("workerbridge.storage")
+from ._schema import prepare_record
 
 Request = list[Any]
 Batch = list[Request]
@@ -132,53 +116,6 @@ class Hooks:
     async def decode(self, collection: str, record: dict[str, Any]) -> dict[str, Any]:
         """A record as returned (after the transaction: may await, e.g. decrypt)."""
         return record
-
-
-# --- checks shared by the page and the worker ------------------------------------------------
-
-
-def check_collection(name: Any) -> str:
-    if not isinstance(name, str):
-        raise InvalidTypeError(f"a collection name must be a str, not {type(name).__name__}")
-    if not name or name.startswith("_"):
-        raise InvalidInputError("a collection name must be non-empty and not start with '_' "
-                                "(reserved for internal stores)")
-    return name
-
-
-def check_key(value: Any, what: str = "id") -> Any:
-    """A record key: a str or a finite number (IndexedDB keys; booleans are not)."""
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise InvalidInputError(f"{what} must be a str or a number, not "
-                                f"{type(value).__name__}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise InvalidInputError(f"{what} must be a finite number")
-    if isinstance(value, int) and abs(value) > MAX_SAFE_INTEGER:
-        raise InvalidInputError(f"{what} is an integer beyond 2**53")
-    return value
-
-
-def check_fields(data: Any, what: str = "data",
-                 foreign: Callable[[Any], Any] | None = None) -> dict[str, Any]:
-    """A record or a partial record as storable data (see ``clean_value``); field names
-    must not start with "$". ``foreign`` converts JS values (in a worker)."""
-    if not isinstance(data, dict):
-        if foreign is not None and data is not None:
-            data = foreign(data)
-        if not isinstance(data, dict):
-            raise InvalidTypeError(f"{what} must be a dict, not {type(data).__name__}")
-    clean: dict[str, Any] = clean_value(data, what, fields=True, foreign=foreign)
-    return clean
-
-
-def prepare_record(data: Any, key: str, *, checked: bool = False) -> dict[str, Any]:
-    """A record ready to create: checked (unless ``checked``), with its key (a new UUID4
-    string if absent)."""
-    record = data if checked else check_fields(data)
-    if key in record:
-        check_key(record[key], key)
-        return record
-    return {key: str(uuid.uuid4()), **record}
 
 
 # --- programs -------------------------------------------------------------------------------
@@ -422,109 +359,3 @@ def hooked(tx: Tx, program: Program) -> Program:
         if first:
             tx.hooks.started((yield first))
     return (yield from inner(program))
-
-
-# --- the queue --------------------------------------------------------------------------------
-
-GroupRunner = Callable[[list[Any]], Awaitable[list[Any]]]
-Sink = Callable[[Any, BaseException | None], None]  # (result, error): called exactly once
-# Errors that belong to one record of a group: retried one by one so only it fails.
-PER_RECORD = (ConstraintError, InvalidInputError, StorageQuotaError)
-
-
-@dataclass(eq=False, slots=True)
-class _Job:
-    kind: str
-    args: Any
-    sink: Sink
-    wanted: Callable[[], bool] | None = None  # False once its caller gave up
-
-
-class SerialQueue:
-    """Runs jobs one transaction at a time, in arrival order.
-
-    Consecutive jobs of a groupable kind (``groups``: kind -> runner taking every job's
-    args and returning one result each) run together, in one transaction: while a
-    transaction commits, the creates (or gets) that arrive meanwhile pile up and then
-    go together (group commit). If a group fails with an error that may belong to one
-    record (a duplicate key, a bad value, the quota), it is retried in halves, in order,
-    until the failing jobs are alone: one bad record fails only its own caller. Any other
-    job's args is an async callable run on its own.
-
-    Outcomes go to a sink callback rather than a future each: in Pyodide every future
-    that wakes a task costs a trip through the browser's scheduler.
-    """
-
-    def __init__(self, groups: dict[str, GroupRunner], max_group: int = 2000) -> None:
-        self._groups = groups
-        self._max_group = max_group
-        self._jobs: deque[_Job] = deque()
-        self._drainer: asyncio.Future[None] | None = None
-        self.transactions = 0
-
-    def put(self, kind: str, args: Any, sink: Sink,
-            wanted: Callable[[], bool] | None = None) -> None:
-        """Queue a job; ``sink`` gets its outcome."""
-        self._jobs.append(_Job(kind, args, sink, wanted))
-        if self._drainer is None or self._drainer.done():
-            self._drainer = asyncio.ensure_future(self._drain())
-
-    def submit(self, kind: str, args: Any) -> asyncio.Future[Any]:
-        """Queue a job; its outcome as a future (cancel it to drop a job not yet run)."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.put(kind, args, lambda result, error: _settle(future, result, error),
-                 lambda: not future.done())
-        return future
-
-    def __len__(self) -> int:
-        return len(self._jobs)
-
-    async def _drain(self) -> None:
-        while self._jobs:
-            job = self._jobs.popleft()
-            if job.wanted is not None and not job.wanted():
-                continue
-            group = [job]
-            if job.kind in self._groups:
-                while self._jobs and len(group) < self._max_group \
-                        and self._jobs[0].kind == job.kind:
-                    group.append(self._jobs.popleft())
-            await self._run(group)
-
-    async def _run(self, group: list[_Job]) -> None:
-        kind = group[0].kind
-        self.transactions += 1
-        try:
-            if kind in self._groups:
-                results = await self._groups[kind]([j.args for j in group])
-            else:
-                results = [await group[0].args()]
-        except Exception as exc:
-            if len(group) > 1 and isinstance(exc, PER_RECORD):
-                # Halve until the bad records are alone: one bad record among n costs
-                # about 2 log2(n) more transactions, and the order is kept.
-                half = len(group) // 2
-                await self._run(group[:half])
-                await self._run(group[half:])
-                return
-            for job in group:
-                _deliver(job.sink, None, exc)
-            return
-        for job, result in zip(group, results, strict=True):
-            _deliver(job.sink, result, None)
-
-
-def _deliver(sink: Sink, result: Any, error: BaseException | None) -> None:
-    try:
-        sink(result, error)
-    except Exception:  # a sink must not stop the queue
-        log.exception("a storage result could not be delivered")
-
-
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
