@@ -18,6 +18,13 @@ from conftest import run
 from workerbridge import ConstraintError, InvalidInputError, UnknownCollectionError
 from workerbridge._plan import BINARY_MIN, UNBOUNDED, IndexSpec, KeyRange, in_range
 from workerbridge._query import check_sort, get_path, key_of, validate_filter
+from workerbridge._schema import (
+    check_database,
+    check_key,
+    check_op,
+    normalize_schema,
+    prepare_record,
+)
 from workerbridge._serial import SerialQueue
 from workerbridge._txn import (
     Change,
@@ -387,3 +394,80 @@ def test_queue_skips_jobs_whose_caller_gave_up():
         return await first, await last, ran
 
     assert run(scenario()) == ("a", "c", ["a", "c"])
+
+
+# --- schema and argument checks (the page and the worker run the same ones) --------------------
+
+
+def test_normalize_schema_forms():
+    out = normalize_schema({
+        "users": {"key": "uid", "indexes": {
+            "age": "age", "email": {"fields": "email", "unique": True},
+            "tags": {"fields": "tags", "multi_entry": True}, "name": ["last", "first"],
+            "city": "address.city"}},
+        "notes": None,
+        "logs": {"indexes": ["level", ["day", "hour"]]},
+    })
+    assert out["stores"]["users"] == {"key": "uid", "indexes": {
+        "age": {"path": "age", "unique": False, "multi": False},
+        "email": {"path": "email", "unique": True, "multi": False},
+        "tags": {"path": "tags", "unique": False, "multi": True},
+        "name": {"path": ["last", "first"], "unique": False, "multi": False},
+        "city": {"path": "address.city", "unique": False, "multi": False}}}
+    assert out["stores"]["notes"] == {"key": "id", "indexes": {}}
+    assert set(out["stores"]["logs"]["indexes"]) == {"level", "day+hour"}
+
+
+@pytest.mark.parametrize("collections, fragment", [
+    ({}, "non-empty dict"),
+    ([], "non-empty dict"),
+    ({"_audit": {}}, "reserved"),
+    ({"": {}}, "non-empty"),
+    ({"a": {"keys": "id"}}, "unknown option"),
+    ({"a": {"key": "a.b"}}, "identifier"),
+    ({"a": {"indexes": {"i": "first name"}}}, "identifiers"),
+    ({"a": {"indexes": {"i": "name.length"}}}, ".length"),
+    ({"a": {"indexes": {"i": ["x"]}}}, "two or more"),
+    ({"a": {"indexes": {"i": {"fields": ["x", "y"], "multi_entry": True}}}}, "compound"),
+    ({"a": {"indexes": {"i": {"fields": "x", "unique": "yes"}}}}, "bool"),
+    ({"a": {"indexes": {"i": {"field": "x"}}}}, "unknown option"),
+    ({"a": 5}, "must be a dict"),
+])
+def test_normalize_schema_refuses(collections, fragment):
+    with pytest.raises(InvalidInputError) as info:
+        normalize_schema(collections)
+    assert fragment in str(info.value)
+
+
+def test_keys_records_and_databases():
+    for good in ("", "k", 0, -1.5, 2**53 - 1):
+        assert check_key(good) == good
+    for bad in (True, None, [1], {"a": 1}, float("nan"), float("inf"), 2**53, b"x"):
+        with pytest.raises(InvalidInputError):
+            check_key(bad)
+    record = prepare_record({"a": (1, 2)}, "id")
+    assert list(record) == ["id", "a"] and record["a"] == [1, 2]
+    assert prepare_record({"uid": 3}, "uid") == {"uid": 3}
+    with pytest.raises(InvalidInputError, match=r"\$"):
+        prepare_record({"a": [{"$b": 1}]}, "id")
+    assert check_database("db", 3) == ("db", 3)
+    for name, version in (("", 1), ("db", 0), ("db", True), ("db", 1.5), (5, 1)):
+        with pytest.raises(InvalidInputError):
+            check_database(name, version)
+
+
+def test_check_op():
+    keys = {"users": "id"}
+    made = check_op({"op": "create", "collection": "users", "data": {"a": 1}}, keys)
+    assert len(made["data"]["id"]) == 36
+    assert check_op({"op": "read", "collection": "users", "filter": {"a": 1}, "limit": 2},
+                    keys) == {"op": "read", "collection": "users", "filter": {"a": 1},
+                              "sort": None, "limit": 2, "offset": 0}
+    for bad, cls in (({"op": "drop", "collection": "users"}, InvalidInputError),
+                     ({"op": "get", "collection": "ghosts", "id": 1}, UnknownCollectionError),
+                     ({"op": "update", "collection": "users", "filter": {"$x": 1}, "data": {}},
+                      InvalidInputError),
+                     ({"op": "get", "collection": "users", "id": None}, InvalidInputError),
+                     ("create", InvalidInputError)):
+        with pytest.raises(cls):
+            check_op(bad, keys)

@@ -22,7 +22,7 @@ BATCHED = ("create", "get")  # short calls that may share a message (and a trans
 
 
 @dataclass(slots=True)
-class _OpStats:
+class OpStats:
     total: int = 0
     succeeded: int = 0
     failed: int = 0
@@ -38,7 +38,7 @@ Pending = tuple[str, dict[str, Any], asyncio.Future[Any], bool]  # op, payload, 
 
 
 @dataclass(slots=True)
-class _State:
+class StorageState:
     """What one bridge's storage remembers: the schema in use, listeners, metrics, and
     the calls made in this turn, not yet sent."""
 
@@ -48,7 +48,7 @@ class _State:
     keys: dict[str, str] = field(default_factory=dict)  # collection -> key field
     listeners: dict[str, list[Callable[[dict[str, Any]], Any]]] = field(
         default_factory=lambda: {e: [] for e in EVENTS})
-    stats: dict[str, _OpStats] = field(default_factory=dict)
+    stats: dict[str, OpStats] = field(default_factory=dict)
     tasks: set[asyncio.Future[Any]] = field(default_factory=set)
     pending: list[Pending] = field(default_factory=list)
     target: WorkerPool | None = None  # where pending calls go
@@ -145,11 +145,11 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_result(result)
 
 
-_STATES: weakref.WeakKeyDictionary[Any, _State] = weakref.WeakKeyDictionary()
+_STATES: weakref.WeakKeyDictionary[Any, StorageState] = weakref.WeakKeyDictionary()
 
 
-def _state(bridge: Any) -> _State:
+def state_of(bridge: Any) -> StorageState:
     state = _STATES.get(bridge)
     if state is None:
-        state = _STATES[bridge] = _State()
+        state = _STATES[bridge] = StorageState()
     return state

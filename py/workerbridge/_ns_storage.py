@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._calls import EVENTS, _OpStats, _state
+from ._calls import EVENTS, OpStats, state_of
 from ._errors import InvalidInputError, InvalidTypeError, UnknownCollectionError, UnsupportedError
 from ._namespaces import _Namespace
 from ._platform import IN_PYODIDE, in_worker, js_global
@@ -46,7 +46,7 @@ class StorageNamespace(_Namespace):
 
     def __init__(self, bridge: Any) -> None:
         super().__init__(bridge)
-        self._s = _state(bridge)
+        self._s = state_of(bridge)
 
     def _pool(self) -> WorkerPool:
         """One worker runs every storage call of this bridge, in order."""
@@ -116,7 +116,7 @@ class StorageNamespace(_Namespace):
         """{total, succeeded, failed, success_rate (0..1), average_latency_ms,
         by_operation: {op: the same fields}} over this bridge's storage calls."""
         by_op = self._s.stats
-        total = _OpStats()
+        total = OpStats()
         for s in by_op.values():
             total.total += s.total
             total.succeeded += s.succeeded
@@ -347,7 +347,7 @@ class _Measure:
         state = self._ns._s
         stats = state.stats.get(self._op)
         if stats is None:
-            stats = state.stats[self._op] = _OpStats()
+            stats = state.stats[self._op] = OpStats()
         stats.total += 1
         stats.latency += elapsed
         if exc is None:

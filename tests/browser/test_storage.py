@@ -368,7 +368,7 @@ def test_concurrent_creates_share_transactions_and_fail_alone(st: Harness):
 
 def test_events_and_metrics(st: Harness):
     out = st.py("""
-        S2 = WorkerBridge(workers=1).storage
+        S2 = WorkerBridge(workers=2).storage  # storage gets a one-worker pool of its own
         seen = []
         async def later(detail):
             await asyncio.sleep(0)
