@@ -545,6 +545,23 @@ def test_killing_the_worker_mid_batch_loses_no_acknowledged_write(st: Harness, o
     assert counts.count(0) > 0, "the kill did not land mid-batch"
 
 
+def test_a_restarted_worker_reopens_the_database(st: Harness):
+    out = st.py("""
+        F = WorkerBridge(modules=["./faults.py"])
+        SF = F.storage
+        await fresh(s=SF)
+        await SF.create("users", {"id": 1})
+        crashed = await failure(F.request("faults", "close", {}, retries=0))
+        await F.pool.wait_all_ready()
+        got = await SF.get("users", 1)   # the new worker opens the database by itself
+        await SF.create("users", {"id": 2})
+        result = [crashed[0], F.stats().restarts, got, await SF.count("users")]
+        await F.close()
+        result
+    """)
+    assert out == ["WorkerCrashedError", 1, {"id": 1}, 2]
+
+
 def test_quota_exceeded_is_a_storage_quota_error_and_writes_nothing(harness: Harness):
     # A real quota: Chromium's own per-origin override (DevTools protocol). Chromium's
     # IndexedDB caches an origin's free space for up to 30 s once it has asked, so the
