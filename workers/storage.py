@@ -1,6 +1,6 @@
 """The ``storage`` channel: IndexedDB collections, run in this worker.
 
-Each database has one queue (``_txn.SerialQueue``): its calls run one transaction at a
+Each database has one queue (``_serial.SerialQueue``): its calls run one transaction at a
 time, in the order they arrived, so the writes of a page are serialised. Consecutive
 ``create`` calls share one transaction, and so do consecutive ``get`` calls: under load,
 the creates that arrive while a transaction commits go together in the next one (group
