@@ -123,6 +123,8 @@ class Memory:
         entries = self._entries(info, rows, r[2], _range(r[3]))
         if kind == "count":
             return len(entries)
+        if kind == "last":
+            return copy.deepcopy(entries[-1][1]) if entries else None
         assert kind == "all"
         records = [copy.deepcopy(rec) for _, rec in entries]
         return records[:r[4]] if r[4] else records
@@ -291,11 +293,11 @@ class Audit(Hooks):
         return ["_audit"]
 
     def begin(self):
-        return [["all", "_audit", None, None, None]]
+        return [["last", "_audit", None, None]]
 
     def started(self, results):
-        self.heads.append(len(results[0]))
-        self.seq = len(results[0])
+        self.seq = results[0]["seq"] if results[0] else 0
+        self.heads.append(self.seq)
 
     def on_write(self, change: Change):
         self.seq += 1

@@ -128,6 +128,7 @@ function request(tx, r) {
     case "clear": return store.clear();
     case "count": return source().count(range(r[3]));
     case "all": return source().getAll(range(r[3]), r[4] || undefined);
+    case "last": return source().openCursor(range(r[3]), "prev");  // the highest record
   }
   throw new DOMException("unknown request", "NotSupportedError");
 }
@@ -174,7 +175,8 @@ function run(conn, stores, mode, batch, step) {
         let req;
         try { req = request(tx, r); } catch (err) { stop(err); return; }
         req.onsuccess = () => {
-          const v = req.result;
+          let v = req.result;
+          if (r[0] === "last") v = v ? v.value : null;  // a cursor: its record, not moved on
           out[i] = v === undefined ? null : v;
           if (r[0] === "all") scanned += v.length;
           if (--pending === 0 && !stopped) done();

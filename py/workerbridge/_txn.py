@@ -11,6 +11,7 @@ Requests are JSON-able lists (records may also hold bytes)::
     ["del", store, key]        ["delr", store, range]      ["clear", store]
     ["count", store, index | None, range | None]
     ["all", store, index | None, range | None, limit | None]
+    ["last", store, index | None, range | None]      the record with the highest key, or None
 
 ``range`` is ``KeyRange.to_wire()``; ``index`` None means the primary key. Results come
 back in request order: the key written, the record or None, None, a count, a list.

@@ -562,6 +562,39 @@ def test_a_restarted_worker_reopens_the_database(st: Harness):
     assert out == ["WorkerCrashedError", 1, {"id": 1}, 2]
 
 
+def test_hooks_write_audit_records_in_the_same_transaction_and_encode_fields(st: Harness):
+    # tests/pages/storage_hooks.py installs the seams later features use: an audit record
+    # per write, in the write's own transaction, and a field stored as bytes.
+    out = st.py("""
+        H = WorkerBridge(modules=["./storage_hooks.py"])
+        SH = H.storage
+        name = await fresh({"users": {"indexes": ["age"]}}, s=SH)
+        await SH.create("users", {"id": "a", "age": 1, "secret": "hunter2"})
+        await SH.bulk_create("users", [{"id": "b", "age": 2}, {"id": "c", "age": 3}])
+        n = await SH.update("users", {"age": {"$gte": 2}}, {"secret": "s3"})
+        bad = await failure(SH.transaction([
+            {"op": "delete", "collection": "users", "filter": {"id": "a"}},
+            {"op": "create", "collection": "users", "data": {"id": "b"}}]))
+        refused = await failure(SH.read("users", {"$or": [{"age": 1}, {"secret": "hunter2"}]}))
+        got = await SH.get("users", "a")
+        audit = await H.request("probe", "audit", {"db": name})
+        raw = await js.Function.new("db", '''return new Promise((res) => {
+            const r = indexedDB.open(db);
+            r.onsuccess = () => { const q = r.result.transaction("users").objectStore("users").get("a");
+              q.onsuccess = () => { const s = q.result.secret; r.result.close();
+                res([Object.prototype.toString.call(s), new TextDecoder().decode(s)]); }; }; });''')(name)
+        await H.close()
+        [n, bad[0], refused, got, [[a["seq"], a["op"], a["key"]] for a in audit], list(raw)]
+    """)
+    n, bad, refused, got, audit, raw = out
+    assert n == 2 and bad == "ConstraintError"
+    assert refused[0] == "InvalidInputError" and "encrypted" in refused[1]
+    assert got == {"id": "a", "age": 1, "secret": "hunter2"}
+    assert audit == [[1, "create", "a"], [2, "create", "b"], [3, "create", "c"],
+                     [4, "update", "b"], [5, "update", "c"]]  # nothing of the failed one
+    assert raw[0] == "[object Uint8Array]" and raw[1] == "2retnuh"
+
+
 def test_quota_exceeded_is_a_storage_quota_error_and_writes_nothing(harness: Harness):
     # A real quota: Chromium's own per-origin override (DevTools protocol). Chromium's
     # IndexedDB caches an origin's free space for up to 30 s once it has asked, so the
