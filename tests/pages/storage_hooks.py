@@ -17,9 +17,8 @@ def _fields(node):
 
 
 class Probe(Hooks):
-    internal_stores = {"_audit": {"key": "seq", "indexes": {}}}
-
     def __init__(self):
+        self.internal_stores = {"_audit": {"key": "seq", "indexes": {}}}
         self.seq = 0
 
     def scope(self, collections):
