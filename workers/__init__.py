@@ -3,4 +3,4 @@
 ``BUILTIN`` lists the modules every worker loads at boot.
 """
 
-BUILTIN = ("crypto", "file", "compression", "network")
+BUILTIN = ("crypto", "file", "compression", "network", "storage")

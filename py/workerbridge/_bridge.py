@@ -18,6 +18,7 @@ from ._namespaces import Channel, CryptoNamespace
 from ._ns_compression import CompressionNamespace
 from ._ns_file import FileNamespace
 from ._ns_network import NetworkNamespace
+from ._ns_storage import StorageNamespace
 from ._platform import js_global
 from .pool import PoolStats, Strategy, TransportFactory, WorkerPool
 from .protocol import ProgressCallback, RetryPolicy
@@ -51,6 +52,7 @@ class WorkerBridge:
     file: namespace[FileNamespace] = namespace(FileNamespace)
     compression: namespace[CompressionNamespace] = namespace(CompressionNamespace)
     network: namespace[NetworkNamespace] = namespace(NetworkNamespace)
+    storage: namespace[StorageNamespace] = namespace(StorageNamespace)
 
     def __init__(
         self,

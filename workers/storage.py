@@ -1,0 +1,443 @@
+"""The ``storage`` channel: IndexedDB collections, run in this worker.
+
+Each database has one queue (``_serial.SerialQueue``): its calls run one transaction at a
+time, in the order they arrived, so the writes of a page are serialised. Consecutive
+``create`` calls share one transaction, and so do consecutive ``get`` calls: under load,
+the creates that arrive while a transaction commits go together in the next one (group
+commit), each caller still getting its own result. When such a group fails because of
+one record (a duplicate key, a bad value, the quota), it is retried in halves, in order,
+until the bad record is alone: it fails only its own caller.
+
+Transactions run through ``_idb.run``: nothing but IndexedDB requests happens inside one,
+and a write is acknowledged only after its transaction committed (``durability:
+"strict"``). ``install_hooks`` is where the audit log, field encryption and sync plug in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from workerbridge._errors import InvalidInputError, StorageError, WorkerBridgeError
+from workerbridge._idb import Database, from_js, open_database, run
+from workerbridge._query import Node, check_sort, unparse, validate_filter
+from workerbridge._runtime import Context, handler
+from workerbridge._schema import (
+    BLOCKED_TIMEOUT,
+    check_collection,
+    check_count,
+    check_database,
+    check_fields,
+    check_key,
+    check_op,
+    normalize_schema,
+)
+from workerbridge._serial import SerialQueue, Sink
+from workerbridge._txn import (
+    Hooks,
+    Program,
+    StoreInfo,
+    Tx,
+    bulk_delete,
+    bulk_update,
+    count,
+    create,
+    delete,
+    get,
+    hooked,
+    read,
+    run_ops,
+    update,
+)
+
+log = logging.getLogger("workerbridge.storage")
+
+_hooks: Hooks | None = None
+
+
+def install_hooks(hooks: Hooks | None) -> None:
+    """Plug features into every transaction of this worker (see ``_txn.Hooks``)."""
+    global _hooks
+    _hooks = hooks
+
+
+def _native(value: Any) -> Any:
+    """A payload value as Python: binary data (an ArrayBuffer or typed array) as bytes."""
+    if isinstance(value, dict):
+        return {k: _native(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_native(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bytes):
+        return value
+    return from_js(value)
+
+
+class _Database:
+    """One database of this worker: its connection, schema and queue."""
+
+    def __init__(self, name: str, version: int) -> None:
+        self.name = name
+        self.version = version
+        self.spec: dict[str, Any] | None = None  # known once define() ran in this worker
+        self.db: Database | None = None
+        self.queue = SerialQueue({"create": self._creates, "get": self._gets})
+
+    async def connection(self) -> Database:
+        """The open connection; reopened if it was closed (another tab's upgrade closes
+        it: reopening at our version then fails with a clear StorageBlockedError)."""
+        if self.db is None or self.db.closed:
+            self.db = None
+            self.db = await open_database(self.name, self.version, self.spec,
+                                          BLOCKED_TIMEOUT)
+        return self.db
+
+    async def transact(self, collections: list[str], write: bool,
+                       build: Callable[[Tx], Program], doing: str) -> tuple[Any, int, Tx]:
+        """Run ``build(tx)`` as one transaction; (its result, records scanned, the Tx)."""
+        db = await self.connection()
+        hooks = _hooks
+        tx = Tx(db.stores, hooks)
+        program = build(tx)
+        stores = list(dict.fromkeys(collections))
+        if write and hooks is not None:
+            stores += [s for s in hooks.scope(stores) if s not in stores]
+            program = hooked(tx, program)
+        value, scanned = await run(db, stores, "readwrite" if write else "readonly",
+                                   program, doing)
+        if write and hooks is not None and tx.changes:
+            try:
+                hooks.committed(self.name, tx.changes)
+            except Exception:  # the data is committed: a hook's failure must not hide it
+                log.exception("a committed() hook raised")
+        return value, scanned, tx
+
+    async def _creates(self, items: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+        items = [(c, await _encode(c, r)) for c, r in items]
+        records, _, _ = await self.transact([c for c, _ in items], True,
+                                            lambda tx: create(tx, items), "create")
+        return [None] * len(records)
+
+    async def _gets(self, items: list[tuple[str, Any]]) -> list[Any]:
+        found, _, _ = await self.transact([c for c, _ in items], False,
+                                          lambda tx: get(tx, items), "get")
+        return [None if r is None else await _decode(c, r)
+                for (c, _), r in zip(items, found, strict=True)]
+
+    def stores_spec(self, spec: dict[str, Any]) -> dict[str, Any]:
+        internal = dict(_hooks.internal_stores) if _hooks is not None else {}
+        return {"stores": {**internal, **spec["stores"]}}
+
+
+async def _encode(collection: str, fields: dict[str, Any]) -> dict[str, Any]:
+    return fields if _hooks is None else await _hooks.encode(collection, fields)
+
+
+async def _decode(collection: str, record: dict[str, Any]) -> dict[str, Any]:
+    return record if _hooks is None else await _hooks.decode(collection, record)
+
+
+_databases: dict[str, _Database] = {}
+Start = Callable[[dict[str, Any], Sink], None]
+_STARTS: dict[str, Start] = {}
+
+
+def _op(name: str) -> Callable[[Start], Start]:
+    """Register how an operation starts: it checks its payload and queues its job, whose
+    outcome goes to a sink (so a batch queues all its calls before any runs)."""
+
+    def register(start: Start) -> Start:
+        _STARTS[name] = start
+
+        async def serve(ctx: Context, payload: dict[str, Any]) -> Any:
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            start(payload, lambda result, error: _settle(future, result, error))
+            return await future
+
+        serve.__name__ = name
+        handler("storage", name)(serve)
+        return start
+
+    return register
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if not future.done():
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
+def _database(payload: dict[str, Any]) -> _Database:
+    name, version = check_database(payload.get("db"), payload.get("v"))
+    found = _databases.get(name)
+    if found is None:
+        found = _databases[name] = _Database(name, version)
+    return found
+
+
+def _differences(spec: dict[str, Any], stores: dict[str, StoreInfo]) -> str:
+    """The first way the database differs from the declared schema ("" if none)."""
+    for name, want in spec["stores"].items():
+        info = stores.get(name)
+        if info is None:
+            return f"no collection {name[:40]!r}"
+        if info.key != want["key"]:
+            return f"{name[:40]!r} has another key field"
+        have = {(i.name, i.fields, i.unique, i.multi_entry) for i in info.indexes}
+        declared = {(n, tuple(w["path"]) if isinstance(w["path"], list) else (w["path"],),
+                     w["unique"], w["multi"]) for n, w in want["indexes"].items()}
+        if have != declared:
+            return f"the indexes of {name[:40]!r} differ"
+    return ""
+
+
+@_op("define")
+def define(payload: dict[str, Any], sink: Sink) -> None:
+    """Open (creating or upgrading) a database with the declared collections."""
+    name, version = check_database(payload.get("db"), payload.get("v"))
+    spec = normalize_schema(payload.get("collections"))
+    timeout = float(payload.get("blocked_timeout", BLOCKED_TIMEOUT))
+    entry = _databases.get(name) or _databases.setdefault(name, _Database(name, version))
+
+    async def job() -> dict[str, Any]:
+        full = entry.stores_spec(spec)
+        before = (entry.version, entry.spec)
+        if entry.db is not None:
+            entry.db.close()  # ours would block our own upgrade
+            entry.db = None
+        try:
+            db = await open_database(name, version, full, timeout)
+        except BaseException:
+            entry.version, entry.spec = before
+            raise
+        differs = _differences(full, db.stores)
+        if differs:
+            db.close()
+            entry.version, entry.spec = before
+            raise StorageError(f"database {name[:60]!r} is at version {db.version} with "
+                               f"another schema ({differs}); raise the version to upgrade it")
+        entry.version, entry.spec, entry.db = version, full, db
+        return {"database": name, "version": db.version,
+                "collections": sorted(n for n in db.stores if not n.startswith("_"))}
+
+    entry.queue.put("other", job, sink)
+
+
+@_op("create")
+def create_one(payload: dict[str, Any], sink: Sink) -> None:
+    entry = _database(payload)
+    coll = check_collection(payload.get("collection"))
+    entry.queue.put("create", (coll, check_fields(payload.get("data"), foreign=from_js)), sink)
+
+
+@_op("get")
+def get_one(payload: dict[str, Any], sink: Sink) -> None:
+    entry = _database(payload)
+    coll = check_collection(payload.get("collection"))
+    entry.queue.put("get", (coll, check_key(_native(payload.get("id")))), sink)
+
+
+def _query_args(payload: dict[str, Any]) -> tuple[_Database, str, Node]:
+    entry = _database(payload)
+    coll = check_collection(payload.get("collection"))
+    return entry, coll, validate_filter(_native(payload.get("filter")))
+
+
+@_op("read")
+def read_many(payload: dict[str, Any], sink: Sink) -> None:
+    entry, coll, node = _query_args(payload)
+    sort = check_sort(payload.get("sort"))
+    limit = check_count(payload.get("limit"), "limit", True)
+    offset = check_count(payload.get("offset") or 0, "offset", False) or 0
+
+    async def job() -> list[Any]:
+        records, _, _ = await entry.transact(
+            [coll], False, lambda tx: read(tx, coll, node, sort, limit, offset), "read")
+        return [await _decode(coll, r) for r in records]
+
+    entry.queue.put("other", job, sink)
+
+
+@_op("explain")
+def explain(payload: dict[str, Any], sink: Sink) -> None:
+    entry, coll, node = _query_args(payload)
+
+    async def job() -> dict[str, Any]:
+        records, scanned, tx = await entry.transact([coll], False,
+                                                    lambda tx: read(tx, coll, node), "read")
+        p = tx.plan
+        assert p is not None
+        return {"index": p.index, "ranges": None if p.ranges is None else len(p.ranges),
+                "residual": None if p.residual is None else unparse(p.residual),
+                "scanned": scanned, "matched": len(records)}
+
+    entry.queue.put("other", job, sink)
+
+
+@_op("count")
+def count_many(payload: dict[str, Any], sink: Sink) -> None:
+    entry, coll, node = _query_args(payload)
+
+    async def job() -> int:
+        n, _, _ = await entry.transact([coll], False, lambda tx: count(tx, coll, node),
+                                       "count")
+        return int(n)
+
+    entry.queue.put("other", job, sink)
+
+
+@_op("update")
+def update_many(payload: dict[str, Any], sink: Sink) -> None:
+    entry, coll, node = _query_args(payload)
+    patch = check_fields(payload.get("data"), foreign=from_js)
+
+    async def job() -> int:
+        fields = await _encode(coll, patch)
+        n, _, _ = await entry.transact([coll], True,
+                                       lambda tx: update(tx, coll, node, fields), "update")
+        return int(n)
+
+    entry.queue.put("other", job, sink)
+
+
+@_op("delete")
+def delete_many(payload: dict[str, Any], sink: Sink) -> None:
+    entry, coll, node = _query_args(payload)
+
+    async def job() -> int:
+        n, _, _ = await entry.transact([coll], True, lambda tx: delete(tx, coll, node),
+                                       "delete")
+        return int(n)
+
+    entry.queue.put("other", job, sink)
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise InvalidInputError(f"{what} must be a list")
+    return value
+
+
+@_op("bulk_create")
+def bulk_create(payload: dict[str, Any], sink: Sink) -> None:
+    entry = _database(payload)
+    coll = check_collection(payload.get("collection"))
+    records = [check_fields(r, foreign=from_js) for r in _list(payload.get("records"), "records")]
+
+    async def job() -> int:
+        items = [(coll, await _encode(coll, r)) for r in records]
+        done, _, _ = await entry.transact([coll], True, lambda tx: create(tx, items),
+                                          "bulk_create")
+        return len(done)
+
+    entry.queue.put("other", job, sink)
+
+
+@_op("bulk_update")
+def bulk_update_many(payload: dict[str, Any], sink: Sink) -> None:
+    entry = _database(payload)
+    coll = check_collection(payload.get("collection"))
+    changes = [check_fields(r, foreign=from_js) for r in _list(payload.get("records"), "records")]
+
+    async def job() -> int:
+        encoded = [await _encode(coll, c) for c in changes]
+        n, _, _ = await entry.transact([coll], True,
+                                       lambda tx: bulk_update(tx, coll, encoded), "bulk_update")
+        return int(n)
+
+    entry.queue.put("other", job, sink)
+
+
+@_op("bulk_delete")
+def bulk_delete_many(payload: dict[str, Any], sink: Sink) -> None:
+    entry = _database(payload)
+    coll = check_collection(payload.get("collection"))
+    keys = [check_key(_native(k)) for k in _list(payload.get("ids"), "ids")]
+
+    async def job() -> int:
+        n, _, _ = await entry.transact([coll], True, lambda tx: bulk_delete(tx, coll, keys),
+                                       "bulk_delete")
+        return int(n)
+
+    entry.queue.put("other", job, sink)
+
+
+@_op("transaction")
+def transaction(payload: dict[str, Any], sink: Sink) -> None:
+    entry = _database(payload)
+    raw = [_native(op) for op in _list(payload.get("ops"), "ops")]
+
+    async def job() -> list[Any]:
+        db = await entry.connection()
+        keys = {n: info.key for n, info in db.stores.items() if not n.startswith("_")}
+        ops = [check_op(op, keys) for op in raw]
+        for op in ops:
+            if "data" in op:
+                op["data"] = await _encode(op["collection"], op["data"])
+        results, _, _ = await entry.transact([op["collection"] for op in ops], True,
+                                             lambda tx: run_ops(tx, ops), "transaction")
+        out = []
+        for op, result in zip(ops, results, strict=True):
+            if op["op"] == "get" and result is not None:
+                result = await _decode(op["collection"], result)
+            elif op["op"] == "read":
+                result = [await _decode(op["collection"], r) for r in result]
+            out.append(result)
+        return out
+
+    entry.queue.put("other", job, sink)
+
+
+def _outcome_of(exc: BaseException) -> list[Any]:
+    """A failed operation of a batch, as the runtime would send it alone."""
+    if isinstance(exc, WorkerBridgeError):
+        return [0, exc.code, str(exc), type(exc).__name__]
+    log.error("a storage operation raised", exc_info=exc)
+    kind = type(exc).__name__
+    return [0, "remote", f"the handler raised {kind}", kind]
+
+
+@handler("storage", "batch")
+async def batch(ctx: Context, payload: dict[str, Any]) -> list[list[Any]]:
+    """Several calls of one page in one message: [[op, payload], ...] -> one outcome
+    each, [1, result] or [0, code, message, type], in order. All are queued before any
+    runs, so consecutive creates (or gets) share a transaction; the handler wakes once,
+    when the last outcome is in."""
+    calls = _list(payload.get("ops"), "ops")
+    if not calls:
+        return []
+    done: asyncio.Future[list[list[Any]]] = asyncio.get_running_loop().create_future()
+    out: list[list[Any]] = [[]] * len(calls)
+    remaining = len(calls)
+
+    def sink_for(i: int) -> Sink:
+        def sink(result: Any, error: BaseException | None) -> None:
+            nonlocal remaining
+            out[i] = [1, result] if error is None else _outcome_of(error)
+            remaining -= 1
+            if remaining == 0 and not done.done():
+                done.set_result(out)
+
+        return sink
+
+    for i, call in enumerate(calls):
+        sink = sink_for(i)
+        try:
+            op, body = call
+            start = _STARTS.get(op) if op != "batch" else None
+            if start is None:
+                raise InvalidInputError("unknown storage operation")
+            start(body, sink)
+        except Exception as exc:
+            sink(None, exc)
+    return await done
+
+
+@handler("storage", "stats")
+async def stats(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
+    """Per database: transactions run and calls waiting (group commit shows here)."""
+    return {name: {"transactions": d.queue.transactions, "queued": len(d.queue)}
+            for name, d in _databases.items()}
