@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Generic, TypeVar, overload
 
 from ._aead import NonceRegistry
+from ._calls import state_of
 from ._envelope import Priority
 from ._errors import ShutdownError
 from ._factories import Fallback
@@ -116,6 +117,9 @@ class WorkerBridge:
     async def close(self) -> None:
         """Reject pending calls with ShutdownError and terminate the workers."""
         await self.pool.terminate(force=True)
+        storage_pool = state_of(self).pool  # storage's own worker, when the pool is larger
+        if storage_pool is not None and storage_pool is not self.pool:
+            await storage_pool.terminate(force=True)
         if type(self)._default is self:
             type(self)._default = None
 

@@ -368,7 +368,8 @@ def test_concurrent_creates_share_transactions_and_fail_alone(st: Harness):
 
 def test_events_and_metrics(st: Harness):
     out = st.py("""
-        S2 = WorkerBridge(workers=2).storage  # storage gets a one-worker pool of its own
+        B2 = WorkerBridge(workers=2)
+        S2 = B2.storage  # storage gets a one-worker pool of its own
         seen = []
         async def later(detail):
             await asyncio.sleep(0)
@@ -392,10 +393,14 @@ def test_events_and_metrics(st: Harness):
         except workerbridge.InvalidInputError:
             bad = "InvalidInputError"
         m = S2.get_operation_metrics()
+        from workerbridge._calls import state_of
+        own = state_of(B2).pool
+        await B2.close()  # closes storage's own worker too
         [seen, bad, {k: v for k, v in m.items() if k != "by_operation"}, m["by_operation"]["create"],
-         m["by_operation"]["get"]["total"]]
+         m["by_operation"]["get"]["total"], own is not B2.pool and own._closed]
     """)
-    seen, bad, metrics, create, gets = out
+    seen, bad, metrics, create, gets, own_closed = out
+    assert own_closed
     assert ["ok", "define", None] in seen and ["ok", "create", "users"] in seen
     assert ["failed", "create", "ConstraintError"] in seen
     assert ["failed", "read", "InvalidFilterError"] in seen
