@@ -18,8 +18,17 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from playwright.sync_api import sync_playwright  # noqa: E402
+from storage_anchor import (  # noqa: E402
+    READS,
+    RECORDS,
+    STRIDE,
+    dexie_anchor,
+    dexie_mount,
+    range_bounds,
+)
 
 from conftest import CHROMIUM_FLAGS, Harness, start_server  # noqa: E402
 
@@ -124,6 +133,7 @@ def bench_page(harness: Harness) -> dict[str, Any]:
     out.update(bench_hash(harness))
     out["aes_gcm"] = bench_aes(harness)
     out["gzip"] = bench_gzip(harness)
+    out["storage"] = bench_storage(harness)
     return out
 
 
@@ -269,6 +279,56 @@ def bench_gzip(harness: Harness) -> dict[str, float]:
             "ratio": min(anchor) / min(ours), "same_output_size": len(sizes) == 1}
 
 
+def bench_storage(harness: Harness) -> dict[str, Any]:
+    """IndexedDB through the bridge beside Dexie.js in plain JS on the page, same data."""
+    n, reads = RECORDS, READS
+    low, high = range_bounds(n)
+    ours = harness.py(f"""
+        import uuid
+        S = B.storage
+        await S.define("wb-bench-" + uuid.uuid4().hex, 1,
+                       {{"items": {{"indexes": {{"n": "n"}}}}}})
+        rows = [{{"id": f"rec-{{i}}", "n": i, "name": f"name-{{i}}",
+                  "tags": [f"t{{i % 10}}", "bench"]}} for i in range({n})]
+        ids = [f"rec-{{(i * {STRIDE}) % {n}}}" for i in range({reads})]
+        out = {{}}
+        t = js.performance.now()
+        await S.bulk_create("items", rows)
+        out["bulk_put_ms"] = js.performance.now() - t
+        found = 0
+        t = js.performance.now()
+        for i in ids:
+            found += (await S.get("items", i)) is not None
+        out["point_reads_sequential_ms"] = js.performance.now() - t
+        t = js.performance.now()
+        got = await asyncio.gather(*[S.get("items", i) for i in ids])
+        out["point_reads_concurrent_ms"] = js.performance.now() - t
+        out["point_reads_found"] = found + sum(g is not None for g in got)
+        t = js.performance.now()
+        hits = await S.read("items", {{"n": {{"$gte": {low}, "$lt": {high}}}}})
+        out["range_query_ms"] = js.performance.now() - t
+        out["range_query_hits"] = len(hits)
+        t = js.performance.now()
+        await asyncio.gather(*[S.create("items", {{"n": -i}}) for i in range({reads})])
+        out["creates_ms"] = js.performance.now() - t
+        out["stored"] = await S.count("items")
+        out
+    """, timeout=900)
+    if ours["point_reads_found"] != 2 * reads or ours["range_query_hits"] != high - low \
+            or ours["stored"] != n + reads:
+        raise AssertionError("the bridge read back wrong results: {ours}")
+    anchor = dexie_anchor(harness, n, reads)
+    out: dict[str, Any] = {"records": n, "reads": reads}
+    for key in ("bulk_put_ms", "point_reads_sequential_ms", "point_reads_concurrent_ms",
+                "range_query_ms"):
+        out[key] = ours[key]
+        out[f"dexie_{key}"] = anchor[key]
+        out[f"{key[:-3]}_ratio"] = anchor[key] / ours[key]
+    out["single_ops_per_s"] = reads / (ours["creates_ms"] / 1000)
+    out["dexie_version"] = anchor["dexie"]
+    return out
+
+
 def bench_parallel(harness: Harness) -> dict[str, float]:
     """8 x 32 MB inputs hashed across a pool of 2 at once, beside one worker doing them in
     turn: Files (the browser's own process reads them) and ArrayBuffers."""
@@ -362,6 +422,22 @@ def table(result: dict[str, Any]) -> str:
                 f"{ROUNDS}) | {aes[f'{op}_mb_s']:.0f} MB/s | one-shot `crypto.subtle.{op}` "
                 f"{aes[f'subtle_{op}_mb_s']:.0f} MB/s | {aes[f'{op}_ratio']:.2f}× "
                 f"| ≥ 0.8× {_mark(aes[f'{op}_ratio'] >= 0.8)} |")
+    st = f.get("storage")
+    if st:
+        for key, label, target in (
+                ("bulk_put", f"bulk insert of {st['records']:,} records (`bulk_create`)", 0.8),
+                ("point_reads_sequential", f"{st['reads']:,} point reads, one after another",
+                 None),
+                ("point_reads_concurrent", f"{st['reads']:,} point reads, all at once", None),
+                ("range_query", "indexed range query (10 % of the records)", None)):
+            mark = f"≥ {target}× {_mark(st[f'{key}_ratio'] >= target)}" if target else "—"
+            rows.append(
+                f"| storage: {label} | {st[f'{key}_ms']:.0f} ms | Dexie {st['dexie_version']} "
+                f"{st[f'dexie_{key}_ms']:.0f} ms | {st[f'{key}_ratio']:.2f}× | {mark} |")
+        rows.append(
+            f"| storage: single `create` calls, {st['reads']:,} at once | "
+            f"{st['single_ops_per_s']:,.0f} ops/s | — | — | ≥ 10,000 ops/s "
+            f"{_mark(st['single_ops_per_s'] >= 10_000)} |")
     gz = f.get("gzip")
     if gz:
         rows.append(
@@ -399,7 +475,8 @@ def update_readme(result: dict[str, Any]) -> None:
 def main() -> int:
     bench_pages = ROOT / "bench" / "pages"
     server, origin = start_server(
-        isolation=True, extra=(f"/bench={bench_pages}", f"/bench/dist={ROOT / 'dist'}"))
+        isolation=True, extra=(f"/bench={bench_pages}", f"/bench/dist={ROOT / 'dist'}",
+                               dexie_mount()))
     chromium = os.environ.get("WORKERBRIDGE_CHROMIUM", "/usr/bin/chromium")
     # The user agent says only "156.0.0.0"; the binary says which build it is.
     version = subprocess.run([chromium, "--version"], capture_output=True, text=True,
