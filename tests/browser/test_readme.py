@@ -39,3 +39,9 @@ def test_minimal_page_example_runs(harness: Harness):
 def test_compression_example_runs(harness: Harness):
     block = next(b for b in python_blocks() if "compress_data(b\"hello \"" in b)
     harness.py("from workerbridge import WorkerBridge\n" + block + "\n'ran'")
+
+
+def test_storage_example_runs(harness: Harness):
+    block = next(b for b in python_blocks() if "S = WorkerBridge.storage" in b)
+    got = harness.py(block + "\n[len(adults), (await S.get('users', ada['id']))['vip']]")
+    assert got == [1, True]
