@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import RemoteError, WorkerBridgeError, error_from_code
 from ._futures import PromptFuture
+from ._futures import settle as _settle
 
 if TYPE_CHECKING:
     from .pool import WorkerPool
@@ -135,14 +136,6 @@ def _copy(exc: BaseException) -> BaseException:
             return exc
     return exc
 
-
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
 
 
 _STATES: weakref.WeakKeyDictionary[Any, StorageState] = weakref.WeakKeyDictionary()

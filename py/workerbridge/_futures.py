@@ -125,3 +125,13 @@ class delivering:
         w.holding -= 1
         if not w.holding:
             w.release()
+
+
+def settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    """Give ``future`` its result or exception, unless it is already done."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._errors import ConstraintError, InvalidInputError, StorageQuotaError
+from ._futures import settle as _settle
 
 log = logging.getLogger("workerbridge.storage")
 
@@ -109,10 +110,3 @@ def _deliver(sink: Sink, result: Any, error: BaseException | None) -> None:
         log.exception("a storage result could not be delivered")
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
