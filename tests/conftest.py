@@ -97,6 +97,18 @@ async def cancel_and_time(task, cancel=None):
     except asyncio.CancelledError:
         pass
     return time.perf_counter() - t0
+
+async def cancel_by_token(task, token):
+    # cancel through the token; ("cancelled" | "finished", seconds until the caller let go)
+    import workerbridge
+    t0 = time.perf_counter()
+    token.cancel()
+    try:
+        await task
+        outcome = "finished"
+    except workerbridge.CancelledError:
+        outcome = "cancelled"
+    return outcome, time.perf_counter() - t0
 """
 
 

@@ -115,11 +115,11 @@ async def _aes_key(key: Any) -> Any:
     return await _subtle().importKey("raw", key, "AES-GCM", False, ["encrypt", "decrypt"])
 
 
-async def _gcm(op: str, key: Any, nonce: bytes, data: Any, aad: bytes | None = None) -> Any:
+async def _gcm(op: str, key: Any, nonce: bytes, data: Any) -> Any:
+    """One AES-GCM message (data up to one chunk; larger data goes to ``gcm_records``)."""
     from pyodide.ffi import JsException
 
-    params = _obj(name="AES-GCM", iv=_buf(nonce)) if aad is None else \
-        _obj(name="AES-GCM", iv=_buf(nonce), additionalData=_buf(aad))
+    params = _obj(name="AES-GCM", iv=_buf(nonce))
     try:
         return await getattr(_subtle(), op)(params, key, data)
     except JsException as exc:

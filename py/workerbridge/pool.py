@@ -282,8 +282,8 @@ class WorkerPool(Supervisor):
                 and self._first_ready.exception() is not None and not self._fallback:
             self._settle_job(job, None, WorkerCrashedError(str(self._first_ready.exception())))
             return job
-        if pump and not self._queue and self.strategy == "least-busy":
-            slot = self._least_busy()
+        if pump and not self._queue:
+            slot = self._pick()
             if slot is not None:  # nothing waits ahead of it: skip the queue
                 self._dispatch(job, slot)
                 return job
@@ -291,14 +291,6 @@ class WorkerPool(Supervisor):
         if pump:
             self._pump()
         return job
-
-    def _least_busy(self) -> _Slot | None:
-        """The ready worker with the fewest requests, if it has room for one more."""
-        best: _Slot | None = None
-        for slot in self._slots:
-            if slot.state == "ready" and (best is None or slot.load < best.load):
-                best = slot
-        return best if best is not None and best.load < self.max_in_flight else None
 
     async def execute(self, channel: str, op: str, payload: Any = None, **options: Any) -> Any:
         """``await submit(...)``: run one request and return its result."""
@@ -382,31 +374,29 @@ class WorkerPool(Supervisor):
 
     def _pump(self) -> None:
         """Hand queued jobs to ready workers with room, by the pool's strategy."""
-        if not self._queue:
-            return
-        ready = [s for s in self._slots if s.state == "ready"]
-        loads = [s.load for s in ready]
-        limit = self.max_in_flight
-        least_busy = self.strategy == "least-busy"
-        while self._queue and ready:
-            if least_busy:
-                low = min(loads)
-                if low >= limit:
-                    return
-                i = loads.index(low)
-            else:
-                for _ in range(len(ready)):
-                    self._rr = (self._rr + 1) % len(ready)
-                    if loads[self._rr] < limit:
-                        break
-                else:
-                    return
-                i = self._rr
+        while self._queue:
+            slot = self._pick()
+            if slot is None:
+                return
             job = heapq.heappop(self._queue)[2]
-            if job.done:
-                continue
-            self._dispatch(job, ready[i])
-            loads[i] += 1
+            if not job.done:
+                self._dispatch(job, slot)
+
+    def _pick(self) -> _Slot | None:
+        """The ready worker the strategy gives the next job to, if one has room."""
+        limit = self.max_in_flight
+        if self.strategy == "least-busy":
+            best: _Slot | None = None
+            for slot in self._slots:
+                if slot.state == "ready" and (best is None or slot.load < best.load):
+                    best = slot
+            return best if best is not None and best.load < limit else None
+        ready = [s for s in self._slots if s.state == "ready"]
+        for _ in range(len(ready)):
+            self._rr = (self._rr + 1) % len(ready)
+            if ready[self._rr].load < limit:
+                return ready[self._rr]
+        return None
 
     def _dispatch(self, job: _Job, slot: _Slot) -> None:
         connection = slot.connection

@@ -21,7 +21,6 @@ from typing import Any, Protocol
 
 from ._envelope import (
     MAX_ID,
-    PROTOCOL_VERSION,
     Cancel,
     DecodeError,
     Error,
@@ -328,13 +327,6 @@ class Connection:
                 self._handle_one(item)
 
     def _handle_one(self, raw: object) -> None:
-        if type(raw) is dict and raw.get("kind") == "response" and len(raw) <= 4 \
-                and raw.get("v") == PROTOCOL_VERSION:
-            rid = raw.get("id")
-            if type(rid) is int and rid in self._pending:  # the common case, checked inline
-                self._settle(rid, raw.get("payload"))
-                self._answered(rid)
-                return
         try:
             env = decode(raw)
         except DecodeError as exc:

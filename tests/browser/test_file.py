@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from conftest import Harness
+from conftest import PAGE_HELPERS, Harness
 from samples import bmp, gif, jpeg, ooxml, png, webp
 
 SIZE = 10 * 1024 * 1024 + 4321  # not a multiple of the chunk size
@@ -57,6 +57,7 @@ def files(harness: Harness) -> Harness:
             except workerbridge.WorkerBridgeError as exc:
                 return [type(exc).__name__, str(exc)]
     """)
+    harness.py(PAGE_HELPERS)
     return harness
 
 
@@ -249,12 +250,7 @@ def test_cancelling_chunk_file_stops_it_and_the_worker_keeps_serving(files: Harn
         buf = js.Uint8Array.new(256 * 1024 * 1024).buffer
         task = asyncio.ensure_future(FILES.file.chunk_file(buf, cancel=token))
         await asyncio.sleep(0.2)
-        token.cancel()
-        try:
-            await task
-            outcome = "finished"
-        except workerbridge.CancelledError:
-            outcome = "cancelled"
+        outcome, _ = await cancel_by_token(task, token)
         [outcome, await FILES.file.hash_file(b"abc")]
     """)
     assert outcome == "cancelled"

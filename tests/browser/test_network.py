@@ -256,14 +256,8 @@ def test_cancel_aborts_every_inflight_check(net: Harness, remote: tuple[str, Rec
         task = asyncio.ensure_future(WorkerBridge.network.test_connectivity(
             [R + "/slow?c=1", R + "/slow?c=2", R + "/ok?c=3"], timeout=60, cancel=token))
         await asyncio.sleep(0.5)
-        t0 = time.perf_counter()
-        token.cancel()
-        try:
-            await task
-            outcome = "finished"
-        except workerbridge.CancelledError:
-            outcome = "cancelled"
-        [outcome, time.perf_counter() - t0, await settled_stats(B), no_pending(B)]
+        outcome, latency = await cancel_by_token(task, token)
+        [outcome, latency, await settled_stats(B), no_pending(B)]
     """)
     assert outcome == "cancelled" and latency < 0.1
     assert stats["active"] == 0 and clean
@@ -361,14 +355,7 @@ def test_cancel_bandwidth_releases_the_caller_and_the_worker(net: Harness, remot
             R + "/endless?cancel=1", timeout=120, cancel=token, on_progress=lambda p: seen.append(p.done)))
         while not seen or seen[-1] < 200_000:
             await asyncio.sleep(0.02)
-        t0 = time.perf_counter()
-        token.cancel()
-        try:
-            await task
-            outcome = "finished"
-        except workerbridge.CancelledError:
-            outcome = "cancelled"
-        latency = time.perf_counter() - t0
+        outcome, latency = await cancel_by_token(task, token)
         stats = await settled_stats(B)
         after = await WorkerBridge.network.bandwidth_test(R + "/bytes/100000")
         [outcome, latency, seen[-1], stats, after["bytes"], no_pending(B)]
@@ -531,14 +518,7 @@ def test_without_isolation_cancel_still_aborts_the_download(
             R + "/endless?plain=1", timeout=120, cancel=token, on_progress=lambda p: seen.append(p.done)))
         while not seen or seen[-1] < 200_000:
             await asyncio.sleep(0.02)
-        t0 = time.perf_counter()
-        token.cancel()
-        try:
-            await task
-            outcome = "finished"
-        except workerbridge.CancelledError:
-            outcome = "cancelled"
-        latency = time.perf_counter() - t0
+        outcome, latency = await cancel_by_token(task, token)
         stats = await settled_stats(B)
         checks = await WorkerBridge.network.test_connectivity([R + "/ok?plain=1", "./index.html"])
         [outcome, latency, seen[-1], stats, [c["ok"] for c in checks]]

@@ -30,12 +30,7 @@ def test_fallback_progress_cancel_and_reuse(plain_harness: Harness):
         big = js.Uint8Array.new(768 * 1024 * 1024).buffer
         task = asyncio.ensure_future(B.crypto.hash_file(big, cancel=token))
         await asyncio.sleep(0.4)
-        token.cancel()
-        try:
-            await task
-            outcome = "finished"
-        except workerbridge.CancelledError:
-            outcome = "cancelled"
+        outcome, _ = await cancel_by_token(task, token)
         t2 = time.perf_counter(); stats2 = await settled_stats(B)
         {"isolated": B.isolated, "shared_token": token.is_shared, "hash_ok": got == expected,
          "progress": seen, "task_latency": task_latency, "task_after": task_after,
