@@ -3,4 +3,5 @@
 ``BUILTIN`` lists the modules every worker loads at boot.
 """
 
-BUILTIN = ("crypto", "file", "compression", "network", "storage")
+BUILTIN = ("crypto", "file", "compression", "network", "storage", "storage_fields",
+           "storage_audit", "storage_sync")

@@ -10,7 +10,9 @@ until the bad record is alone: it fails only its own caller.
 
 Transactions run through ``_idb.run``: nothing but IndexedDB requests happens inside one,
 and a write is acknowledged only after its transaction committed (``durability:
-"strict"``). ``install_hooks`` is where the audit log, field encryption and sync plug in.
+"strict"``). ``register_hooks`` is where the audit log, field encryption and sync plug in;
+their settings come from the page (``configure``) and are sent again to a worker that
+restarted: a call made under settings this worker lacks is refused before it runs.
 """
 
 from __future__ import annotations
@@ -20,7 +22,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from workerbridge._errors import InvalidInputError, StorageError, WorkerBridgeError
+from workerbridge._errors import (
+    InvalidInputError,
+    StorageError,
+    UnconfiguredError,
+    WorkerBridgeError,
+)
 from workerbridge._idb import Database, from_js, open_database, run
 from workerbridge._query import Node, check_sort, unparse, validate_filter
 from workerbridge._runtime import Context, handler
@@ -36,6 +43,7 @@ from workerbridge._schema import (
 )
 from workerbridge._serial import SerialQueue, Sink
 from workerbridge._txn import (
+    HookChain,
     Hooks,
     Program,
     StoreInfo,
@@ -54,13 +62,13 @@ from workerbridge._txn import (
 
 log = logging.getLogger("workerbridge.storage")
 
-_hooks: Hooks | None = None
+_factories: list[Callable[[str], Hooks]] = []
 
 
-def install_hooks(hooks: Hooks | None) -> None:
-    """Plug features into every transaction of this worker (see ``_txn.Hooks``)."""
-    global _hooks
-    _hooks = hooks
+def register_hooks(factory: Callable[[str], Hooks]) -> None:
+    """Plug a feature into every database of this worker: ``factory(database name)``
+    makes its ``_txn.Hooks`` for each database (call it at import, before any is used)."""
+    _factories.append(factory)
 
 
 def _native(value: Any) -> Any:
@@ -83,6 +91,27 @@ class _Database:
         self.spec: dict[str, Any] | None = None  # known once define() ran in this worker
         self.db: Database | None = None
         self.queue = SerialQueue({"create": self._creates, "get": self._gets})
+        self.hooks = HookChain([make(name) for make in _factories])
+        self.live = self.hooks.running()  # the active hooks, None if none
+        self.settings: dict[str, Any] = {}
+        self.generation = 0  # of the page's settings in use (the last configure run)
+        self.received = 0  # of the last settings received (queued calls run under them)
+
+    def configure(self, settings: dict[str, Any], generation: int) -> None:
+        self.hooks.configure(settings)
+        self.settings, self.generation = settings, generation
+        self.live = self.hooks.running()
+
+    def check_generation(self, generation: Any) -> None:
+        if generation != self.received:
+            raise UnconfiguredError("this worker lacks the storage settings the call was "
+                                    "made under (it restarted); send them again")
+
+    async def encode(self, collection: str, fields: dict[str, Any]) -> dict[str, Any]:
+        return fields if self.live is None else await self.live.encode(collection, fields)
+
+    async def decode(self, collection: str, record: dict[str, Any]) -> dict[str, Any]:
+        return record if self.live is None else await self.live.decode(collection, record)
 
     async def connection(self) -> Database:
         """The open connection; reopened if it was closed (another tab's upgrade closes
@@ -97,7 +126,7 @@ class _Database:
                        build: Callable[[Tx], Program], doing: str) -> tuple[Any, int, Tx]:
         """Run ``build(tx)`` as one transaction; (its result, records scanned, the Tx)."""
         db = await self.connection()
-        hooks = _hooks
+        hooks = self.live
         tx = Tx(db.stores, hooks)
         program = build(tx)
         stores = list(dict.fromkeys(collections))
@@ -107,14 +136,11 @@ class _Database:
         value, scanned = await run(db, stores, "readwrite" if write else "readonly",
                                    program, doing)
         if write and hooks is not None and tx.changes:
-            try:
-                hooks.committed(self.name, tx.changes)
-            except Exception:  # the data is committed: a hook's failure must not hide it
-                log.exception("a committed() hook raised")
+            hooks.committed(self.name, tx.changes)
         return value, scanned, tx
 
     async def _creates(self, items: list[tuple[str, dict[str, Any]]]) -> list[Any]:
-        items = [(c, await _encode(c, r)) for c, r in items]
+        items = [(c, await self.encode(c, r)) for c, r in items]
         records, _, _ = await self.transact([c for c, _ in items], True,
                                             lambda tx: create(tx, items), "create")
         return [None] * len(records)
@@ -122,20 +148,11 @@ class _Database:
     async def _gets(self, items: list[tuple[str, Any]]) -> list[Any]:
         found, _, _ = await self.transact([c for c, _ in items], False,
                                           lambda tx: get(tx, items), "get")
-        return [None if r is None else await _decode(c, r)
+        return [None if r is None else await self.decode(c, r)
                 for (c, _), r in zip(items, found, strict=True)]
 
     def stores_spec(self, spec: dict[str, Any]) -> dict[str, Any]:
-        internal = dict(_hooks.internal_stores) if _hooks is not None else {}
-        return {"stores": {**internal, **spec["stores"]}}
-
-
-async def _encode(collection: str, fields: dict[str, Any]) -> dict[str, Any]:
-    return fields if _hooks is None else await _hooks.encode(collection, fields)
-
-
-async def _decode(collection: str, record: dict[str, Any]) -> dict[str, Any]:
-    return record if _hooks is None else await _hooks.decode(collection, record)
+        return {"stores": {**self.hooks.internal_stores, **spec["stores"]}}
 
 
 _databases: dict[str, _Database] = {}
@@ -143,9 +160,10 @@ Start = Callable[[dict[str, Any], Sink], None]
 _STARTS: dict[str, Start] = {}
 
 
-def _op(name: str) -> Callable[[Start], Start]:
-    """Register how an operation starts: it checks its payload and queues its job, whose
-    outcome goes to a sink (so a batch queues all its calls before any runs)."""
+def operation(name: str) -> Callable[[Start], Start]:
+    """Register how a ``storage`` operation starts: it checks its payload and queues its
+    job, whose outcome goes to a sink (so a batch queues all its calls before any runs).
+    Features built on the core register theirs the same way."""
 
     def register(start: Start) -> Start:
         _STARTS[name] = start
@@ -170,11 +188,15 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
             future.set_result(result)
 
 
-def _database(payload: dict[str, Any]) -> _Database:
+def database(payload: dict[str, Any], *, configured: bool = True) -> _Database:
+    """The database a call names ("db", "v"); with ``configured``, refused when this
+    worker lacks the settings the call was made under (its "cfg" generation)."""
     name, version = check_database(payload.get("db"), payload.get("v"))
     found = _databases.get(name)
     if found is None:
         found = _databases[name] = _Database(name, version)
+    if configured:
+        found.check_generation(payload.get("cfg", 0))
     return found
 
 
@@ -194,7 +216,7 @@ def _differences(spec: dict[str, Any], stores: dict[str, StoreInfo]) -> str:
     return ""
 
 
-@_op("define")
+@operation("define")
 def define(payload: dict[str, Any], sink: Sink) -> None:
     """Open (creating or upgrading) a database with the declared collections."""
     name, version = check_database(payload.get("db"), payload.get("v"))
@@ -226,27 +248,45 @@ def define(payload: dict[str, Any], sink: Sink) -> None:
     entry.queue.put("other", job, sink)
 
 
-@_op("create")
+@operation("configure")
+def configure(payload: dict[str, Any], sink: Sink) -> None:
+    """Take the page's settings for a database (every feature's, by name), in call order."""
+    entry = database(payload, configured=False)
+    settings = payload.get("settings")
+    generation = payload.get("cfg")
+    if not isinstance(settings, dict) or isinstance(generation, bool) \
+            or not isinstance(generation, int):
+        raise InvalidInputError("configure needs settings (a dict) and cfg (an int)")
+
+    entry.received = generation
+
+    async def job() -> None:
+        entry.configure(settings, generation)
+
+    entry.queue.put("other", job, sink)
+
+
+@operation("create")
 def create_one(payload: dict[str, Any], sink: Sink) -> None:
-    entry = _database(payload)
+    entry = database(payload)
     coll = check_collection(payload.get("collection"))
     entry.queue.put("create", (coll, check_fields(payload.get("data"), foreign=from_js)), sink)
 
 
-@_op("get")
+@operation("get")
 def get_one(payload: dict[str, Any], sink: Sink) -> None:
-    entry = _database(payload)
+    entry = database(payload)
     coll = check_collection(payload.get("collection"))
     entry.queue.put("get", (coll, check_key(_native(payload.get("id")))), sink)
 
 
 def _query_args(payload: dict[str, Any]) -> tuple[_Database, str, Node]:
-    entry = _database(payload)
+    entry = database(payload)
     coll = check_collection(payload.get("collection"))
     return entry, coll, validate_filter(_native(payload.get("filter")))
 
 
-@_op("read")
+@operation("read")
 def read_many(payload: dict[str, Any], sink: Sink) -> None:
     entry, coll, node = _query_args(payload)
     sort = check_sort(payload.get("sort"))
@@ -256,12 +296,12 @@ def read_many(payload: dict[str, Any], sink: Sink) -> None:
     async def job() -> list[Any]:
         records, _, _ = await entry.transact(
             [coll], False, lambda tx: read(tx, coll, node, sort, limit, offset), "read")
-        return [await _decode(coll, r) for r in records]
+        return [await entry.decode(coll, r) for r in records]
 
     entry.queue.put("other", job, sink)
 
 
-@_op("explain")
+@operation("explain")
 def explain(payload: dict[str, Any], sink: Sink) -> None:
     entry, coll, node = _query_args(payload)
 
@@ -277,7 +317,7 @@ def explain(payload: dict[str, Any], sink: Sink) -> None:
     entry.queue.put("other", job, sink)
 
 
-@_op("count")
+@operation("count")
 def count_many(payload: dict[str, Any], sink: Sink) -> None:
     entry, coll, node = _query_args(payload)
 
@@ -289,13 +329,13 @@ def count_many(payload: dict[str, Any], sink: Sink) -> None:
     entry.queue.put("other", job, sink)
 
 
-@_op("update")
+@operation("update")
 def update_many(payload: dict[str, Any], sink: Sink) -> None:
     entry, coll, node = _query_args(payload)
     patch = check_fields(payload.get("data"), foreign=from_js)
 
     async def job() -> int:
-        fields = await _encode(coll, patch)
+        fields = await entry.encode(coll, patch)
         n, _, _ = await entry.transact([coll], True,
                                        lambda tx: update(tx, coll, node, fields), "update")
         return int(n)
@@ -303,7 +343,7 @@ def update_many(payload: dict[str, Any], sink: Sink) -> None:
     entry.queue.put("other", job, sink)
 
 
-@_op("delete")
+@operation("delete")
 def delete_many(payload: dict[str, Any], sink: Sink) -> None:
     entry, coll, node = _query_args(payload)
 
@@ -321,14 +361,14 @@ def _list(value: Any, what: str) -> list[Any]:
     return value
 
 
-@_op("bulk_create")
+@operation("bulk_create")
 def bulk_create(payload: dict[str, Any], sink: Sink) -> None:
-    entry = _database(payload)
+    entry = database(payload)
     coll = check_collection(payload.get("collection"))
     records = [check_fields(r, foreign=from_js) for r in _list(payload.get("records"), "records")]
 
     async def job() -> int:
-        items = [(coll, await _encode(coll, r)) for r in records]
+        items = [(coll, await entry.encode(coll, r)) for r in records]
         done, _, _ = await entry.transact([coll], True, lambda tx: create(tx, items),
                                           "bulk_create")
         return len(done)
@@ -336,14 +376,14 @@ def bulk_create(payload: dict[str, Any], sink: Sink) -> None:
     entry.queue.put("other", job, sink)
 
 
-@_op("bulk_update")
+@operation("bulk_update")
 def bulk_update_many(payload: dict[str, Any], sink: Sink) -> None:
-    entry = _database(payload)
+    entry = database(payload)
     coll = check_collection(payload.get("collection"))
     changes = [check_fields(r, foreign=from_js) for r in _list(payload.get("records"), "records")]
 
     async def job() -> int:
-        encoded = [await _encode(coll, c) for c in changes]
+        encoded = [await entry.encode(coll, c) for c in changes]
         n, _, _ = await entry.transact([coll], True,
                                        lambda tx: bulk_update(tx, coll, encoded), "bulk_update")
         return int(n)
@@ -351,9 +391,9 @@ def bulk_update_many(payload: dict[str, Any], sink: Sink) -> None:
     entry.queue.put("other", job, sink)
 
 
-@_op("bulk_delete")
+@operation("bulk_delete")
 def bulk_delete_many(payload: dict[str, Any], sink: Sink) -> None:
-    entry = _database(payload)
+    entry = database(payload)
     coll = check_collection(payload.get("collection"))
     keys = [check_key(_native(k)) for k in _list(payload.get("ids"), "ids")]
 
@@ -365,9 +405,9 @@ def bulk_delete_many(payload: dict[str, Any], sink: Sink) -> None:
     entry.queue.put("other", job, sink)
 
 
-@_op("transaction")
+@operation("transaction")
 def transaction(payload: dict[str, Any], sink: Sink) -> None:
-    entry = _database(payload)
+    entry = database(payload)
     raw = [_native(op) for op in _list(payload.get("ops"), "ops")]
 
     async def job() -> list[Any]:
@@ -376,15 +416,15 @@ def transaction(payload: dict[str, Any], sink: Sink) -> None:
         ops = [check_op(op, keys) for op in raw]
         for op in ops:
             if "data" in op:
-                op["data"] = await _encode(op["collection"], op["data"])
+                op["data"] = await entry.encode(op["collection"], op["data"])
         results, _, _ = await entry.transact([op["collection"] for op in ops], True,
                                              lambda tx: run_ops(tx, ops), "transaction")
         out = []
         for op, result in zip(ops, results, strict=True):
             if op["op"] == "get" and result is not None:
-                result = await _decode(op["collection"], result)
+                result = await entry.decode(op["collection"], result)
             elif op["op"] == "read":
-                result = [await _decode(op["collection"], r) for r in result]
+                result = [await entry.decode(op["collection"], r) for r in result]
             out.append(result)
         return out
 

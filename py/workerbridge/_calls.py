@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._errors import RemoteError, WorkerBridgeError, error_from_code
+from ._errors import RemoteError, UnconfiguredError, WorkerBridgeError, error_from_code
 from ._futures import PromptFuture
 from ._futures import settle as _settle
 
@@ -54,6 +54,25 @@ class StorageState:
     pending: list[Pending] = field(default_factory=list)
     target: WorkerPool | None = None  # where pending calls go
     scheduled: bool = False
+    # Features' settings for the database (name -> value), and their generation: every
+    # call carries it, so a worker that restarted without them refuses the call, which is
+    # then sent again after them.
+    settings: dict[str, Any] = field(default_factory=dict)
+    generation: int = 0
+
+    def stamp(self, payload: dict[str, Any]) -> dict[str, Any]:
+        payload["db"], payload["v"], payload["cfg"] = self.database, self.version, \
+            self.generation
+        return payload
+
+    def configure(self, pool: WorkerPool, name: str, value: Any) -> asyncio.Future[Any]:
+        """Set one feature's settings; they reach the worker before any later call."""
+        self.settings[name] = value
+        self.generation += 1
+        return self.send(pool, "configure", self._configuration(), True)
+
+    def _configuration(self) -> dict[str, Any]:
+        return self.stamp({"settings": dict(self.settings)})
 
     def send(self, pool: WorkerPool, op: str, payload: dict[str, Any],
              write: bool) -> asyncio.Future[Any]:
@@ -82,49 +101,65 @@ class StorageState:
         pending = [p for p in self.pending if not p[2].done()]
         self.pending = []
         if pending and self.target is not None:
-            _dispatch(self.target, pending)
+            self._dispatch(self.target, pending)
 
-
-def _dispatch(pool: WorkerPool, calls: list[Pending]) -> None:
-    # A write whose worker died may or may not have committed: never send it twice.
-    retries = 0 if any(c[3] for c in calls) else None
-    try:
-        if len(calls) == 1:
-            op, payload, future, _ = calls[0]
-            job = pool.submit(CHANNEL, op, payload, retries=retries)
-            job.add_done_callback(lambda j: _forward(j, future))
-            future.add_done_callback(lambda f: job.cancel() if f.cancelled() else None)
-        else:
-            ops = [[op, payload] for op, payload, _, _ in calls]
-            job = pool.submit(CHANNEL, "batch", {"ops": ops}, retries=retries)
-            job.add_done_callback(lambda j: _distribute(j, calls))
-    except Exception as exc:  # the pool refused: full queue, shut down, unsendable payload
-        for call in calls:
-            _settle(call[2], None, _copy(exc))
-
-
-def _forward(job: asyncio.Future[Any], future: asyncio.Future[Any]) -> None:
-    if job.cancelled():
-        future.cancel()
-    elif job.exception() is not None:
-        _settle(future, None, job.exception())
-    else:
-        _settle(future, job.result(), None)
-
-
-def _distribute(job: asyncio.Future[Any], calls: list[Pending]) -> None:
-    if job.cancelled() or job.exception() is not None:
-        for call in calls:
-            if job.cancelled():
-                call[2].cancel()
+    def _dispatch(self, pool: WorkerPool, calls: list[Pending], again: bool = False) -> None:
+        # A write whose worker died may or may not have committed: never send it twice.
+        retries = 0 if any(c[3] for c in calls) else None
+        try:
+            if len(calls) == 1:
+                op, payload, future, _ = calls[0]
+                job = pool.submit(CHANNEL, op, payload, retries=retries)
+                job.add_done_callback(lambda j: self._forward(pool, j, calls[0], again))
+                future.add_done_callback(lambda f: job.cancel() if f.cancelled() else None)
             else:
-                _settle(call[2], None, _copy(job.exception()))  # type: ignore[arg-type]
-        return
-    for call, outcome in zip(calls, job.result(), strict=True):
-        if outcome[0]:
-            _settle(call[2], outcome[1], None)
+                ops = [[op, payload] for op, payload, _, _ in calls]
+                job = pool.submit(CHANNEL, "batch", {"ops": ops}, retries=retries)
+                job.add_done_callback(lambda j: self._distribute(pool, j, calls, again))
+        except Exception as exc:  # the pool refused: full queue, shut down, unsendable
+            for call in calls:
+                _settle(call[2], None, _copy(exc))
+
+    def _forward(self, pool: WorkerPool, job: asyncio.Future[Any], call: Pending,
+                 again: bool) -> None:
+        future = call[2]
+        if job.cancelled():
+            future.cancel()
+        elif isinstance(job.exception(), UnconfiguredError) and not again:
+            self._resend(pool, [call])
+        elif job.exception() is not None:
+            _settle(future, None, job.exception())
         else:
-            _settle(call[2], None, error_from_code(outcome[1], outcome[2], outcome[3]))
+            _settle(future, job.result(), None)
+
+    def _distribute(self, pool: WorkerPool, job: asyncio.Future[Any], calls: list[Pending],
+                    again: bool) -> None:
+        if job.cancelled() or job.exception() is not None:
+            for call in calls:
+                if job.cancelled():
+                    call[2].cancel()
+                else:
+                    _settle(call[2], None, _copy(job.exception()))  # type: ignore[arg-type]
+            return
+        refused = []
+        for call, outcome in zip(calls, job.result(), strict=True):
+            if outcome[0]:
+                _settle(call[2], outcome[1], None)
+            elif outcome[1] == UnconfiguredError.code and not again:
+                refused.append(call)
+            else:
+                _settle(call[2], None, error_from_code(outcome[1], outcome[2], outcome[3]))
+        if refused:
+            self._resend(pool, refused)
+
+    def _resend(self, pool: WorkerPool, calls: list[Pending]) -> None:
+        """Calls a worker refused for lacking the settings (nothing of them ran): the
+        settings first, then the calls, once more."""
+        settled: asyncio.Future[Any] = PromptFuture()
+        calls = [(op, {**payload, "cfg": self.generation}, future, write)
+                 for op, payload, future, write in calls]
+        self._dispatch(pool, [("configure", self._configuration(), settled, True), *calls],
+                       again=True)
 
 
 def _copy(exc: BaseException) -> BaseException:

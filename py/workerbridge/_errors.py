@@ -105,6 +105,13 @@ class ConstraintError(StorageError):
     code = "constraint"
 
 
+class UnconfiguredError(StorageError):
+    """The storage worker lacks the page's settings for a database (it restarted); the
+    call did not run. The page sends the settings again and retries on its own."""
+
+    code = "unconfigured"
+
+
 class UnsupportedError(WorkerBridgeError):
     """The operation needs an engine this browser does not provide."""
 
@@ -207,6 +214,7 @@ _BY_CODE: dict[str, type[WorkerBridgeError]] = {
         StorageQuotaError,
         StorageBlockedError,
         ConstraintError,
+        UnconfiguredError,
         UnsupportedError,
         IntegrityError,
         NetworkError,

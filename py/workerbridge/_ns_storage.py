@@ -32,6 +32,9 @@ from ._schema import (
     normalize_schema,
     prepare_record,
 )
+from ._st_audit import AuditAPI
+from ._st_fields import FieldsAPI
+from ._st_sync import SyncAPI
 
 if TYPE_CHECKING:
     from .pool import WorkerPool
@@ -39,7 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("workerbridge.storage")
 
 
-class StorageNamespace(_Namespace):
+class StorageCore(_Namespace):
     """IndexedDB collections in a worker: CRUD, filters, atomic transactions."""
 
     channel = "storage"
@@ -76,8 +79,14 @@ class StorageNamespace(_Namespace):
 
     async def _send(self, op: str, payload: dict[str, Any], write: bool) -> Any:
         state = self._s
-        payload["db"], payload["v"] = state.database, state.version
-        return await state.send(self._pool(), op, payload, write)
+        return await state.send(self._pool(), op, state.stamp(payload), write)
+
+    async def _configure(self, feature: str, value: Any) -> None:
+        """Set a feature's settings for the current database (see ``_calls``)."""
+        state = self._s
+        if state.database is None:
+            raise UnknownCollectionError("no database is defined: call storage.define() first")
+        await state.configure(self._pool(), feature, value)
 
     # --- events and metrics ----------------------------------------------------------------
 
@@ -146,6 +155,8 @@ class StorageNamespace(_Namespace):
             result = await state.send(
                 self._pool(), "define", {"db": name, "v": version, "collections": collections,
                                          "blocked_timeout": float(blocked_timeout)}, True)
+            if state.database != name:
+                state.settings.clear()  # settings belong to one database
             state.database, state.version = name, version
             state.keys = {c: s["key"] for c, s in spec["stores"].items()}
             return dict(result)
@@ -332,7 +343,7 @@ class _Measure:
 
     __slots__ = ("_coll", "_ns", "_op", "_started")
 
-    def __init__(self, ns: StorageNamespace, op: str, collection: Any) -> None:
+    def __init__(self, ns: StorageCore, op: str, collection: Any) -> None:
         self._ns, self._op, self._coll = ns, op, collection
         self._started = time.perf_counter()
 
@@ -380,3 +391,8 @@ def _listener_done(tasks: set[asyncio.Future[Any]]) -> Callable[[asyncio.Future[
             log.error("a storage listener raised", exc_info=task.exception())
 
     return done
+
+
+class StorageNamespace(FieldsAPI, AuditAPI, SyncAPI, StorageCore):
+    """IndexedDB collections in a worker: CRUD, filters, atomic transactions, field
+    encryption, an audit log, and live queries shared between tabs."""

@@ -22,6 +22,7 @@ back in request order: the key written, the record or None, None, a count, a lis
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -40,6 +41,8 @@ from ._query import (
     validate_filter,
 )
 from ._schema import prepare_record
+
+log = logging.getLogger("workerbridge.storage")
 
 Request = list[Any]
 Batch = list[Request]
@@ -117,6 +120,83 @@ class Hooks:
     async def decode(self, collection: str, record: dict[str, Any]) -> dict[str, Any]:
         """A record as returned (after the transaction: may await, e.g. decrypt)."""
         return record
+
+    def configure(self, settings: dict[str, Any]) -> None:
+        """The page's settings for this database (every feature's, by name); called
+        before any call that relies on them, and again after the worker restarted."""
+
+    @property
+    def active(self) -> bool:
+        """False while this feature has nothing to do (its transactions skip it)."""
+        return True
+
+
+class HookChain(Hooks):
+    """Several features' hooks as one: requests and stores add up, ``merge`` and
+    ``encode`` run in order, ``decode`` in reverse order (the last encoding is undone
+    first)."""
+
+    def __init__(self, hooks: Sequence[Hooks]) -> None:
+        self.hooks = tuple(hooks)
+        self.internal_stores = {name: spec for h in self.hooks
+                                for name, spec in h.internal_stores.items()}
+        self._begun: list[int] = []
+
+    def scope(self, collections: Sequence[str]) -> Sequence[str]:
+        return list(dict.fromkeys(s for h in self.hooks for s in h.scope(collections)))
+
+    def begin(self) -> Batch:
+        batches = [h.begin() for h in self.hooks]
+        self._begun = [len(b) for b in batches]
+        return [r for b in batches for r in b]
+
+    def started(self, results: list[Any]) -> None:
+        at = 0
+        for h, n in zip(self.hooks, self._begun, strict=True):
+            if n:
+                h.started(results[at:at + n])
+            at += n
+
+    def on_write(self, change: Change) -> Batch:
+        return [r for h in self.hooks for r in h.on_write(change)]
+
+    def merge(self, collection: str, stored: dict[str, Any],
+              patch: dict[str, Any]) -> dict[str, Any]:
+        if not self.hooks:
+            return {**stored, **patch}
+        for h in self.hooks:
+            stored = h.merge(collection, stored, patch)
+        return stored
+
+    def committed(self, database: str, changes: list[Change]) -> None:
+        for h in self.hooks:
+            try:
+                h.committed(database, changes)
+            except Exception:  # the data is committed: one hook's failure must not hide it
+                log.exception("a committed() hook raised")
+
+    def check_filter(self, collection: str, node: Node) -> None:
+        for h in self.hooks:
+            h.check_filter(collection, node)
+
+    async def encode(self, collection: str, fields: dict[str, Any]) -> dict[str, Any]:
+        for h in self.hooks:
+            fields = await h.encode(collection, fields)
+        return fields
+
+    async def decode(self, collection: str, record: dict[str, Any]) -> dict[str, Any]:
+        for h in reversed(self.hooks):
+            record = await h.decode(collection, record)
+        return record
+
+    def configure(self, settings: dict[str, Any]) -> None:
+        for h in self.hooks:
+            h.configure(settings)
+
+    def running(self) -> HookChain | None:
+        """The chain of the active hooks, or None when no hook is active."""
+        live = [h for h in self.hooks if h.active]
+        return HookChain(live) if live else None
 
 
 # --- programs -------------------------------------------------------------------------------

@@ -600,6 +600,31 @@ def test_hooks_write_audit_records_in_the_same_transaction_and_encode_fields(st:
     assert raw[0] == "[object Uint8Array]" and raw[1] == "2retnuh"
 
 
+def test_settings_reach_a_restarted_worker_before_its_first_call(st: Harness):
+    # Features' settings (say, "encrypt these fields") live in the worker. One that
+    # restarted has none: a call made under them is refused there, and the page sends
+    # the settings again and then the call — never a write without them.
+    out = st.py("""
+        H = WorkerBridge(modules=["./storage_hooks.py", "./faults.py"])
+        SH = H.storage
+        name = await fresh(s=SH)
+        await SH._configure("probe", {"off": True})   # the probe hooks step aside
+        await SH.create("users", {"id": "x", "secret": "s1"})
+        crashed = await failure(H.request("faults", "close", {}, retries=0))
+        await H.pool.wait_all_ready()
+        await SH.create("users", {"id": "y", "secret": "s2"})
+        audit = await H.request("probe", "audit", {"db": name})
+        given = await H.request("probe", "settings", {"db": name})
+        raw = await js.Function.new("db", '''return new Promise((res) => {
+            const r = indexedDB.open(db);
+            r.onsuccess = () => { const q = r.result.transaction("users").objectStore("users").getAll();
+              q.onsuccess = () => { r.result.close(); res(q.result.map((x) => typeof x.secret)); }; }; });''')(name)
+        await H.close()
+        [crashed[0], H.stats().restarts, len(audit), given, list(raw)]
+    """)
+    assert out == ["WorkerCrashedError", 1, 0, {"probe": {"off": True}}, ["string", "string"]]
+
+
 def test_quota_exceeded_is_a_storage_quota_error_and_writes_nothing(harness: Harness):
     # A real quota: Chromium's own per-origin override (DevTools protocol). Chromium's
     # IndexedDB caches an origin's free space for up to 30 s once it has asked, so the

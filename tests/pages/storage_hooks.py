@@ -1,7 +1,7 @@
 """Test-only storage hooks, loaded into a worker by URL: the seams an audit log and
 field encryption plug into, reduced to their simplest (no real cryptography here)."""
 
-from workerbridge.workers.storage import _databases, install_hooks
+from workerbridge.workers.storage import _databases, register_hooks
 
 from workerbridge import Context, InvalidInputError, handler
 from workerbridge._idb import run
@@ -20,6 +20,14 @@ class Probe(Hooks):
     def __init__(self):
         self.internal_stores = {"_audit": {"key": "seq", "indexes": {}}}
         self.seq = 0
+        self.settings = {}
+
+    def configure(self, settings):
+        self.settings = settings
+
+    @property
+    def active(self):
+        return not self.settings.get("probe", {}).get("off")
 
     def scope(self, collections):
         return ["_audit"]
@@ -50,7 +58,7 @@ class Probe(Hooks):
         return record
 
 
-install_hooks(Probe())
+register_hooks(lambda database: Probe())
 
 
 @handler("probe", "audit")
@@ -63,3 +71,9 @@ async def audit(ctx: Context, payload: dict) -> list:
 
     value, _ = await run(db, ["_audit"], "readonly", program())
     return value
+
+
+@handler("probe", "settings")
+async def settings(ctx: Context, payload: dict) -> dict:
+    """The settings a database's hooks were given."""
+    return _databases[payload["db"]].hooks.hooks[-1].settings
