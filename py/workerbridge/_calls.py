@@ -35,7 +35,34 @@ class OpStats:
                 "average_latency_ms": self.latency / self.total * 1000 if self.total else 0.0}
 
 
-Pending = tuple[str, dict[str, Any], asyncio.Future[Any], bool]  # op, payload, future, write
+class Call:
+    """One storage call on its way: its future, and what settling it involves (turning
+    the worker's result into the caller's, and ``finish(error)``: metrics, events)."""
+
+    __slots__ = ("finish", "future", "op", "payload", "value", "write")
+
+    def __init__(self, op: str, payload: dict[str, Any], write: bool,
+                 value: Callable[[Any], Any] | None = None,
+                 finish: Callable[[BaseException | None], None] | None = None) -> None:
+        self.op, self.payload, self.write = op, payload, write
+        self.value, self.finish = value, finish
+        self.future: asyncio.Future[Any] = PromptFuture()
+
+    def settle(self, result: Any, error: BaseException | None) -> None:
+        if self.future.done():
+            return
+        if error is None and self.value is not None:
+            try:
+                result = self.value(result)
+            except Exception as exc:
+                error = exc
+        if self.finish is not None:
+            self.finish(error)
+        _settle(self.future, result, error)
+
+    def cancel(self) -> None:
+        if not self.future.done():
+            self.future.cancel()
 
 
 @dataclass(slots=True)
@@ -51,7 +78,7 @@ class StorageState:
         default_factory=lambda: {e: [] for e in EVENTS})
     stats: dict[str, OpStats] = field(default_factory=dict)
     tasks: set[asyncio.Future[Any]] = field(default_factory=set)
-    pending: list[Pending] = field(default_factory=list)
+    pending: list[Call] = field(default_factory=list)
     target: WorkerPool | None = None  # where pending calls go
     scheduled: bool = False
     # Features' settings for the database (name -> value), and their generation: every
@@ -76,89 +103,91 @@ class StorageState:
 
     def send(self, pool: WorkerPool, op: str, payload: dict[str, Any],
              write: bool) -> asyncio.Future[Any]:
+        """Queue a call; its future."""
+        return self.put(pool, Call(op, payload, write))
+
+    def put(self, pool: WorkerPool, call: Call) -> asyncio.Future[Any]:
         """Queue a call. Single creates and gets made until the loop's next turn leave
         together, in one message (a long run of them every ``MAX_BATCH`` calls, so the
         worker starts on the first while the page still makes the next)."""
-        future: asyncio.Future[Any] = PromptFuture()
         if self.target is not pool:
             self.flush()
             self.target = pool
-        self.pending.append((op, payload, future, write))
-        if op not in BATCHED or len(self.pending) >= MAX_BATCH:
+        self.pending.append(call)
+        if call.op not in BATCHED or len(self.pending) >= MAX_BATCH:
             # A longer call goes alone (its caller hears as soon as it is done), after
             # whatever was queued before it: the worker receives calls in order.
             self.flush()
         elif not self.scheduled:
             self.scheduled = True
             asyncio.get_running_loop().call_soon(self._scheduled_flush)
-        return future
+        return call.future
 
     def _scheduled_flush(self) -> None:
         self.scheduled = False
         self.flush()
 
     def flush(self) -> None:
-        pending = [p for p in self.pending if not p[2].done()]
+        pending = [c for c in self.pending if not c.future.done()]
         self.pending = []
         if pending and self.target is not None:
             self._dispatch(self.target, pending)
 
-    def _dispatch(self, pool: WorkerPool, calls: list[Pending], again: bool = False) -> None:
+    def _dispatch(self, pool: WorkerPool, calls: list[Call], again: bool = False) -> None:
         # A write whose worker died may or may not have committed: never send it twice.
-        retries = 0 if any(c[3] for c in calls) else None
+        retries = 0 if any(c.write for c in calls) else None
         try:
             if len(calls) == 1:
-                op, payload, future, _ = calls[0]
-                job = pool.submit(CHANNEL, op, payload, retries=retries)
-                job.add_done_callback(lambda j: self._forward(pool, j, calls[0], again))
-                future.add_done_callback(lambda f: job.cancel() if f.cancelled() else None)
+                call = calls[0]
+                job = pool.submit(CHANNEL, call.op, call.payload, retries=retries)
+                job.add_done_callback(lambda j: self._forward(pool, j, call, again))
+                call.future.add_done_callback(
+                    lambda f: job.cancel() if f.cancelled() else None)
             else:
-                ops = [[op, payload] for op, payload, _, _ in calls]
+                ops = [[c.op, c.payload] for c in calls]
                 job = pool.submit(CHANNEL, "batch", {"ops": ops}, retries=retries)
                 job.add_done_callback(lambda j: self._distribute(pool, j, calls, again))
         except Exception as exc:  # the pool refused: full queue, shut down, unsendable
             for call in calls:
-                _settle(call[2], None, _copy(exc))
+                call.settle(None, _copy(exc))
 
-    def _forward(self, pool: WorkerPool, job: asyncio.Future[Any], call: Pending,
+    def _forward(self, pool: WorkerPool, job: asyncio.Future[Any], call: Call,
                  again: bool) -> None:
-        future = call[2]
         if job.cancelled():
-            future.cancel()
+            call.cancel()
         elif isinstance(job.exception(), UnconfiguredError) and not again:
             self._resend(pool, [call])
         elif job.exception() is not None:
-            _settle(future, None, job.exception())
+            call.settle(None, job.exception())
         else:
-            _settle(future, job.result(), None)
+            call.settle(job.result(), None)
 
-    def _distribute(self, pool: WorkerPool, job: asyncio.Future[Any], calls: list[Pending],
+    def _distribute(self, pool: WorkerPool, job: asyncio.Future[Any], calls: list[Call],
                     again: bool) -> None:
         if job.cancelled() or job.exception() is not None:
             for call in calls:
                 if job.cancelled():
-                    call[2].cancel()
+                    call.cancel()
                 else:
-                    _settle(call[2], None, _copy(job.exception()))  # type: ignore[arg-type]
+                    call.settle(None, _copy(job.exception()))  # type: ignore[arg-type]
             return
         refused = []
         for call, outcome in zip(calls, job.result(), strict=True):
             if outcome[0]:
-                _settle(call[2], outcome[1], None)
+                call.settle(outcome[1], None)
             elif outcome[1] == UnconfiguredError.code and not again:
                 refused.append(call)
             else:
-                _settle(call[2], None, error_from_code(outcome[1], outcome[2], outcome[3]))
+                call.settle(None, error_from_code(outcome[1], outcome[2], outcome[3]))
         if refused:
             self._resend(pool, refused)
 
-    def _resend(self, pool: WorkerPool, calls: list[Pending]) -> None:
+    def _resend(self, pool: WorkerPool, calls: list[Call]) -> None:
         """Calls a worker refused for lacking the settings (nothing of them ran): the
         settings first, then the calls, once more."""
-        settled: asyncio.Future[Any] = PromptFuture()
-        calls = [(op, {**payload, "cfg": self.generation}, future, write)
-                 for op, payload, future, write in calls]
-        self._dispatch(pool, [("configure", self._configuration(), settled, True), *calls],
+        for call in calls:
+            call.payload = {**call.payload, "cfg": self.generation}
+        self._dispatch(pool, [Call("configure", self._configuration(), True), *calls],
                        again=True)
 
 
