@@ -140,7 +140,8 @@ class _Database:
         return value, scanned, tx
 
     async def _creates(self, items: list[tuple[str, dict[str, Any]]]) -> list[Any]:
-        items = [(c, await self.encode(c, r)) for c, r in items]
+        if self.live is not None:
+            items = [(c, await self.live.encode(c, r)) for c, r in items]
         records, _, _ = await self.transact([c for c, _ in items], True,
                                             lambda tx: create(tx, items), "create")
         return [None] * len(records)
@@ -148,7 +149,9 @@ class _Database:
     async def _gets(self, items: list[tuple[str, Any]]) -> list[Any]:
         found, _, _ = await self.transact([c for c, _ in items], False,
                                           lambda tx: get(tx, items), "get")
-        return [None if r is None else await self.decode(c, r)
+        if self.live is None:
+            return list(found)
+        return [None if r is None else await self.live.decode(c, r)
                 for (c, _), r in zip(items, found, strict=True)]
 
     def stores_spec(self, spec: dict[str, Any]) -> dict[str, Any]:
