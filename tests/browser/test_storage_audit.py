@@ -5,9 +5,11 @@ the raw ``_audit`` store with plain JS IndexedDB.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from conftest import Harness
+from conftest import ROOT, Harness
 
 SETUP = """
 import asyncio, hashlib, json, time, uuid
@@ -345,3 +347,14 @@ def test_a_large_bulk_insert_is_logged_and_verifies(au: Harness):
     """)
     ok, checked, found, took = out
     assert ok and checked == 5000 and found == 1 and took < 60
+
+
+def test_readme_example_runs(au: Harness):
+    readme = (ROOT / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S)
+                 if "enable_audit_log(actor=" in b)
+    name = au.py('"readme-audit-" + uuid.uuid4().hex')
+    got = au.py(block.replace('"shop"', repr(name)) + "\n[report, updates]")
+    report, updates = got
+    assert report["ok"] and report["checked"] == 1 and report["head"]["seq"] == 1
+    assert updates == []
