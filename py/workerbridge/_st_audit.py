@@ -102,7 +102,8 @@ class AuditAPI(_Base):
         await self._configure(SETTING, None)
 
     async def set_actor(self, actor: str | None) -> None:
-        """Name ``actor`` (None: nobody) in the audit records of the writes that follow."""
+        """Name ``actor`` (None: nobody) in the audit records of the writes that follow;
+        the log must be on (InvalidInputError otherwise)."""
         checked = _check_actor(actor)
         self._database()
         if not self._s.settings.get(SETTING):
