@@ -232,7 +232,8 @@ def test_verify_accepts_a_one_pass_iterator():
 @pytest.mark.parametrize("args,error", [
     (("", "users", "a", T0), InvalidInputError),
     (("create", "", "a", T0), InvalidInputError),
-    (("create", "users", 1.5, T0), InvalidTypeError),
+    (("create", "users", float("nan"), T0), InvalidInputError),
+    (("create", "users", [1], T0), InvalidTypeError),
     (("create", "users", True, T0), InvalidTypeError),
     (("create", "users", "a", -1), InvalidInputError),
     (("create", "users", "a", 1.5), InvalidInputError),
@@ -263,6 +264,14 @@ def test_a_whole_number_float_timestamp_is_accepted_as_int():
     rec = next_record(None, "create", "users", "a", float(T0))
     assert rec.timestamp == T0 and isinstance(rec.timestamp, int)
     assert rec.hash == next_record(None, "create", "users", "a", T0).hash
+
+
+def test_a_number_key_is_kept_and_a_whole_float_key_hashes_as_its_int():
+    assert next_record(None, "create", "users", 1.5, T0).record_id == 1.5
+    rec = next_record(None, "create", "users", 2.0, T0)
+    assert rec.record_id == 2 and isinstance(rec.record_id, int)
+    assert rec.hash == next_record(None, "create", "users", 2, T0).hash
+    assert verify_chain([next_record(None, "delete", "users", 1.5, T0)]).ok
 
 
 def test_from_dict_refuses_bad_shapes():

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ FORMAT = 1
 GENESIS = "0" * 64  # prev_hash of the first record
 FIRST_SEQ = 1
 
-RecordId = str | int
+RecordId = str | int | float  # a record's key, as IndexedDB keys go
 _FIELDS = ("seq", "operation", "collection", "record_id", "timestamp", "actor",
            "prev_hash", "hash")
 
@@ -111,8 +112,10 @@ def _check_fields(seq: object, operation: object, collection: object, record_id:
     for name, value in (("operation", operation), ("collection", collection)):
         if not isinstance(value, str) or not value:
             raise InvalidInputError(f"audit {name} must be a non-empty str")
-    if isinstance(record_id, bool) or not isinstance(record_id, str | int):
-        raise InvalidTypeError("audit record_id must be a str or an int")
+    if isinstance(record_id, bool) or not isinstance(record_id, str | int | float):
+        raise InvalidTypeError("audit record_id must be a str or a number")
+    if isinstance(record_id, float) and not math.isfinite(record_id):
+        raise InvalidInputError("audit record_id must be a finite number")
     if not isinstance(timestamp, int) or isinstance(timestamp, bool) or timestamp < 0:
         raise InvalidInputError("audit timestamp must be an int of milliseconds >= 0")
     if actor is not None and not isinstance(actor, str):
@@ -150,6 +153,8 @@ def next_record(prev: AuditRecord | Mapping[str, Any] | None, operation: str,
     """
     if isinstance(timestamp, float) and timestamp.is_integer():
         timestamp = int(timestamp)
+    if isinstance(record_id, float) and record_id.is_integer():
+        record_id = int(record_id)  # 1.0 and 1 are one IndexedDB key: one hash input
     if prev is not None and not isinstance(prev, AuditRecord):
         prev = AuditRecord.from_dict(prev)
     seq = FIRST_SEQ if prev is None else prev.seq + 1
