@@ -90,7 +90,8 @@ class _Database:
         self.version = version
         self.spec: dict[str, Any] | None = None  # known once define() ran in this worker
         self.db: Database | None = None
-        self.queue = SerialQueue({"create": self._creates, "get": self._gets})
+        self.queue = SerialQueue({"create": self._creates, "get": self._gets},
+                                 uncounted=frozenset({"configure"}))
         self.hooks = HookChain([make(name) for make in _factories])
         self.live = self.hooks.running()  # the active hooks, None if none
         self.settings: dict[str, Any] = {}
@@ -266,7 +267,7 @@ def configure(payload: dict[str, Any], sink: Sink) -> None:
     async def job() -> None:
         entry.configure(settings, generation)
 
-    entry.queue.put("other", job, sink)
+    entry.queue.put("configure", job, sink)
 
 
 @operation("create")

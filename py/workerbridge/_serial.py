@@ -44,8 +44,10 @@ class SerialQueue:
     that wakes a task costs a trip through the browser's scheduler.
     """
 
-    def __init__(self, groups: dict[str, GroupRunner], max_group: int = 2000) -> None:
+    def __init__(self, groups: dict[str, GroupRunner], max_group: int = 2000, *,
+                 uncounted: frozenset[str] = frozenset()) -> None:
         self._groups = groups
+        self._uncounted = uncounted  # kinds that run no transaction
         self._max_group = max_group
         self._jobs: deque[_Job] = deque()
         self._drainer: asyncio.Future[None] | None = None
@@ -82,7 +84,8 @@ class SerialQueue:
 
     async def _run(self, group: list[_Job]) -> None:
         kind = group[0].kind
-        self.transactions += 1
+        if kind not in self._uncounted:
+            self.transactions += 1
         try:
             if kind in self._groups:
                 results = await self._groups[kind]([j.args for j in group])
