@@ -12,13 +12,13 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from conftest import run
+from workerbridge import _fieldcrypt as fieldcrypt
 from workerbridge._errors import (
     IntegrityError,
     InvalidFilterError,
     InvalidInputError,
     InvalidTypeError,
 )
-from workerbridge import _fieldcrypt as fieldcrypt
 from workerbridge._fieldcrypt import (
     MAC_KEY_AAD,
     MAC_KEY_NONCE,
