@@ -404,3 +404,20 @@ def test_check_value_refuses_what_would_not_round_trip():
         check_value("f", {"a": b"nested"})
     with pytest.raises(InvalidTypeError):
         check_value("f", {1: "x"})
+
+
+def test_later_hooks_merge_the_patch_as_earlier_hooks_settled_it():
+    # Field encryption binds an update's ciphertexts to each record in merge(); a later
+    # feature's merge must not put the unbound patch back.
+    from workerbridge._txn import HookChain, Hooks
+
+    class Binder(Hooks):
+        def merge(self, collection, stored, patch):
+            return {**stored, **patch, "ssn": f"{patch['ssn']}@{stored['id']}"}
+
+    class Plain(Hooks):  # the default merge: {**stored, **patch}
+        pass
+
+    chain = HookChain([Binder(), Plain()])
+    merged = chain.merge("users", {"id": "u1", "ssn": "old", "name": "n"}, {"ssn": "new"})
+    assert merged == {"id": "u1", "ssn": "new@u1", "name": "n"}
