@@ -201,9 +201,13 @@ def test_a_ciphertext_moved_to_another_record_or_field_fails_to_open(fs: Harness
         after = [await failure(S.get("users", i)) for i in ("b", "c", "e")]
         listing = await failure(S.read("users"))
         untouched = [await S.get("users", i) for i in ("a", "d")]
-        [before[0]["ssn"], before[3]["ssn"], after, listing, untouched == [before[0], before[3]]]
+        # Gets made in one turn share a transaction: the tampered record fails alone.
+        together = await asyncio.gather(*(failure(S.get("users", i)) for i in "abcde"))
+        [before[0]["ssn"], before[3]["ssn"], after, listing, untouched == [before[0], before[3]],
+         [t and t[0] for t in together]]
     """)
-    a_ssn, d_ssn, after, listing, untouched = out
+    a_ssn, d_ssn, after, listing, untouched, together = out
+    assert together == [None, "IntegrityError", "IntegrityError", None, "IntegrityError"]
     assert a_ssn == "sa" and d_ssn == "by filter"
     assert [e[0] for e in after] == ["IntegrityError"] * 3
     assert listing[0] == "IntegrityError"
