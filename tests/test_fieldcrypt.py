@@ -12,6 +12,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from conftest import run
+from workerbridge import _fieldcrypt as fieldcrypt
 from workerbridge._errors import (
     IntegrityError,
     InvalidFilterError,
@@ -19,12 +20,18 @@ from workerbridge._errors import (
     InvalidTypeError,
 )
 from workerbridge._fieldcrypt import (
+    MAC_KEY_AAD,
+    MAC_KEY_NONCE,
     Classification,
     associated_data,
+    bind_record,
     check_fields,
     check_filter,
+    check_value,
+    derive_mac_key,
     is_sealed,
     open_record,
+    seal_patch,
     seal_record,
 )
 
@@ -316,3 +323,101 @@ def test_is_sealed_recognises_only_the_exact_shape():
     assert not is_sealed({**env, "ct": "text"})
     assert not is_sealed({k: v for k, v in env.items() if k != "alg"})
     assert not is_sealed("x") and not is_sealed(None)
+
+
+# --- updates by filter: sealed before the ids are known, bound by a mac ----------------------
+
+
+def patch_and_bind(patch, record_id, cipher=None, collection="users"):
+    cipher = cipher or Cipher()
+    mac_key = run(derive_mac_key(cipher.encrypt))
+    sealed = run(seal_patch(patch, PROTECTED, cipher.encrypt, collection=collection))
+    return bind_record({"id": record_id, **sealed}, mac_key, collection=collection), mac_key
+
+
+def unseal_bound(record, mac_key, cipher=None, collection="users"):
+    cipher = cipher or Cipher()
+    return run(open_record(record, PROTECTED, cipher.decrypt, collection=collection,
+                           mac_key=mac_key))
+
+
+def test_the_mac_key_is_the_aes_keystream_under_the_reserved_nonce():
+    mac_key = run(derive_mac_key(Cipher().encrypt))
+    stream = AESGCM(KEY).encrypt(MAC_KEY_NONCE, bytes(32), MAC_KEY_AAD)[:32]
+    assert mac_key == stream and len(set(mac_key)) > 8
+    assert run(derive_mac_key(Cipher(bytes(32)).encrypt)) != mac_key
+
+
+def test_a_patch_is_sealed_under_a_null_id_and_bound_to_each_record_it_updates():
+    record, mac_key = patch_and_bind({"ssn": "1-2-3", "name": "x"}, "u-9")
+    env = record["ssn"]
+    assert set(env) == {"$enc", "alg", "nonce", "ct", "mac"} and len(env["mac"]) == 32
+    assert record["name"] == "x"
+    plain = AESGCM(KEY).decrypt(env["nonce"], env["ct"], associated_data("users", None, "ssn"))
+    assert plain == b'J"1-2-3"'
+    assert unseal_bound(record, mac_key) == {"id": "u-9", "ssn": "1-2-3", "name": "x"}
+
+
+def test_a_bound_patch_ciphertext_moved_stripped_or_unbound_fails_to_open():
+    record, mac_key = patch_and_bind({"ssn": "1-2-3", "salary": 5}, "u-9")
+    env = record["ssn"]
+    for bad in ({**record, "id": "u-8"},                      # another record
+                {**record, "salary": env},                    # another field
+                {**record, "ssn": {k: v for k, v in env.items() if k != "mac"}},  # stripped
+                {**record, "ssn": {**env, "mac": None}},      # never bound
+                {**record, "ssn": {**env, "mac": bytes(32)}}):
+        with pytest.raises(IntegrityError):
+            unseal_bound(bad, mac_key)
+    with pytest.raises(IntegrityError):
+        unseal_bound(record, mac_key, collection="admins")
+    with pytest.raises(IntegrityError):
+        unseal_bound(record, None)
+    with pytest.raises(IntegrityError):  # a wrong key derives a wrong mac key
+        unseal_bound(record, run(derive_mac_key(Cipher(bytes(32)).encrypt)),
+                     Cipher(bytes(32)))
+
+
+def test_bind_leaves_envelopes_bound_by_id_alone():
+    sealed = seal(RECORD)
+    assert bind_record(sealed, b"k" * 32, collection="users") == sealed
+
+
+def test_no_field_is_ever_sealed_under_the_reserved_nonce(monkeypatch):
+    draws = iter([MAC_KEY_NONCE, MAC_KEY_NONCE, b"\x01" * 12])
+    monkeypatch.setattr(fieldcrypt.secrets, "token_bytes", lambda n: next(draws))
+    sealed = seal({"id": 1, "ssn": "x"})
+    assert sealed["ssn"]["nonce"] == b"\x01" * 12
+
+
+def test_sealing_anew_ignores_envelope_shaped_input():
+    sealed = seal(RECORD)
+    cipher = Cipher()
+    with pytest.raises(InvalidTypeError):  # an envelope holds bytes inside a dict
+        run(seal_record(sealed, PROTECTED, cipher.encrypt, collection="users",
+                        keep_sealed=False))
+
+
+def test_check_value_refuses_what_would_not_round_trip():
+    check_value("f", {"a": [1, None, "x"]})
+    check_value("f", b"raw")
+    with pytest.raises(InvalidTypeError):
+        check_value("f", {"a": b"nested"})
+    with pytest.raises(InvalidTypeError):
+        check_value("f", {1: "x"})
+
+
+def test_later_hooks_merge_the_patch_as_earlier_hooks_settled_it():
+    # Field encryption binds an update's ciphertexts to each record in merge(); a later
+    # feature's merge must not put the unbound patch back.
+    from workerbridge._txn import HookChain, Hooks
+
+    class Binder(Hooks):
+        def merge(self, collection, stored, patch):
+            return {**stored, **patch, "ssn": f"{patch['ssn']}@{stored['id']}"}
+
+    class Plain(Hooks):  # the default merge: {**stored, **patch}
+        pass
+
+    chain = HookChain([Binder(), Plain()])
+    merged = chain.merge("users", {"id": "u1", "ssn": "old", "name": "n"}, {"ssn": "new"})
+    assert merged == {"id": "u1", "ssn": "new@u1", "name": "n"}

@@ -7,12 +7,22 @@ id and every other field left in the clear so IndexedDB can still key and index 
 Stored form of a protected field (format 1)::
 
     {"$enc": 1, "alg": "A256GCM", "nonce": <12 bytes>, "ct": <ciphertext || 16-byte tag>}
+    {"$enc": 1, "alg": "A256GCM", "nonce": ..., "ct": ..., "mac": <32 bytes>}
 
 The plaintext is one type byte and the value: ``b"J"`` + the value as UTF-8 JSON (so
 str, int, float, bool, None, lists and dicts come back as they went in; tuples come back
 as lists), or ``b"B"`` + raw bytes for a bytes value. The associated data binds each
 ciphertext to its place — collection, record id and field, as canonical JSON — so a
 ciphertext copied into another record or field fails to open.
+
+An update by filter is encrypted before its transaction finds the records it changes, so
+it cannot know their ids: its ciphertexts are bound to collection and field with the id
+left null (`seal_patch`), and inside the transaction, where only synchronous work is
+allowed, each copy written gets a "mac": HMAC-SHA256 over its place (with the record's
+id), nonce and ciphertext (`bind_record`). Opening checks the mac first, so such a
+ciphertext moved elsewhere fails too. The mac key is derived from the AES key by
+encrypting zeros under the reserved all-zero nonce (`MAC_KEY_NONCE`), which no field is
+ever encrypted under.
 
 Filtering, sorting or indexing on a protected field is refused (`InvalidFilterError`):
 ciphertexts under random nonces compare as noise, and a deterministic or blind-index
@@ -26,12 +36,15 @@ transaction opens (nothing may be awaited inside one) and after it completes:
     encrypt(field, nonce, plaintext, aad) -> ciphertext with tag
     decrypt(field, nonce, ciphertext, aad) -> plaintext; raises IntegrityError on failure
 
-Nonces are 96 random bits per field write; under one key, stay below 2**32 field writes.
+Nonces are 96 random bits per field write (never the reserved one); under one key, stay
+below 2**32 field writes (NIST SP 800-38D's bound for random nonces).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -45,7 +58,11 @@ FORMAT = 1
 ALG = "A256GCM"
 NONCE_BYTES = 12
 TAG_BYTES = 16
+MAC_BYTES = 32
+MAC_KEY_NONCE = bytes(NONCE_BYTES)  # reserved: derives the mac key, never seals a field
+MAC_KEY_AAD = b"workerbridge field encryption: mac key, format 1"
 _SEALED_KEYS = frozenset({"$enc", "alg", "nonce", "ct"})
+_BOUND_KEYS = _SEALED_KEYS | {"mac"}
 _MAX_FILTER_DEPTH = 64
 
 Encrypt = Callable[[str, bytes, bytes, bytes], Awaitable[bytes]]
@@ -164,22 +181,38 @@ def check_fields(fields: Iterable[str], protected: Classification | Protected, *
 
 def is_sealed(value: object) -> bool:
     """Whether a stored value has the shape of an encrypted field (format 1)."""
-    if not isinstance(value, Mapping) or set(value) != _SEALED_KEYS:
+    if not isinstance(value, Mapping) or set(value) not in (_SEALED_KEYS, _BOUND_KEYS):
         return False
     version = value["$enc"]
+    mac = value.get("mac")
     return (type(version) is int and version == FORMAT and isinstance(value["alg"], str)
             and isinstance(value["nonce"], bytes | bytearray | memoryview)
-            and isinstance(value["ct"], bytes | bytearray | memoryview))
+            and isinstance(value["ct"], bytes | bytearray | memoryview)
+            and (mac is None or isinstance(mac, bytes | bytearray | memoryview)))
 
 
 def associated_data(collection: str, record_id: object, field: str) -> bytes:
-    """What each ciphertext is bound to: its collection, record id and field."""
+    """What each ciphertext is bound to: its collection, record id and field (a null id
+    for an update by filter's, which a mac then binds to the record)."""
     body = {"v": FORMAT, "collection": collection, "id": record_id, "field": field}
     try:
         return json.dumps(body, sort_keys=True, separators=(",", ":"),
                           ensure_ascii=False).encode("utf-8")
     except (TypeError, ValueError, UnicodeEncodeError):
         raise InvalidInputError("the record id must be a str or a number") from None
+
+
+def check_value(field: str, value: object) -> None:
+    """Raise InvalidTypeError if ``value`` cannot be encrypted so that it round-trips."""
+    if not isinstance(value, bytes | bytearray | memoryview):
+        _check_json(field, value, 0)
+
+
+def _mac(mac_key: bytes, collection: str, record_id: object, field: str,
+         nonce: bytes, ct: bytes) -> bytes:
+    place = associated_data(collection, record_id, field)
+    message = len(place).to_bytes(4, "big") + place + nonce + ct  # nonce: fixed length
+    return hmac.new(mac_key, message, hashlib.sha256).digest()
 
 
 def _plaintext(field: str, value: object) -> bytes:
@@ -220,37 +253,84 @@ def _record_id(record: Mapping[str, Any], id_field: str) -> object:
     return record[id_field]
 
 
-async def seal_record(record: Mapping[str, Any], protected: Classification | Protected,
-                      encrypt: Encrypt, *, collection: str, id_field: str = "id",
-                      ) -> dict[str, Any]:
-    """A copy of ``record`` with every protected field encrypted. Values already sealed
-    are kept as they are, so a partial update re-encrypts only what changed."""
-    names = _protected_set(protected)
-    if id_field in names:
-        raise InvalidInputError(f"the key field {id_field!r} cannot be encrypted")
-    record_id = _record_id(record, id_field)
-    out = dict(record)
-    todo = [f for f in names if f in out and not is_sealed(out[f])]
+def _nonce() -> bytes:
+    while True:
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        if nonce != MAC_KEY_NONCE:
+            return nonce
+
+
+async def _seal(out: dict[str, Any], todo: list[str], encrypt: Encrypt, collection: str,
+                record_id: object, pending: bool) -> dict[str, Any]:
     plaintexts = {f: _plaintext(f, out[f]) for f in todo}  # all checked before any await
 
     async def seal(field: str) -> None:
-        nonce = secrets.token_bytes(NONCE_BYTES)
+        nonce = _nonce()
         aad = associated_data(collection, record_id, field)
         ct = await encrypt(field, nonce, plaintexts[field], aad)
         if not isinstance(ct, bytes | bytearray | memoryview):
             raise InvalidTypeError("encrypt must return bytes")
-        out[field] = {"$enc": FORMAT, "alg": ALG, "nonce": nonce, "ct": bytes(ct)}
+        envelope = {"$enc": FORMAT, "alg": ALG, "nonce": nonce, "ct": bytes(ct)}
+        out[field] = {**envelope, "mac": None} if pending else envelope
 
     await asyncio.gather(*(seal(f) for f in todo))
     return out
 
 
+async def seal_record(record: Mapping[str, Any], protected: Classification | Protected,
+                      encrypt: Encrypt, *, collection: str, id_field: str = "id",
+                      keep_sealed: bool = True) -> dict[str, Any]:
+    """A copy of ``record`` with every protected field encrypted. Values already sealed
+    are kept as they are (unless not ``keep_sealed``), so a partial update re-encrypts
+    only what changed."""
+    names = _protected_set(protected)
+    if id_field in names:
+        raise InvalidInputError(f"the key field {id_field!r} cannot be encrypted")
+    record_id = _record_id(record, id_field)
+    out = dict(record)
+    todo = [f for f in names if f in out and not (keep_sealed and is_sealed(out[f]))]
+    return await _seal(out, todo, encrypt, collection, record_id, False)
+
+
+async def seal_patch(patch: Mapping[str, Any], protected: Classification | Protected,
+                     encrypt: Encrypt, *, collection: str) -> dict[str, Any]:
+    """A copy of an update's fields, for records not known yet, with every protected
+    field encrypted under a null id and marked for ``bind_record`` (``"mac": None``)."""
+    if not isinstance(patch, Mapping):
+        raise InvalidTypeError("a patch must be a dict")
+    out = dict(patch)
+    todo = [f for f in _protected_set(protected) if f in out]
+    return await _seal(out, todo, encrypt, collection, None, True)
+
+
+async def derive_mac_key(encrypt: Encrypt) -> bytes:
+    """The key of ``bind_record``'s macs: AES-GCM keystream under the reserved nonce (so a
+    pseudo-random function of the AES key, which may itself be unreadable)."""
+    out = await encrypt("", MAC_KEY_NONCE, bytes(MAC_BYTES), MAC_KEY_AAD)
+    return bytes(out[:MAC_BYTES])
+
+
+def bind_record(record: Mapping[str, Any], mac_key: bytes, *, collection: str,
+                id_field: str = "id") -> dict[str, Any]:
+    """``record`` with each of ``seal_patch``'s envelopes bound to it by a mac
+    (synchronous: this runs inside the transaction that writes the record)."""
+    record_id = _record_id(record, id_field)
+    out = dict(record)
+    for field, value in record.items():
+        if is_sealed(value) and "mac" in value and value["mac"] is None:
+            nonce, ct = bytes(value["nonce"]), bytes(value["ct"])
+            out[field] = {**value, "mac": _mac(mac_key, collection, record_id, field,
+                                               nonce, ct)}
+    return out
+
+
 async def open_record(record: Mapping[str, Any], protected: Classification | Protected,
                       decrypt: Decrypt, *, collection: str, id_field: str = "id",
-                      ) -> dict[str, Any]:
+                      mac_key: bytes | None = None) -> dict[str, Any]:
     """A copy of ``record`` with every sealed field decrypted (protected or not, so a
     field reclassified as PUBLIC still reads). A protected field stored in the clear
-    raises IntegrityError: someone wrote around the encryption."""
+    raises IntegrityError: someone wrote around the encryption. ``mac_key`` opens the
+    fields an update by filter wrote."""
     names = _protected_set(protected)
     record_id = _record_id(record, id_field)
     out = dict(record)
@@ -265,7 +345,17 @@ async def open_record(record: Mapping[str, Any], protected: Classification | Pro
         nonce, ct = bytes(envelope["nonce"]), bytes(envelope["ct"])
         if envelope["alg"] != ALG or len(nonce) != NONCE_BYTES or len(ct) < TAG_BYTES:
             raise IntegrityError(f"field {field!r} is not a valid {ALG} envelope")
-        aad = associated_data(collection, record_id, field)
+        bound_id = record_id
+        if "mac" in envelope:
+            mac = envelope["mac"]
+            if mac is None or mac_key is None:
+                raise IntegrityError(f"field {field!r} is not bound to its record")
+            expected = _mac(mac_key, collection, record_id, field, nonce, ct)
+            if not hmac.compare_digest(expected, bytes(mac)):
+                raise IntegrityError(f"field {field!r} does not belong to this record, or "
+                                     "the key is wrong")
+            bound_id = None
+        aad = associated_data(collection, bound_id, field)
         out[field] = _value(field, await decrypt(field, nonce, ct, aad))
 
     await asyncio.gather(*(unseal(f) for f in sealed))

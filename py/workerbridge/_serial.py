@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ._errors import ConstraintError, InvalidInputError, StorageQuotaError
+from ._errors import ConstraintError, IntegrityError, InvalidInputError, StorageQuotaError
 from ._futures import settle as _settle
 
 log = logging.getLogger("workerbridge.storage")
@@ -18,7 +18,7 @@ log = logging.getLogger("workerbridge.storage")
 GroupRunner = Callable[[list[Any]], Awaitable[list[Any]]]
 Sink = Callable[[Any, BaseException | None], None]  # (result, error): called exactly once
 # Errors that belong to one record of a group: retried one by one so only it fails.
-PER_RECORD = (ConstraintError, InvalidInputError, StorageQuotaError)
+PER_RECORD = (ConstraintError, InvalidInputError, StorageQuotaError, IntegrityError)
 
 
 @dataclass(eq=False, slots=True)

@@ -1,14 +1,195 @@
-"""The page side of field encryption by classification (``storage.classify_data``)."""
+"""The page side of field encryption by classification (``storage.classify_data``).
+
+The classification and the key are the database's "fields" setting: the worker gets them
+before its next call and again after it restarted (``_calls.StorageState.configure``).
+Everything that can be checked here is, before anything is sent: a filter or sort on a
+protected field, a protected value that would not round-trip, a protected field written
+with no key set. The worker checks filters again (``workers/storage_fields.py``).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import weakref
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ._errors import InvalidInputError, InvalidTypeError
+from ._fieldcrypt import Classification, check_fields, check_filter, check_value
+from ._platform import IN_PYODIDE, js_global, type_tag
+from ._query import check_sort
+from ._schema import BLOCKED_TIMEOUT, normalize_schema
 
 if TYPE_CHECKING:
     from ._ns_storage import StorageCore as _Base
 else:
     _Base = object
 
+KEY_BYTES = 32
+NO_KEY = ("no encryption key is set for this database: call "
+          "storage.set_encryption_key() before writing protected fields")
+# Per bridge, per collection: the fields of each declared index (a protected field cannot
+# be indexed: IndexedDB would need its value in the clear).
+_INDEXED: weakref.WeakKeyDictionary[Any, dict[str, list[tuple[str, ...]]]] = \
+    weakref.WeakKeyDictionary()
+
 
 class FieldsAPI(_Base):
     """Field encryption: the methods ``StorageNamespace`` gets."""
+
+    # --- settings ---------------------------------------------------------------------------
+
+    async def classify_data(self, collection: str,
+                            levels: Mapping[str, str]) -> dict[str, str]:
+        """Classify ``collection``'s top-level fields as "PII", "SENSITIVE", "INTERNAL" or
+        "PUBLIC" (case-insensitive; replaces its previous classification). PII and
+        SENSITIVE fields are AES-GCM encrypted at rest from then on and cannot be filtered
+        or sorted on. Returns the classification."""
+        coll, key = self._key(collection)
+        classification = Classification(levels, id_field=key)
+        for fields in _INDEXED.get(self._bridge, {}).get(coll, []):
+            check_fields(fields, classification, purpose="index")
+        current = self._fields_setting()
+        entry = {"key": key, "levels": classification.levels}
+        await self._configure("fields", {**current, "collections": {
+            **current["collections"], coll: entry}})
+        return classification.levels
+
+    async def set_encryption_key(self, key: Any) -> None:
+        """The key of this database's protected fields: 32 bytes (e.g. from
+        ``WorkerBridge.crypto.derive_key``; imported here as a non-extractable CryptoKey)
+        or an AES-GCM CryptoKey of 256 bits with "encrypt" and "decrypt" usages. None
+        forgets it. Kept by this page, and given again to a worker that restarted."""
+        value: Any
+        if key is None:
+            value = None
+        elif isinstance(key, bytes | bytearray | memoryview):
+            raw = bytes(key)
+            if len(raw) != KEY_BYTES:
+                raise InvalidInputError(f"key must be {KEY_BYTES} bytes (AES-256), "
+                                        f"not {len(raw)}")
+            value = await _import_raw(raw)
+        elif IN_PYODIDE and type_tag(key) == "[object CryptoKey]":
+            usages = {str(u) for u in key.usages}
+            if str(key.algorithm.name) != "AES-GCM" or int(key.algorithm.length) != 256 \
+                    or not {"encrypt", "decrypt"} <= usages:
+                raise InvalidInputError("key must be an AES-GCM CryptoKey of 256 bits that "
+                                        "may encrypt and decrypt")
+            value = key
+        else:
+            raise InvalidTypeError("key must be 32 bytes, an AES-GCM CryptoKey, or None")
+        await self._configure("fields", {**self._fields_setting(), "key": value})
+
+    def classification(self, collection: str) -> dict[str, str]:
+        """``collection``'s classification ({} when it has none)."""
+        coll, _ = self._key(collection)
+        entry = self._fields_setting()["collections"].get(coll)
+        return dict(entry["levels"]) if entry else {}
+
+    def _fields_setting(self) -> dict[str, Any]:
+        current = self._s.settings.get("fields")
+        return dict(current) if current else {"collections": {}, "key": None}
+
+    def _protected(self, collection: Any) -> frozenset[str]:
+        entry = self._fields_setting()["collections"].get(collection) \
+            if isinstance(collection, str) else None
+        if not entry:
+            return frozenset()
+        return Classification(entry["levels"], id_field=entry["key"]).protected_fields()
+
+    # --- checks made before a call leaves ---------------------------------------------------
+
+    def _check_query(self, collection: Any, flt: Any, sort: Any = None) -> None:
+        protected = self._protected(collection)
+        if protected:
+            if isinstance(flt, Mapping):
+                check_filter(flt, protected)
+            spec = check_sort(sort)
+            check_fields((".".join(parts) for parts, _ in spec), protected, purpose="sort")
+
+    def _check_write(self, collection: Any, data: Any) -> None:
+        protected = self._protected(collection)
+        if not protected or not isinstance(data, Mapping):
+            return
+        present = protected.intersection(data)
+        if present and self._fields_setting()["key"] is None:
+            raise InvalidInputError(NO_KEY)
+        for field in present:
+            check_value(field, data[field])
+
+    # --- the core's calls, checked first ------------------------------------------------------
+
+    async def define(self, database: str, version: int, collections: Mapping[str, Any], *,
+                     blocked_timeout: float = BLOCKED_TIMEOUT) -> dict[str, Any]:
+        spec = normalize_schema(collections)
+        indexed = {name: [tuple(w["path"]) if isinstance(w["path"], list) else (w["path"],)
+                          for w in store["indexes"].values()]
+                   for name, store in spec["stores"].items()}
+        if self._s.database == database:
+            for name, paths in indexed.items():
+                for fields in paths:
+                    check_fields(fields, self._protected(name), purpose="index")
+        result = await super().define(database, version, collections,
+                                      blocked_timeout=blocked_timeout)
+        _INDEXED[self._bridge] = indexed
+        return result
+
+    async def create(self, collection: str, data: dict[str, Any]) -> dict[str, Any]:
+        self._check_write(collection, data)
+        return await super().create(collection, data)
+
+    async def bulk_create(self, collection: str,
+                          records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        if isinstance(records, Sequence):
+            for record in records:
+                self._check_write(collection, record)
+        return await super().bulk_create(collection, records)
+
+    async def update(self, collection: str, filter: Any, data: dict[str, Any]) -> int:
+        self._check_query(collection, filter)
+        self._check_write(collection, data)
+        return await super().update(collection, filter, data)
+
+    async def bulk_update(self, collection: str, records: Sequence[dict[str, Any]]) -> int:
+        if isinstance(records, Sequence):
+            for record in records:
+                self._check_write(collection, record)
+        return await super().bulk_update(collection, records)
+
+    async def read(self, collection: str, filter: Any = None, *, sort: Any = None,
+                   limit: int | None = None,
+                   offset: int | None = None) -> list[dict[str, Any]]:
+        self._check_query(collection, filter, sort)
+        return await super().read(collection, filter, sort=sort, limit=limit, offset=offset)
+
+    async def count(self, collection: str, filter: Any = None) -> int:
+        self._check_query(collection, filter)
+        return await super().count(collection, filter)
+
+    async def delete(self, collection: str, filter: Any) -> int:
+        self._check_query(collection, filter)
+        return await super().delete(collection, filter)
+
+    async def explain(self, collection: str, filter: Any = None) -> dict[str, Any]:
+        self._check_query(collection, filter)
+        return await super().explain(collection, filter)
+
+    async def transaction(self, ops: Sequence[Mapping[str, Any]]) -> list[Any]:
+        if isinstance(ops, Sequence):
+            for op in ops:
+                if isinstance(op, Mapping):
+                    coll = op.get("collection")
+                    self._check_query(coll, op.get("filter"), op.get("sort"))
+                    self._check_write(coll, op.get("data"))
+        return await super().transaction(ops)
+
+
+async def _import_raw(raw: bytes) -> Any:
+    """Raw key bytes as a non-extractable AES-GCM CryptoKey (the page keeps no copy of the
+    bytes); on the host, where no worker could use it anyway, the bytes."""
+    if not IN_PYODIDE:
+        return raw
+    from ._jsconv import bytes_to_js
+
+    subtle = js_global().crypto.subtle
+    return await subtle.importKey("raw", bytes_to_js(raw), "AES-GCM", False,
+                                  ["encrypt", "decrypt"])

@@ -166,6 +166,8 @@ class HookChain(Hooks):
             return {**stored, **patch}
         for h in self.hooks:
             stored = h.merge(collection, stored, patch)
+            # Later hooks see the patch as earlier ones settled it (e.g. bound to the record).
+            patch = {f: stored[f] for f in patch if f in stored}
         return stored
 
     def committed(self, database: str, changes: list[Change]) -> None:
