@@ -74,6 +74,7 @@ class StorageState:
     database: str | None = None
     version: int = 0
     keys: dict[str, str] = field(default_factory=dict)  # collection -> key field
+    indexed: dict[str, list[tuple[str, ...]]] = field(default_factory=dict)  # their fields
     listeners: dict[str, list[Callable[[dict[str, Any]], Any]]] = field(
         default_factory=lambda: {e: [] for e in EVENTS})
     stats: dict[str, OpStats] = field(default_factory=dict)

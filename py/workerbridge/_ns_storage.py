@@ -89,6 +89,17 @@ class StorageCore(_Namespace):
             raise UnknownCollectionError("no database is defined: call storage.define() first")
         await state.configure(self._pool(), feature, value)
 
+    # --- seams: features check their own rules before a call leaves (no-ops here) ---------
+
+    def _check_define(self, database: str, spec: dict[str, Any]) -> None:
+        """Refuse a schema a feature cannot serve (``spec``: normalised)."""
+
+    def _check_write(self, collection: str, data: Any) -> None:
+        """Refuse fields a feature cannot store (a record, or an update's fields)."""
+
+    def _check_query(self, collection: str, flt: Any, sort: Any = None) -> None:
+        """Refuse a filter or sort a feature cannot serve."""
+
     # --- events and metrics ----------------------------------------------------------------
 
     def _measure(self, op: str, collection: Any) -> _Measure:
@@ -152,6 +163,7 @@ class StorageCore(_Namespace):
             if isinstance(blocked_timeout, bool) or not isinstance(blocked_timeout, int | float) \
                     or not 0 < blocked_timeout <= 600:
                 raise InvalidInputError("blocked_timeout must be 0 to 600 seconds")
+            self._check_define(name, spec)
             state = self._s
             result = await state.send(
                 self._pool(), "define", {"db": name, "v": version, "collections": collections,
@@ -160,6 +172,9 @@ class StorageCore(_Namespace):
                 state.settings.clear()  # settings belong to one database
             state.database, state.version = name, version
             state.keys = {c: s["key"] for c, s in spec["stores"].items()}
+            state.indexed = {c: [tuple(w["path"]) if isinstance(w["path"], list)
+                                 else (w["path"],) for w in s["indexes"].values()]
+                             for c, s in spec["stores"].items()}
             return dict(result)
 
     # --- single operations -----------------------------------------------------------------
@@ -174,6 +189,7 @@ class StorageCore(_Namespace):
         measure = self._measure("create", collection)
         try:
             coll, key = self._key(collection)
+            self._check_write(coll, data)
             record = prepare_record(data, key)
         except Exception as exc:
             return measure.failed(exc)
@@ -200,6 +216,7 @@ class StorageCore(_Namespace):
             coll, _ = self._key(collection)
             validate_filter(filter)
             check_sort(sort)
+            self._check_query(coll, filter, sort)
             payload = {"collection": coll, "filter": filter, "sort": sort,
                        "limit": check_count(limit, "limit", True),
                        "offset": check_count(offset or 0, "offset", False)}
@@ -212,6 +229,8 @@ class StorageCore(_Namespace):
             coll, _ = self._key(collection)
             validate_filter(filter)
             patch = check_fields(data)
+            self._check_query(coll, filter)
+            self._check_write(coll, patch)
             return int(await self._send("update", {"collection": coll, "filter": filter,
                                                    "data": patch}, True))
 
@@ -222,6 +241,7 @@ class StorageCore(_Namespace):
             if filter is None:
                 raise InvalidInputError("delete needs a filter; pass {} to delete every record")
             validate_filter(filter)
+            self._check_query(coll, filter)
             return int(await self._send("delete", {"collection": coll, "filter": filter}, True))
 
     async def count(self, collection: str, filter: Any = None) -> int:
@@ -229,6 +249,7 @@ class StorageCore(_Namespace):
         with self._measure("count", collection):
             coll, _ = self._key(collection)
             validate_filter(filter)
+            self._check_query(coll, filter)
             return int(await self._send("count", {"collection": coll, "filter": filter}, False))
 
     async def explain(self, collection: str, filter: Any = None) -> dict[str, Any]:
@@ -238,6 +259,7 @@ class StorageCore(_Namespace):
         with self._measure("explain", collection):
             coll, _ = self._key(collection)
             validate_filter(filter)
+            self._check_query(coll, filter)
             return dict(await self._send("explain", {"collection": coll, "filter": filter},
                                          False))
 
@@ -248,7 +270,10 @@ class StorageCore(_Namespace):
         """Store all ``records`` in one transaction (all or none); returns them with keys."""
         with self._measure("bulk_create", collection):
             coll, key = self._key(collection)
-            prepared = [prepare_record(r, key) for r in _items(records, "records")]
+            items = _items(records, "records")
+            for r in items:
+                self._check_write(coll, r)
+            prepared = [prepare_record(r, key) for r in items]
             await self._send("bulk_create", {"collection": coll, "records": prepared}, True)
             return prepared
 
@@ -260,6 +285,7 @@ class StorageCore(_Namespace):
             changes = []
             for r in _items(records, "records"):
                 change = check_fields(r, "each record")
+                self._check_write(coll, change)
                 if key not in change:
                     raise InvalidInputError(f"each record of bulk_update needs its key {key!r}")
                 check_key(change[key], key)
@@ -287,6 +313,9 @@ class StorageCore(_Namespace):
                 raise UnknownCollectionError("no database is defined: call storage.define() "
                                              "first")
             checked = [check_op(op, state.keys) for op in _items(ops, "ops")]
+            for op in checked:
+                self._check_query(op["collection"], op.get("filter"), op.get("sort"))
+                self._check_write(op["collection"], op.get("data"))
             if not checked:
                 return []
             return list(await self._send("transaction", {"ops": checked}, True))

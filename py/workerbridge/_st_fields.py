@@ -9,15 +9,13 @@ with no key set. The worker checks filters again (``workers/storage_fields.py``)
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._errors import InvalidInputError, InvalidTypeError
 from ._fieldcrypt import Classification, check_fields, check_filter, check_value
 from ._platform import IN_PYODIDE, js_global, type_tag
 from ._query import check_sort
-from ._schema import BLOCKED_TIMEOUT, normalize_schema
 
 if TYPE_CHECKING:
     from ._ns_storage import StorageCore as _Base
@@ -27,11 +25,6 @@ else:
 KEY_BYTES = 32
 NO_KEY = ("no encryption key is set for this database: call "
           "storage.set_encryption_key() before writing protected fields")
-# Per bridge, per collection: the fields of each declared index (a protected field cannot
-# be indexed: IndexedDB would need its value in the clear).
-_INDEXED: weakref.WeakKeyDictionary[Any, dict[str, list[tuple[str, ...]]]] = \
-    weakref.WeakKeyDictionary()
-
 
 class FieldsAPI(_Base):
     """Field encryption: the methods ``StorageNamespace`` gets."""
@@ -46,7 +39,7 @@ class FieldsAPI(_Base):
         or sorted on. Returns the classification."""
         coll, key = self._key(collection)
         classification = Classification(levels, id_field=key)
-        for fields in _INDEXED.get(self._bridge, {}).get(coll, []):
+        for fields in self._s.indexed.get(coll, []):
             check_fields(fields, classification, purpose="index")
         current = self._fields_setting()
         entry = {"key": key, "levels": classification.levels}
@@ -116,71 +109,13 @@ class FieldsAPI(_Base):
         for field in present:
             check_value(field, data[field])
 
-    # --- the core's calls, checked first ------------------------------------------------------
-
-    async def define(self, database: str, version: int, collections: Mapping[str, Any], *,
-                     blocked_timeout: float = BLOCKED_TIMEOUT) -> dict[str, Any]:
-        spec = normalize_schema(collections)
-        indexed = {name: [tuple(w["path"]) if isinstance(w["path"], list) else (w["path"],)
-                          for w in store["indexes"].values()]
-                   for name, store in spec["stores"].items()}
-        if self._s.database == database:
-            for name, paths in indexed.items():
-                for fields in paths:
-                    check_fields(fields, self._protected(name), purpose="index")
-        result = await super().define(database, version, collections,
-                                      blocked_timeout=blocked_timeout)
-        _INDEXED[self._bridge] = indexed
-        return result
-
-    async def create(self, collection: str, data: dict[str, Any]) -> dict[str, Any]:
-        self._check_write(collection, data)
-        return await super().create(collection, data)
-
-    async def bulk_create(self, collection: str,
-                          records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        if isinstance(records, Sequence):
-            for record in records:
-                self._check_write(collection, record)
-        return await super().bulk_create(collection, records)
-
-    async def update(self, collection: str, filter: Any, data: dict[str, Any]) -> int:
-        self._check_query(collection, filter)
-        self._check_write(collection, data)
-        return await super().update(collection, filter, data)
-
-    async def bulk_update(self, collection: str, records: Sequence[dict[str, Any]]) -> int:
-        if isinstance(records, Sequence):
-            for record in records:
-                self._check_write(collection, record)
-        return await super().bulk_update(collection, records)
-
-    async def read(self, collection: str, filter: Any = None, *, sort: Any = None,
-                   limit: int | None = None,
-                   offset: int | None = None) -> list[dict[str, Any]]:
-        self._check_query(collection, filter, sort)
-        return await super().read(collection, filter, sort=sort, limit=limit, offset=offset)
-
-    async def count(self, collection: str, filter: Any = None) -> int:
-        self._check_query(collection, filter)
-        return await super().count(collection, filter)
-
-    async def delete(self, collection: str, filter: Any) -> int:
-        self._check_query(collection, filter)
-        return await super().delete(collection, filter)
-
-    async def explain(self, collection: str, filter: Any = None) -> dict[str, Any]:
-        self._check_query(collection, filter)
-        return await super().explain(collection, filter)
-
-    async def transaction(self, ops: Sequence[Mapping[str, Any]]) -> list[Any]:
-        if isinstance(ops, Sequence):
-            for op in ops:
-                if isinstance(op, Mapping):
-                    coll = op.get("collection")
-                    self._check_query(coll, op.get("filter"), op.get("sort"))
-                    self._check_write(coll, op.get("data"))
-        return await super().transaction(ops)
+    def _check_define(self, database: str, spec: dict[str, Any]) -> None:
+        if self._s.database != database:
+            return  # another database: its classification starts empty
+        for name, store in spec["stores"].items():
+            for w in store["indexes"].values():
+                fields = tuple(w["path"]) if isinstance(w["path"], list) else (w["path"],)
+                check_fields(fields, self._protected(name), purpose="index")
 
 
 async def _import_raw(raw: bytes) -> Any:
