@@ -135,6 +135,7 @@ def bench_page(harness: Harness) -> dict[str, Any]:
     out["aes_gcm"] = bench_aes(harness)
     out["gzip"] = bench_gzip(harness)
     out["storage"] = bench_storage(harness)
+    out["storage_features"] = bench_storage_features(harness)
     return out
 
 
@@ -332,6 +333,46 @@ def bench_storage(harness: Harness) -> dict[str, Any]:
     return out
 
 
+FEATURE_RECORDS = 10_000
+
+
+def bench_storage_features(harness: Harness) -> dict[str, Any]:
+    """What the audit log and field encryption cost: the same bulk insert and point reads
+    into a database without them, with the audit log on, and with two encrypted fields."""
+    out: dict[str, Any] = harness.py(f"""
+        import uuid
+        S = B.storage
+        rows = [{{"id": f"f-{{i}}", "n": i, "name": f"name-{{i}}", "ssn": f"{{i:09d}}",
+                  "salary": i * 10}} for i in range({FEATURE_RECORDS})]
+        ids = [f"f-{{(i * 7919) % {FEATURE_RECORDS}}}" for i in range(2000)]
+        out = {{}}
+        for kind in ("plain", "audit", "fields"):
+            await S.define("wb-bench-f-" + uuid.uuid4().hex, 1, {{"items": {{}}}})
+            if kind == "audit":
+                await S.enable_audit_log("bench")
+            elif kind == "fields":
+                await S.classify_data("items", {{"ssn": "PII", "salary": "SENSITIVE"}})
+                await S.set_encryption_key(bytes(range(32)))
+            t = js.performance.now()
+            await S.bulk_create("items", [dict(r) for r in rows])
+            out[kind + "_bulk_ms"] = js.performance.now() - t
+            t = js.performance.now()
+            got = await asyncio.gather(*[S.get("items", i) for i in ids])
+            out[kind + "_gets_ms"] = js.performance.now() - t
+            assert all(g["ssn"] == g["id"][2:].zfill(9) for g in got)
+            if kind == "audit":
+                out["audit_ok"] = (await S.verify_audit_log())["ok"]
+        out
+    """, timeout=900)
+    if not out["audit_ok"]:
+        raise AssertionError("the audit log did not verify after the benchmark's writes")
+    out["records"], out["reads"] = FEATURE_RECORDS, 2000
+    for kind in ("audit", "fields"):
+        out[f"{kind}_bulk_ratio"] = out["plain_bulk_ms"] / out[f"{kind}_bulk_ms"]
+        out[f"{kind}_gets_ratio"] = out["plain_gets_ms"] / out[f"{kind}_gets_ms"]
+    return out
+
+
 def bench_parallel(harness: Harness) -> dict[str, float]:
     """8 x 32 MB inputs hashed across a pool of 2 at once, beside one worker doing them in
     turn: Files (the browser's own process reads them) and ArrayBuffers."""
@@ -444,6 +485,18 @@ def table(result: dict[str, Any]) -> str:
             f"{st['dexie_bulk_put_records_per_s']:,.0f} records/s) | "
             f"{st['single_ops_per_s'] / st['dexie_single_adds_per_s']:.2f}× | "
             f"≥ 10,000 ops/s {_mark(st['single_ops_per_s'] >= 10_000)} |")
+    sf = f.get("storage_features")
+    if sf:
+        for kind, label in (("audit", "with the audit log on"),
+                            ("fields", "with 2 encrypted fields")):
+            rows.append(
+                f"| storage {label}: bulk insert of {sf['records']:,} records | "
+                f"{sf[f'{kind}_bulk_ms']:.0f} ms | the same without it "
+                f"{sf['plain_bulk_ms']:.0f} ms | {sf[f'{kind}_bulk_ratio']:.2f}× | — |")
+            rows.append(
+                f"| storage {label}: {sf['reads']:,} point reads at once | "
+                f"{sf[f'{kind}_gets_ms']:.0f} ms | the same without it "
+                f"{sf['plain_gets_ms']:.0f} ms | {sf[f'{kind}_gets_ratio']:.2f}× | — |")
     gz = f.get("gzip")
     if gz:
         rows.append(
