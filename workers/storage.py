@@ -208,6 +208,8 @@ def _differences(spec: dict[str, Any], stores: dict[str, StoreInfo]) -> str:
     """The first way the database differs from the declared schema ("" if none)."""
     for name, want in spec["stores"].items():
         info = stores.get(name)
+        if info is None and name.startswith("_"):
+            continue  # a feature's store, added at the next upgrade; the feature says so
         if info is None:
             return f"no collection {name[:40]!r}"
         if info.key != want["key"]:
