@@ -49,7 +49,7 @@ else:
 
 log = logging.getLogger("workerbridge.storage")
 
-COALESCE_S = 0.02  # commits heard within this long wake a live query once
+COALESCE_S = 0.05  # commits heard within this long wake a live query once
 MAX_MERGE_ROUNDS = 8  # a record that keeps changing under a merge gives up after this
 MAX_KNOWN = 100_000  # record versions remembered per collection (vector clocks)
 Records = list[dict[str, Any]]
@@ -99,10 +99,6 @@ class _SyncState:
         if k not in known and len(known) >= MAX_KNOWN:
             known.pop(next(iter(known)))  # forgotten: a later update counts as concurrent
         known[k] = (key, known[k][1].merge(vector) if k in known else vector)
-
-    def seen(self, database: str, collection: str, key: Any) -> VectorClock:
-        found = self.known.get((database, collection), {}).get(key_of(key))
-        return VectorClock() if found is None else found[1]
 
 
 _STATES: weakref.WeakKeyDictionary[Any, _SyncState] = weakref.WeakKeyDictionary()
@@ -267,7 +263,8 @@ class SyncAPI(_Base):
             assert database is not None
             strategy = self._strategies().get(coll, "lww")
             stamp = sync.hlc.now()
-            known = sync.known.get((database, coll), {}) if strategy != "lww" else {}
+            # What this tab had seen when the update was made (a merge needs it later).
+            known = dict(sync.known.get((database, coll), {})) if strategy != "lww" else {}
             out = await self._send("sync_update", {
                 "collection": coll, "filter": filter, "data": patch, "hlc": stamp.encode(),
                 "base": [[k, v.to_dict()] for k, v in known.values()]}, True)
@@ -276,7 +273,8 @@ class SyncAPI(_Base):
             for k, winner, reason in out["resolved"]:
                 self._resolved(coll, k, strategy, winner, reason)
             for conflict in out["conflicts"]:
-                n += await self._merge(coll, key, strategy, conflict, patch, stamp)
+                base = known.get(key_of(conflict["k"]), (None, VectorClock()))[1]
+                n += await self._merge(coll, key, strategy, conflict, patch, stamp, base)
             return n
 
     def _learned(self, database: str, collection: str, out: dict[str, Any]) -> None:
@@ -293,7 +291,8 @@ class SyncAPI(_Base):
             "strategy": strategy, "winner": winner, "reason": reason})
 
     async def _merge(self, collection: str, key_field: str, strategy: str,
-                     conflict: dict[str, Any], patch: dict[str, Any], stamp: Timestamp) -> int:
+                     conflict: dict[str, Any], patch: dict[str, Any], stamp: Timestamp,
+                     seen: VectorClock) -> int:
         """Merge a concurrent record with this page's function and write the result,
         on condition that the stored version is still the one merged (else again)."""
         sync = self._sync()
@@ -304,7 +303,6 @@ class SyncAPI(_Base):
             key, current = conflict["k"], dict(conflict["value"])
             stored_stamp, stored_vector = parse_version(conflict["v"])
             sync.hear(stored_stamp)
-            seen = sync.seen(database, collection, key)
             mine = Versioned({**current, **patch}, stamp, seen.increment(sync.node))
             theirs = Versioned(current, stored_stamp or ORIGIN, stored_vector)
             if strategy_kind(strategy) != "merge" or strategy not in fn_registry:
