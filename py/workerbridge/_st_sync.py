@@ -264,7 +264,8 @@ class SyncAPI(_Base):
             strategy = self._strategies().get(coll, "lww")
             stamp = sync.hlc.now()
             # What this tab had seen when the update was made (a merge needs it later).
-            known = dict(sync.known.get((database, coll), {})) if strategy != "lww" else {}
+            known = _relevant(sync.known.get((database, coll), {}), filter, key) \
+                if strategy != "lww" else {}
             out = await self._send("sync_update", {
                 "collection": coll, "filter": filter, "data": patch, "hlc": stamp.encode(),
                 "base": [[k, v.to_dict()] for k, v in known.values()]}, True)
@@ -327,3 +328,15 @@ class SyncAPI(_Base):
             return int(out["n"])
         raise StorageError("a record kept changing while it was being merged; try again")
 
+
+def _relevant(known: Known, filter: Any, key_field: str) -> Known:
+    """The versions an update with ``filter`` may need: one record's for a filter on
+    its key alone (the common case), else every record's this tab knows."""
+    if isinstance(filter, dict) and list(filter) == [key_field]:
+        wanted = filter[key_field]
+        if isinstance(wanted, dict) and list(wanted) == ["$eq"]:
+            wanted = wanted["$eq"]
+        k = key_of(wanted)
+        if k is not None:
+            return {k: known[k]} if k in known else {}
+    return dict(known)
