@@ -8,11 +8,18 @@ from workerbridge._errors import InvalidInputError, InvalidTypeError
 from workerbridge._hlc import (
     HLC,
     MAX_COUNTER,
+    MAX_KEYS_ANNOUNCED,
     MergeRegistry,
     Timestamp,
     VectorClock,
     Versioned,
+    announcement,
+    channel_name,
+    decide,
+    parse_version,
     resolve,
+    strategy_kind,
+    version,
 )
 
 T0 = 1_700_000_000_000
@@ -456,3 +463,62 @@ def test_many_random_edits_from_two_tabs_converge(strategy):
             for msg in pending[i]:
                 tabs[i].receive(msg)
         assert tabs[0].state == tabs[1].state
+
+
+# --- versions of stored records and what an update may do --------------------------------
+
+
+def stored(wall, node="b", vector=None):
+    return version(Timestamp(wall, 0, node), VectorClock(vector or {}))
+
+
+def test_parse_version_reads_what_version_writes_and_ignores_junk():
+    v = version(Timestamp(T0, 3, "a"), VectorClock({"a": 2}))
+    assert v == {"h": "018bcfe56800-0003-a", "vc": {"a": 2}}
+    assert parse_version(v) == (Timestamp(T0, 3, "a"), VectorClock({"a": 2}))
+    for junk in (None, 5, "x", {"h": "nope"}, {"vc": {"a": -1}}, {"h": None}):
+        assert parse_version(junk) == (None, VectorClock())
+
+
+def test_lww_applies_only_a_later_stamp():
+    later = decide("lww", Timestamp(T0 + 1, 0, "a"), "a", None, stored(T0))
+    assert (later.action, later.conflict) == ("apply", False)
+    assert later.version == {"h": Timestamp(T0 + 1, 0, "a").encode(), "vc": {"a": 1}}
+    earlier = decide("lww", Timestamp(T0 - 1, 0, "a"), "a", None, stored(T0))
+    assert (earlier.action, earlier.conflict, earlier.version) == ("keep", True, None)
+    first = decide("lww", Timestamp(T0, 0, "a"), "a", None, None)  # never versioned
+    assert first.action == "apply" and not first.conflict
+
+
+def test_vector_applies_what_has_seen_the_stored_version_and_else_falls_back_to_lww():
+    old = stored(T0, vector={"b": 2})
+    seen = decide("vector", Timestamp(T0 - 50, 0, "a"), "a", VectorClock({"b": 2}), old)
+    # Causally after the stored version: applied even with an earlier HLC (a slow clock).
+    assert (seen.action, seen.conflict) == ("apply", False)
+    assert seen.version["vc"] == {"a": 1, "b": 2}
+    unseen_late = decide("vector", Timestamp(T0 + 1, 0, "a"), "a", VectorClock({"b": 1}), old)
+    assert (unseen_late.action, unseen_late.conflict) == ("apply", True)
+    assert unseen_late.reason.startswith("concurrent")
+    unseen_early = decide("vector", Timestamp(T0 - 1, 0, "a"), "a", None, old)
+    assert (unseen_early.action, unseen_early.conflict) == ("keep", True)
+
+
+def test_a_merge_strategy_hands_concurrent_records_to_the_page():
+    old = stored(T0, vector={"b": 1})
+    assert decide("tags", Timestamp(T0 + 9, 0, "a"), "a", None, old).action == "conflict"
+    ok = decide("tags", Timestamp(T0 + 9, 0, "a"), "a", VectorClock({"b": 1, "a": 4}), old)
+    assert ok.action == "apply" and ok.version["vc"] == {"a": 5, "b": 1}
+    assert [strategy_kind(s) for s in ("lww", "vector", "tags")] == ["lww", "vector", "merge"]
+
+
+def test_announcements_carry_keys_and_versions_but_never_values():
+    v = stored(T0)
+    msg = announcement([("docs", "update", "k1", v), ("docs", "delete", 2, None),
+                        ("other", "create", "k3", None)])
+    assert msg == {"changes": [{"c": "docs", "op": "update", "k": "k1", "v": v},
+                               {"c": "docs", "op": "delete", "k": 2, "v": None},
+                               {"c": "other", "op": "create", "k": "k3", "v": None}],
+                   "collections": {"docs": 2, "other": 1}}
+    many = announcement([("docs", "create", i, None) for i in range(MAX_KEYS_ANNOUNCED + 1)])
+    assert many == {"changes": [], "collections": {"docs": MAX_KEYS_ANNOUNCED + 1}}
+    assert channel_name("shop") == "workerbridge.storage:shop"

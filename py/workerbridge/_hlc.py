@@ -349,3 +349,105 @@ def _lww(local: Versioned, remote: Versioned, vector: VectorClock | None,
                           local.hlc, vector)
     return Resolution(remote.value, "remote", prefix + "remote has the later HLC", remote.hlc,
                       vector)
+
+
+# --- versions of stored records ------------------------------------------------------------
+
+#: The reserved field a stored record keeps its version in: {"h": encoded HLC, "vc": {node:
+#: count}}. Callers never see it: reads strip it, writes that carry it are refused.
+VERSION_FIELD = "_v"
+#: Stands for the version of a record written before it had one (older than any write).
+ORIGIN = Timestamp(0, 0, "0")
+
+Action = Literal["apply", "keep", "conflict"]
+StrategyKind = Literal["lww", "vector", "merge"]
+
+
+def strategy_kind(strategy: str) -> StrategyKind:
+    """"lww" and "vector" as they are; any other name is a merge function's."""
+    return strategy if strategy in ("lww", "vector") else "merge"  # type: ignore[return-value]
+
+
+def parse_version(value: Any) -> tuple[Timestamp | None, VectorClock]:
+    """A stored ``_v`` as (its HLC or None, its vector clock); anything malformed (a
+    record written by other code) counts as no version."""
+    if not isinstance(value, Mapping):
+        return None, VectorClock()
+    try:
+        stamp = Timestamp.decode(value["h"]) if value.get("h") is not None else None
+        vector = VectorClock(value.get("vc") or {})
+    except (InvalidInputError, KeyError):
+        return None, VectorClock()
+    return stamp, vector
+
+
+def version(stamp: Timestamp, vector: VectorClock) -> dict[str, Any]:
+    """The stored form of a version (what ``parse_version`` reads)."""
+    return {"h": stamp.encode(), "vc": vector.to_dict()}
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What an update does to one stored record.
+
+    ``action``: "apply" (write it, with ``version``), "keep" (the stored record wins;
+    nothing is written) or "conflict" (concurrent under a merge function: the page merges).
+    ``conflict``: the stored version was one the update had not seen.
+    """
+
+    action: Action
+    conflict: bool
+    reason: str
+    version: dict[str, Any] | None = None
+
+
+def decide(strategy: str, stamp: Timestamp, node: str, base: VectorClock | None,
+           stored: Any) -> Verdict:
+    """Whether an update stamped ``stamp`` by ``node``, made knowing ``base`` of the
+    record's history, may overwrite the stored version ``stored`` (a ``_v`` or None).
+
+    "lww": only if its HLC is later. "vector": if it has seen the stored version, else as
+    "lww". A merge function: if it has seen the stored version, else "conflict".
+    """
+    kind = strategy_kind(strategy)
+    stored_hlc, stored_vector = parse_version(stored)
+    seen = base if base is not None else VectorClock()
+    written = version(stamp, stored_vector.merge(seen).increment(node))
+    later = stored_hlc is None or stamp > stored_hlc
+    if kind == "lww":
+        if later:
+            return Verdict("apply", False, "the update has the later HLC", written)
+        return Verdict("keep", True, "the stored version has the later HLC")
+    if stored_vector.compare(seen) in ("before", "equal"):
+        return Verdict("apply", False, "the update has seen the stored version", written)
+    if kind == "merge":
+        return Verdict("conflict", True, "concurrent versions: the merge function decides")
+    if later:
+        return Verdict("apply", True, "concurrent versions; the update has the later HLC",
+                       written)
+    return Verdict("keep", True, "concurrent versions; the stored version has the later HLC")
+
+
+# --- what tabs tell each other ------------------------------------------------------------
+
+#: A transaction changing more records than this is announced per collection, without keys.
+MAX_KEYS_ANNOUNCED = 1000
+
+
+def channel_name(database: str) -> str:
+    """The BroadcastChannel a database's committed changes are announced on."""
+    return f"workerbridge.storage:{database}"
+
+
+def announcement(changes: list[tuple[str, str, Any, Any]]) -> dict[str, Any]:
+    """The message for one committed transaction's (collection, op, key, stored ``_v``)
+    changes: {"changes": [{"c", "op", "k", "v"}]} or, for a large one, {"changes": [],
+    "collections": {name: count}}. Never record contents (they may be encrypted; a
+    watcher reads the records itself)."""
+    counts: dict[str, int] = {}
+    for collection, _, _, _ in changes:
+        counts[collection] = counts.get(collection, 0) + 1
+    if len(changes) > MAX_KEYS_ANNOUNCED:
+        return {"changes": [], "collections": counts}
+    return {"changes": [{"c": c, "op": op, "k": k, "v": v} for c, op, k, v in changes],
+            "collections": counts}
