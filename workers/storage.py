@@ -93,7 +93,7 @@ class _Database:
         self.queue = SerialQueue({"create": self._creates, "get": self._gets},
                                  uncounted=frozenset({"configure"}))
         self.hooks = HookChain([make(name) for make in _factories])
-        self.live = self.hooks.running()  # the active hooks, None if none
+        self._refresh()
         self.settings: dict[str, Any] = {}
         self.generation = 0  # of the page's settings in use (the last configure run)
         self.received = 0  # of the last settings received (queued calls run under them)
@@ -101,7 +101,13 @@ class _Database:
     def configure(self, settings: dict[str, Any], generation: int) -> None:
         self.hooks.configure(settings)
         self.settings, self.generation = settings, generation
-        self.live = self.hooks.running()
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self.live = self.hooks.running()  # the active hooks, None if none
+        # ... and of those, the ones that encode or decode records (None if none)
+        self.encoder = None if self.live is None else self.live.overriding("encode")
+        self.decoder = None if self.live is None else self.live.overriding("decode")
 
     def check_generation(self, generation: Any) -> None:
         if generation != self.received:
@@ -109,10 +115,10 @@ class _Database:
                                     "made under (it restarted); send them again")
 
     async def encode(self, collection: str, fields: dict[str, Any]) -> dict[str, Any]:
-        return fields if self.live is None else await self.live.encode(collection, fields)
+        return fields if self.encoder is None else await self.encoder.encode(collection, fields)
 
     async def decode(self, collection: str, record: dict[str, Any]) -> dict[str, Any]:
-        return record if self.live is None else await self.live.decode(collection, record)
+        return record if self.decoder is None else await self.decoder.decode(collection, record)
 
     async def connection(self) -> Database:
         """The open connection; reopened if it was closed (another tab's upgrade closes
@@ -141,8 +147,8 @@ class _Database:
         return value, scanned, tx
 
     async def _creates(self, items: list[tuple[str, dict[str, Any]]]) -> list[Any]:
-        if self.live is not None:
-            items = [(c, await self.live.encode(c, r)) for c, r in items]
+        if self.encoder is not None:
+            items = [(c, await self.encoder.encode(c, r)) for c, r in items]
         records, _, _ = await self.transact([c for c, _ in items], True,
                                             lambda tx: create(tx, items), "create")
         return [None] * len(records)
@@ -150,9 +156,9 @@ class _Database:
     async def _gets(self, items: list[tuple[str, Any]]) -> list[Any]:
         found, _, _ = await self.transact([c for c, _ in items], False,
                                           lambda tx: get(tx, items), "get")
-        if self.live is None:
+        if self.decoder is None:
             return list(found)
-        return [None if r is None else await self.live.decode(c, r)
+        return [None if r is None else await self.decoder.decode(c, r)
                 for (c, _), r in zip(items, found, strict=True)]
 
     def stores_spec(self, spec: dict[str, Any]) -> dict[str, Any]:

@@ -91,7 +91,8 @@ class FieldsAPI(_Base):
 
     # --- checks made before a call leaves ---------------------------------------------------
 
-    def _check_query(self, collection: Any, flt: Any, sort: Any = None) -> None:
+    def _check_query(self, collection: str, flt: Any, sort: Any = None) -> None:
+        super()._check_query(collection, flt, sort)
         protected = self._protected(collection)
         if protected:
             if isinstance(flt, Mapping):
@@ -99,7 +100,8 @@ class FieldsAPI(_Base):
             spec = check_sort(sort)
             check_fields((".".join(parts) for parts, _ in spec), protected, purpose="sort")
 
-    def _check_write(self, collection: Any, data: Any) -> None:
+    def _check_write(self, collection: str, data: Any) -> None:
+        super()._check_write(collection, data)
         protected = self._protected(collection)
         if not protected or not isinstance(data, Mapping):
             return
@@ -110,6 +112,7 @@ class FieldsAPI(_Base):
             check_value(field, data[field])
 
     def _check_define(self, database: str, spec: dict[str, Any]) -> None:
+        super()._check_define(database, spec)
         if self._s.database != database:
             return  # another database: its classification starts empty
         for name, store in spec["stores"].items():

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import secrets
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -244,6 +244,11 @@ class SyncAPI(_Base):
 
     # --- updates ------------------------------------------------------------------------
 
+    def _check_write(self, collection: str, data: Any) -> None:
+        super()._check_write(collection, data)
+        if isinstance(data, Mapping) and VERSION_FIELD in data:
+            raise InvalidInputError(f"the field {VERSION_FIELD!r} is reserved for versions")
+
     async def update(self, collection: str, filter: Any, data: dict[str, Any]) -> int:
         """Merge ``data``'s fields into every record matching ``filter`` (one
         transaction); the number of records updated. A record another tab changed
@@ -253,8 +258,8 @@ class SyncAPI(_Base):
             coll, key = self._key(collection)
             validate_filter(filter)
             patch = check_fields(data)
-            if VERSION_FIELD in patch:
-                raise InvalidInputError(f"the field {VERSION_FIELD!r} is reserved for versions")
+            self._check_query(coll, filter)
+            self._check_write(coll, patch)
             if key in patch:
                 raise InvalidInputError(f"an update cannot change a record's key ({key!r})")
             self._listen()

@@ -200,6 +200,13 @@ class HookChain(Hooks):
         live = [h for h in self.hooks if h.active]
         return HookChain(live) if live else None
 
+    def overriding(self, method: str) -> HookChain | None:
+        """The chain of the hooks that define ``method`` (say "encode": the others would
+        only pass each record through), or None."""
+        base = getattr(Hooks, method)
+        doing = [h for h in self.hooks if getattr(type(h), method) is not base]
+        return HookChain(doing) if doing else None
+
 
 # --- programs -------------------------------------------------------------------------------
 
