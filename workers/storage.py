@@ -109,6 +109,15 @@ class _Database:
         self.encoder = None if self.live is None else self.live.overriding("encode")
         self.decoder = None if self.live is None else self.live.overriding("decode")
 
+    def fields(self, data: Any, what: str = "data") -> dict[str, Any]:
+        """A caller's record or fields, checked (no field a feature reserves)."""
+        record = check_fields(data, what, foreign=from_js)
+        reserved = self.hooks.reserved
+        if reserved and not reserved.isdisjoint(record):
+            name = min(reserved.intersection(record))
+            raise InvalidInputError(f"the field {name!r} is reserved (by storage itself)")
+        return record
+
     def check_generation(self, generation: Any) -> None:
         if generation != self.received:
             raise UnconfiguredError("this worker lacks the storage settings the call was "
@@ -282,7 +291,7 @@ def configure(payload: dict[str, Any], sink: Sink) -> None:
 def create_one(payload: dict[str, Any], sink: Sink) -> None:
     entry = database(payload)
     coll = check_collection(payload.get("collection"))
-    entry.queue.put("create", (coll, check_fields(payload.get("data"), foreign=from_js)), sink)
+    entry.queue.put("create", (coll, entry.fields(payload.get("data"))), sink)
 
 
 @operation("get")
@@ -344,7 +353,7 @@ def count_many(payload: dict[str, Any], sink: Sink) -> None:
 @operation("update")
 def update_many(payload: dict[str, Any], sink: Sink) -> None:
     entry, coll, node = _query_args(payload)
-    patch = check_fields(payload.get("data"), foreign=from_js)
+    patch = entry.fields(payload.get("data"))
 
     async def job() -> int:
         fields = await entry.encode(coll, patch)
@@ -377,7 +386,7 @@ def _list(value: Any, what: str) -> list[Any]:
 def bulk_create(payload: dict[str, Any], sink: Sink) -> None:
     entry = database(payload)
     coll = check_collection(payload.get("collection"))
-    records = [check_fields(r, foreign=from_js) for r in _list(payload.get("records"), "records")]
+    records = [entry.fields(r) for r in _list(payload.get("records"), "records")]
 
     async def job() -> int:
         items = [(coll, await entry.encode(coll, r)) for r in records]
@@ -392,7 +401,7 @@ def bulk_create(payload: dict[str, Any], sink: Sink) -> None:
 def bulk_update_many(payload: dict[str, Any], sink: Sink) -> None:
     entry = database(payload)
     coll = check_collection(payload.get("collection"))
-    changes = [check_fields(r, foreign=from_js) for r in _list(payload.get("records"), "records")]
+    changes = [entry.fields(r) for r in _list(payload.get("records"), "records")]
 
     async def job() -> int:
         encoded = [await entry.encode(coll, c) for c in changes]
@@ -428,7 +437,7 @@ def transaction(payload: dict[str, Any], sink: Sink) -> None:
         ops = [check_op(op, keys) for op in raw]
         for op in ops:
             if "data" in op:
-                op["data"] = await entry.encode(op["collection"], op["data"])
+                op["data"] = await entry.encode(op["collection"], entry.fields(op["data"]))
         results, _, _ = await entry.transact([op["collection"] for op in ops], True,
                                              lambda tx: run_ops(tx, ops), "transaction")
         out = []

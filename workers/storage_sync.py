@@ -37,11 +37,10 @@ from workerbridge._hlc import (
     parse_version,
     version,
 )
-from workerbridge._idb import from_js
 from workerbridge._plan import check_indexed
 from workerbridge._platform import IN_PYODIDE
 from workerbridge._query import All, AnyOf, Cond, Node, key_of, validate_filter
-from workerbridge._schema import check_collection, check_fields, check_key
+from workerbridge._schema import check_collection, check_key
 from workerbridge._serial import Sink
 from workerbridge._txn import (
     Batch,
@@ -64,13 +63,10 @@ def _fields(node: Node) -> set[str]:
     return set()
 
 
-def _refuse_version(fields: dict[str, Any]) -> None:
-    if VERSION_FIELD in fields:
-        raise InvalidInputError(f"the field {VERSION_FIELD!r} is reserved for versions")
-
-
 class SyncHooks(Hooks):
     """Versions on every update and announcements after every commit, per database."""
+
+    reserved = frozenset({VERSION_FIELD})  # callers' data may not hold it
 
     def __init__(self, database_name: str) -> None:
         self.database = database_name
@@ -105,10 +101,6 @@ class SyncHooks(Hooks):
     def check_filter(self, collection: str, node: Node) -> None:
         if VERSION_FIELD in _fields(node):
             raise InvalidFilterError(f"the field {VERSION_FIELD!r} is reserved for versions")
-
-    async def encode(self, collection: str, fields: dict[str, Any]) -> dict[str, Any]:
-        _refuse_version(fields)
-        return fields
 
     async def decode(self, collection: str, record: dict[str, Any]) -> dict[str, Any]:
         if VERSION_FIELD in record:
@@ -194,8 +186,7 @@ def update_synced(payload: dict[str, Any], sink: Sink) -> None:
     entry = database(payload)
     coll = check_collection(payload.get("collection"))
     node = validate_filter(_native(payload.get("filter")))
-    patch = check_fields(payload.get("data"), foreign=from_js)
-    _refuse_version(patch)
+    patch = entry.fields(payload.get("data"))
     stamp = _stamp(payload.get("hlc"))
     tab = stamp.node
     bases = _bases(_native(payload.get("base")))

@@ -9,6 +9,7 @@ with no key set. The worker checks filters again (``workers/storage_fields.py``)
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,12 @@ else:
 KEY_BYTES = 32
 NO_KEY = ("no encryption key is set for this database: call "
           "storage.set_encryption_key() before writing protected fields")
+
+_NONE: frozenset[str] = frozenset()
+# Per bridge: (the "fields" setting it was worked out from, {collection: fields}).
+_PROTECTED: weakref.WeakKeyDictionary[Any, tuple[Any, dict[str, frozenset[str]]]] = \
+    weakref.WeakKeyDictionary()
+
 
 class FieldsAPI(_Base):
     """Field encryption: the methods ``StorageNamespace`` gets."""
@@ -83,11 +90,15 @@ class FieldsAPI(_Base):
         return dict(current) if current else {"collections": {}, "key": None}
 
     def _protected(self, collection: Any) -> frozenset[str]:
-        entry = self._fields_setting()["collections"].get(collection) \
-            if isinstance(collection, str) else None
-        if not entry:
-            return frozenset()
-        return Classification(entry["levels"], id_field=entry["key"]).protected_fields()
+        # Asked once per record of a bulk call: worked out once per settings object.
+        current = self._s.settings.get("fields")
+        cached = _PROTECTED.get(self._bridge)
+        if cached is None or cached[0] is not current:
+            entries = current["collections"] if current else {}
+            cached = (current, {name: Classification(e["levels"], id_field=e["key"])
+                                .protected_fields() for name, e in entries.items()})
+            _PROTECTED[self._bridge] = cached
+        return cached[1].get(collection, _NONE) if isinstance(collection, str) else _NONE
 
     # --- checks made before a call leaves ---------------------------------------------------
 

@@ -86,6 +86,8 @@ class Hooks:
     #: Internal stores ("_name") every upgrade creates and never drops:
     #: name -> {"key": field, "indexes": {name: {"path", "unique", "multi"}}}.
     internal_stores: dict[str, dict[str, Any]] = {}  # noqa: RUF012 - read-only default
+    #: Record fields only this feature may write (callers' data holding one is refused).
+    reserved: frozenset[str] = frozenset()
 
     def scope(self, collections: Sequence[str]) -> Sequence[str]:
         """Stores every read-write transaction over ``collections`` also takes."""
@@ -140,6 +142,7 @@ class HookChain(Hooks):
         self.hooks = tuple(hooks)
         self.internal_stores = {name: spec for h in self.hooks
                                 for name, spec in h.internal_stores.items()}
+        self.reserved = frozenset().union(*(h.reserved for h in self.hooks))
         self._begun: list[int] = []
 
     def scope(self, collections: Sequence[str]) -> Sequence[str]:
