@@ -2,19 +2,20 @@
 //
 // Everything is resolved against this file's own URL, so the bundle works at any path.
 // The page passes its options as JSON in the worker's name:
-// {"modules": [url, ...], "snapshot": true}. With "snapshot" (the default) the worker
-// boots from a Pyodide memory snapshot kept in Cache Storage when one matches this
-// Pyodide build, this bundle and these modules; otherwise it boots normally and makes
-// that snapshot right after importing its modules, before it serves anything.
+// {"modules": [url, ...], "snapshot": true, "posted": false}.
+// With "snapshot" (the default) the worker boots from a Pyodide memory snapshot when one
+// matches this Pyodide build, this bundle and these modules (snapshot.mjs); with none it
+// boots normally and makes one right after importing its modules, before it serves.
+// With "posted" the page's first message, {workerbridge_boot: {wasm, snapshot, key}},
+// carries what an earlier worker made: the compiled WebAssembly.Module and a Blob of the
+// snapshot, so this worker neither compiles the wasm nor reads the cache.
 // Wire format: see py/workerbridge/_envelope.py; this file only ever builds the ERROR
 // envelope that reports a failed boot.
 import { loadPyodide } from "../pyodide/pyodide.mjs";
+import { SnapshotStore, builtinDeserializer, builtinSerializer } from "./snapshot.mjs";
 
 const PROTOCOL_VERSION = 1;
 const USER_MODULE_DIR = "/home/pyodide/workerbridge_user";
-const SNAPSHOT_CACHE = "workerbridge-snapshots";
-// Part of every snapshot key: bump it when what happens before a snapshot changes here.
-const SNAPSHOT_FORMAT = 1;
 
 // A worker that closes itself would otherwise vanish without a word: say so first, so
 // the page settles its pending calls and replaces the worker.
@@ -27,10 +28,16 @@ self.close = () => {
   closeWorker();
 };
 
-// Step 0: hold messages that arrive while Python boots.
+// Step 0: hold messages that arrive while Python boots; keep the page's boot message.
 const early = [];
 let deliver = (data) => early.push(data);
-self.addEventListener("message", (event) => deliver(event.data));
+let receiveBoot;
+const postedBoot = new Promise((resolve) => { receiveBoot = resolve; });
+self.addEventListener("message", (event) => {
+  const data = event.data;
+  if (data && typeof data === "object" && data.workerbridge_boot) receiveBoot(data.workerbridge_boot);
+  else deliver(data);
+});
 
 function options() {
   try {
@@ -38,6 +45,29 @@ function options() {
   } catch {
     return {};
   }
+}
+
+// Compile once per page: Pyodide compiles pyodide.asm.wasm (10 MB) in every worker. The
+// first worker hands the page the WebAssembly.Module it compiled; later workers
+// instantiate that Module (it can be posted within the page's agent cluster, and its
+// compiled code is shared) and skip fetching the wasm at all.
+let compiledModule;
+
+function compileOnce(module) {
+  const instantiateStreaming = WebAssembly.instantiateStreaming.bind(WebAssembly);
+  WebAssembly.instantiateStreaming = async (source, imports) => {
+    if (!module) {
+      const result = await instantiateStreaming(source, imports);
+      compiledModule = result.module;
+      return result;
+    }
+    return { module, instance: await WebAssembly.instantiate(module, imports) };
+  };
+  if (!module) return;
+  const fetch = self.fetch.bind(self);
+  self.fetch = (input, init) => (String(input).endsWith("/pyodide.asm.wasm")
+    ? Promise.resolve(new Response(new Uint8Array(0)))
+    : fetch(input, init));
 }
 
 async function bootPyodide(extra = {}) {
@@ -91,167 +121,90 @@ function interruptBuffer(pyodide) {
   return control;
 }
 
-// --- memory snapshots ------------------------------------------------------------------
-// A snapshot is the WebAssembly memory of a worker that has imported its modules and
-// served nothing. The file system is not in it (Emscripten keeps files in JS), so a
-// snapshot boot still installs the same files; the imports themselves are skipped.
-
-function hex(buffer) {
-  return Array.from(new Uint8Array(buffer), (b) => b.toString(16).padStart(2, "0")).join("");
+function message(err) {
+  return err && err.message ? err.message : String(err);
 }
 
-async function snapshotKey(bundle, sources) {
-  if (!bundle.pyodide_build || !bundle.content_hash) return null;
-  const text = JSON.stringify([SNAPSHOT_FORMAT, bundle.pyodide_build, bundle.content_hash,
-    sources.map((s) => [s.name, s.text])]);
-  return hex(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text))).slice(0, 32);
-}
-
-function checksum(bytes) {
-  // FNV-1a over 32-bit words: ~20 ms for 30 MB here, against SHA-256's ~100 ms; it
-  // catches a truncated or overwritten entry, which is all Cache Storage can do to it.
-  const words = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >>> 2);
-  let h = (0x811c9dc5 ^ bytes.byteLength) >>> 0;
-  for (let i = 0; i < words.length; i++) h = Math.imul(h ^ words[i], 16777619);
-  for (let i = words.length << 2; i < bytes.byteLength; i++) h = Math.imul(h ^ bytes[i], 16777619);
-  return (h >>> 0).toString(16);
-}
-
-// Pyodide saves a JS object that Python holds at snapshot time as the path it was reached
-// by (js.Object.fromEntries). A constructor's `prototype` is a read-only property, which
-// escapes that recording, so `js.Object.prototype.toString` is saved here as
-// ["Object", "toString"] instead. Any other JS object stops the snapshot (logged).
-function builtinSerializer() {
-  const names = new Map();
-  for (const name of Object.getOwnPropertyNames(self)) {
-    let proto;
+async function bootFromSnapshot(store, posted) {
+  // -> { pyodide } booted from a snapshot, or { reason } why a stored one was not used.
+  let found;
+  if (posted.snapshot instanceof Blob && posted.key === store.key) {
+    found = { bytes: new Uint8Array(await posted.snapshot.arrayBuffer()) };
+  } else {
+    found = await store.read();
+  }
+  if (found.bytes) {
     try {
-      proto = typeof self[name] === "function" ? self[name].prototype : undefined;
-    } catch {
-      continue;
-    }
-    if (!proto || names.has(proto)) continue;
-    names.set(proto, [name]);
-    for (const member of Object.getOwnPropertyNames(proto)) {
-      const desc = Object.getOwnPropertyDescriptor(proto, member);
-      if (typeof desc.value === "function" && !names.has(desc.value)) names.set(desc.value, [name, member]);
+      return {
+        pyodide: await bootPyodide({
+          _loadSnapshot: found.bytes, _snapshotDeserializer: builtinDeserializer,
+        }),
+      };
+    } catch (err) {
+      found.reason = `Pyodide could not restore it: ${message(err)}`;
     }
   }
-  return (obj) => {
-    const path = names.get(obj);
-    if (!path) throw new Error(`Python holds a JS ${Object.prototype.toString.call(obj)} made at import`);
-    return path;
-  };
+  if (!found.reason) return {};
+  await store.remove();
+  return { reason: `the cached snapshot was not used: ${found.reason}; booted normally` };
 }
 
-function builtinDeserializer([name, member]) {
-  const proto = self[name].prototype;
-  return member === undefined ? proto : proto[member];
-}
-
-function snapshotURL(key) {
-  return new URL(`snapshot/${key}.bin`, import.meta.url).href;
-}
-
-async function readSnapshot(cache, key) {
-  // -> { bytes } or { reason } (a stored entry that cannot be used), or {} (none stored).
-  const response = await cache.match(snapshotURL(key));
-  if (!response) return {};
-  if (response.headers.get("x-workerbridge-key") !== key) return { reason: "its key does not match" };
-  const bytes = new Uint8Array(await response.arrayBuffer());
-  if (String(bytes.byteLength) !== response.headers.get("x-workerbridge-length")) {
-    return { reason: "it is truncated" };
-  }
-  if (checksum(bytes) !== response.headers.get("x-workerbridge-sum")) {
-    return { reason: "its checksum does not match (corrupt)" };
-  }
-  return { bytes };
-}
-
-async function storeSnapshot(cache, key, bytes) {
-  await cache.put(snapshotURL(key), new Response(bytes, {
-    headers: {
-      "content-type": "application/octet-stream",
-      "x-workerbridge-key": key,
-      "x-workerbridge-length": String(bytes.byteLength),
-      "x-workerbridge-sum": checksum(bytes),
-    },
-  }));
-}
-
-async function openSnapshots(opts, bundle, sources) {
-  // -> { cache, key } when snapshots can be used here, else { reason }.
-  if (opts.snapshot === false) return { reason: "turned off" };
-  if (!self.caches || !self.crypto || !crypto.subtle) return { reason: "no Cache Storage here" };
-  const key = await snapshotKey(bundle, sources);
-  if (!key) return { reason: "bundle.json names no Pyodide build" };
+function makeSnapshot(pyodide, store, info) {
+  // The snapshot is taken before anything is served; the cache write goes on while this
+  // worker serves, and the page hands the Blob to the workers it boots next.
   try {
-    return { cache: await caches.open(SNAPSHOT_CACHE), key };
+    const bytes = pyodide.makeMemorySnapshot({ serializer: builtinSerializer() });
+    info.snapshot_blob = new Blob([bytes]);
+    info.snapshot_key = store.key;
+    info.boot_stages.snapshot_mb = bytes.byteLength / 1048576;
+    store.write(bytes).catch((err) => console.warn(`workerbridge: snapshot not cached: ${message(err)}`));
+    return { snapshot: "made" };
   } catch (err) {
-    return { reason: `Cache Storage refused: ${err && err.message ? err.message : err}` };
+    return { snapshot: "off", reason: `no snapshot was made: ${message(err)}` };
   }
 }
 
 async function boot() {
   const started = performance.now();
   const stages = {};
-  const mark = (name, since) => { stages[name] = performance.now() - since; return performance.now(); };
+  let t = started;
+  const mark = (name) => { const now = performance.now(); stages[name] = now - t; t = now; };
   const opts = options();
-  let t = performance.now();
+  const posted = opts.posted ? await postedBoot : {};
+  compileOnce(posted.wasm instanceof WebAssembly.Module ? posted.wasm : undefined);
   const [bundle, sources] = await Promise.all([bundleInfo(), fetchUserModules(opts.modules || [])]);
-  const store = await openSnapshots(opts, bundle, sources);
-  t = mark("fetch_ms", t);
-  let pyodide;
-  let snapshot = "off";
-  let reason = store.reason;
-  if (store.cache) {
-    const found = await readSnapshot(store.cache, store.key);
-    t = mark("snapshot_read_ms", t);
-    if (found.bytes) {
-      try {
-        pyodide = await bootPyodide({
-          _loadSnapshot: found.bytes, _snapshotDeserializer: builtinDeserializer,
-        });
-        snapshot = "loaded";
-      } catch (err) {
-        found.reason = `Pyodide could not restore it: ${err && err.message ? err.message : err}`;
-      }
-    }
-    if (found.reason) {
-      reason = `the cached snapshot was not used: ${found.reason}`;
-      console.warn(`workerbridge: ${reason}; booting normally`);
-      await store.cache.delete(snapshotURL(store.key));
-    }
-  }
-  if (!pyodide) pyodide = await bootPyodide(store.cache ? { _makeSnapshot: true } : {});
-  t = mark("pyodide_ms", t);
+  const store = await SnapshotStore.open(opts, bundle, sources, import.meta.url);
+  const snapshots = store instanceof SnapshotStore;
+  mark("fetch_ms");
+  let { pyodide, reason } = snapshots ? await bootFromSnapshot(store, posted) : store;
+  let snapshot = pyodide ? "loaded" : "off";
+  pyodide ??= await bootPyodide(snapshots ? { _makeSnapshot: true } : {});
+  mark("pyodide_ms");
   await installPackage(pyodide);
-  const userModules = installUserModules(pyodide, sources);
-  t = mark("install_ms", t);
+  const userModules = pyodide.toPy(installUserModules(pyodide, sources));
+  mark("install_ms");
   const worker = pyodide.pyimport("workerbridge._worker");
+  const info = { snapshot, boot_stages: stages, wasm: posted.wasm ? "shared" : "compiled" };
   if (snapshot === "loaded") {
     worker.after_snapshot();
   } else {
-    worker.prepare(pyodide.toPy(userModules));
-    t = mark("import_ms", t);
-    if (store.cache) {
-      try {
-        const bytes = pyodide.makeMemorySnapshot({ serializer: builtinSerializer() });
-        t = mark("snapshot_make_ms", t);
-        await storeSnapshot(store.cache, store.key, bytes);
-        t = mark("snapshot_store_ms", t);
-        snapshot = "made";
-        stages.snapshot_mb = bytes.byteLength / 1048576;
-      } catch (err) {
-        reason = `no snapshot was made: ${err && err.message ? err.message : err}`;
-        console.warn(`workerbridge: ${reason}`);
-      }
+    worker.prepare(userModules);
+    mark("import_ms");
+    if (snapshots) {
+      const made = makeSnapshot(pyodide, store, info);
+      snapshot = info.snapshot = made.snapshot;
+      reason = [reason, made.reason].filter(Boolean).join("; ");
+      mark("snapshot_ms");
     }
   }
+  if (reason) {
+    info.snapshot_reason = reason;
+    console.warn(`workerbridge: ${reason}`);
+  }
+  if (compiledModule && !posted.wasm) info.wasm_module = compiledModule;
   const control = interruptBuffer(pyodide);
-  const info = { boot_ms: performance.now() - started, snapshot, boot_stages: stages };
-  if (reason && snapshot !== "loaded") info.snapshot_reason = reason;
-  const onMessage = worker.serve(control, pyodide.toPy(userModules), pyodide.toPy(info));
+  info.boot_ms = performance.now() - started;
+  const onMessage = worker.serve(control, userModules, pyodide.toPy(info));
   deliver = (data) => onMessage(data);
   for (const data of early.splice(0)) onMessage(data);
 }
@@ -261,7 +214,7 @@ boot().catch((err) => {
     v: PROTOCOL_VERSION,
     kind: "error",
     code: "crashed",
-    message: `worker failed to boot: ${err && err.message ? err.message : err}`,
+    message: `worker failed to boot: ${message(err)}`,
     error_type: "WorkerCrashedError",
   });
   closeWorker();
