@@ -27,9 +27,14 @@ MADE = "made"  # booted normally, then made the snapshot the next workers boot f
 LOADED = "loaded"  # booted from a snapshot
 OFF = "off"  # booted normally; no snapshot made or used
 
+# Set by ``reseed``: this worker booted from a snapshot (in its own memory, not the copy).
+booted_from_snapshot = False
+
 
 def reseed() -> None:
     """Draw fresh random state for this worker (see the module docstring)."""
+    global booted_from_snapshot
+    booted_from_snapshot = True
     random.seed()
     tempfile = sys.modules.get("tempfile")
     if tempfile is not None:

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from ._envelope import Priority
 from ._errors import (
+    InvalidTypeError,
     QueueFullError,
     ShutdownError,
     WorkerCrashedError,
@@ -136,6 +137,8 @@ class WorkerPool(Supervisor):
                           RuntimeWarning, stacklevel=2)
         if size < 1:
             raise ValueError("a pool needs at least one worker")
+        if not isinstance(snapshot, bool):
+            raise InvalidTypeError(f"snapshot must be True or False, not {snapshot!r}")
         if strategy not in ("least-busy", "round-robin"):
             raise ValueError(f"unknown strategy {strategy!r}")
         self._factory = transport_factory
