@@ -6,8 +6,7 @@ import os
 import random
 import uuid
 
-from workerbridge import Context, handler
-from workerbridge import _snapshot
+from workerbridge import Context, _snapshot, handler
 
 # Drawn at import, so before a snapshot is made: the same in every worker booted from it.
 IMPORTED_AT = random.random()
