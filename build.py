@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,7 +39,7 @@ PYODIDE_FILES = (
     "pyodide-lock.json",
     "package.json",
 )
-WEB_BUNDLE_FILES = ("worker.mjs",)
+WEB_BUNDLE_FILES = ("worker.mjs", "snapshot.mjs")
 
 
 def log(msg: str) -> None:
@@ -138,6 +139,12 @@ def write_package_zip(dst: Path) -> tuple[bool, str]:
     return True, content_hash
 
 
+def pyodide_build_id(loader: Path) -> str:
+    """The BUILD_ID Pyodide writes into its loader and checks when it restores a snapshot."""
+    found = re.search(r'BUILD_ID:"([0-9a-f]{16,})"', loader.read_text())
+    return found.group(1) if found else digest(loader)
+
+
 def build() -> None:
     t0 = time.perf_counter()
     ensure_npm()
@@ -159,8 +166,11 @@ def build() -> None:
         "interpreter": "./dist/pyodide/pyodide.mjs",
         "files": {"./workerbridge/workerbridge.zip": "./*"},
     }
+    # Workers key their cached memory snapshots by the Pyodide build and the package's
+    # content hash: a snapshot from any other build or bundle is never loaded.
     meta = {"version": 1, "content_hash": content_hash,
-            "pyodide": json.loads((pyodide_src / "package.json").read_text())["version"]}
+            "pyodide": json.loads((pyodide_src / "package.json").read_text())["version"],
+            "pyodide_build": pyodide_build_id(pyodide_src / "pyodide.mjs")}
     outputs = ((DIST / "pyscript.json", config), (DIST / "workerbridge" / "bundle.json", meta))
     for path, data in outputs:
         text = json.dumps(data, indent=2) + "\n"

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from boot import bench_boot, boot_rows, write_report  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 from storage_anchor import (  # noqa: E402
     READS,
@@ -458,6 +459,8 @@ def table(result: dict[str, Any]) -> str:
         f"one worker's boot {ready['worker_boot_ms'] / 1000:.2f} s | "
         f"{pool['ready_4_ms'] / ready['worker_boot_ms']:.2f}× | — |",
     ]
+    if f.get("boot"):
+        rows.extend(boot_rows(f["boot"]))
     aes, par = f.get("aes_gcm"), f.get("parallel_hash")
     if aes:
         for op in ("encrypt", "decrypt"):
@@ -531,16 +534,8 @@ def update_readme(result: dict[str, Any]) -> None:
     readme.write_text(head + start + intro + table(result) + "\n" + end + tail)
 
 
-def main() -> int:
-    bench_pages = ROOT / "bench" / "pages"
-    server, origin = start_server(
-        isolation=True, extra=(f"/bench={bench_pages}", f"/bench/dist={ROOT / 'dist'}",
-                               dexie_mount()))
-    chromium = os.environ.get("WORKERBRIDGE_CHROMIUM", "/usr/bin/chromium")
-    # The user agent says only "156.0.0.0"; the binary says which build it is.
-    version = subprocess.run([chromium, "--version"], capture_output=True, text=True,
-                             check=False).stdout.split()[1:2] or ["?"]
-    started = time.time()
+def bench_rest(origin: str, chromium: str) -> dict[str, Any]:
+    """Every other figure, in one browser with a profile on disk."""
     # A profile on disk, as a user's browser has: a fresh in-memory (incognito) context
     # keeps all Blob data in RAM, and the GBs of Files made here outgrow it.
     with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
@@ -554,9 +549,42 @@ def main() -> int:
         rt["pyscript_worker_p99_ms"] = anchor["p99_ms"]
         rt["ratio_to_pyscript_p50"] = rt["bridge_p50_ms"] / anchor["p50_ms"]
         context.close()
+    return figures
+
+
+def main() -> int:
+    """``--only boot`` runs just the boot section and merges it into the last results."""
+    args = sys.argv[1:]
+    only = args[args.index("--only") + 1] if "--only" in args else None
+    if only not in (None, "boot"):
+        sys.exit(f"bench: --only takes 'boot', not {only!r}")
+    bench_pages = ROOT / "bench" / "pages"
+    server, origin = start_server(
+        isolation=True, extra=(f"/bench={bench_pages}", f"/bench/dist={ROOT / 'dist'}",
+                               dexie_mount()))
+    chromium = os.environ.get("WORKERBRIDGE_CHROMIUM", "/usr/bin/chromium")
+    # The user agent says only "156.0.0.0"; the binary says which build it is.
+    version = subprocess.run([chromium, "--version"], capture_output=True, text=True,
+                             check=False).stdout.split()[1:2] or ["?"]
+    started = time.time()
+    figures: dict[str, Any] = {}
+    if only == "boot":
+        figures = json.loads((ROOT / "bench" / "results.json").read_text())["figures"]
+    with sync_playwright() as p:
+        # Boot first, on an otherwise idle browser, in fresh (incognito) contexts.
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        figures["boot"] = bench_boot(browser, origin)
+        browser.close()
+    if only is None:
+        figures.update(bench_rest(origin, chromium))
     server.shutdown()
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started))
+    figures["boot"]["when"] = when
+    if only == "boot":  # the other figures keep the run they came from
+        last = json.loads((ROOT / "bench" / "results.json").read_text())
+        when, started = last["when"], time.time() - last["seconds"]
     result = {
-        "when": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started)),
+        "when": when,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
         "chromium": version[0],
         "seconds": round(time.time() - started, 1),
@@ -566,6 +594,7 @@ def main() -> int:
     print(text)
     (ROOT / "bench" / "results.json").write_text(text + "\n")
     update_readme(result)
+    write_report(result, table(result), ROOT / "bench" / "report.html")
     return 0
 
 

@@ -19,8 +19,11 @@ def _need_browser() -> None:
         raise RuntimeError("Web Workers need a browser; on the host pass a transport factory")
 
 
-def bundle_worker(modules: Sequence[str], base_url: str | None) -> Factory:
-    """Workers from the bundle's worker.mjs, each loading ``modules`` (URLs) at boot."""
+def bundle_worker(modules: Sequence[str], base_url: str | None, snapshot: bool = True) -> Factory:
+    """Workers from the bundle's worker.mjs, each loading ``modules`` (URLs) at boot;
+    ``snapshot``: boot from (or make) a cached memory snapshot."""
+
+    shared: dict[str, Any] = {}  # the snapshot the first worker made, for the next ones
 
     def make(on_message: OnMessage, on_crash: OnCrash) -> Any:
         _need_browser()
@@ -28,7 +31,8 @@ def bundle_worker(modules: Sequence[str], base_url: str | None) -> Factory:
 
         base = resolve(base_url) if base_url else bundle_base()
         return WorkerTransport(resolve(WORKER_SCRIPT, base), on_message=on_message,
-                               on_crash=on_crash, modules=[resolve(m) for m in modules])
+                               on_crash=on_crash, modules=[resolve(m) for m in modules],
+                               snapshot=snapshot, shared=shared)
 
     return make
 
@@ -70,7 +74,8 @@ def default_size() -> int:
 
 
 def choose(
-    modules_or_url: Factory | str | Sequence[str], base_url: str | None, fallback: Fallback
+    modules_or_url: Factory | str | Sequence[str], base_url: str | None, fallback: Fallback,
+    snapshot: bool = True,
 ) -> tuple[Factory, Factory | None, bool]:
     """(transport factory, fallback factory, whether the first runs on the page's thread)
     for a pool's first argument."""
@@ -88,4 +93,12 @@ def choose(
     on_main = main_thread(modules) if fallback != "never" else None
     if fallback == "main" and on_main is not None:
         return on_main, None, True
-    return bundle_worker(modules, base_url), on_main if fallback == "auto" else None, False
+    return (bundle_worker(modules, base_url, snapshot), on_main if fallback == "auto" else None,
+            False)
+
+
+def boots_from_snapshot(modules_or_url: Factory | str | Sequence[str], snapshot: bool) -> bool:
+    """Whether ``choose`` makes bundle workers that share a memory snapshot."""
+    if not snapshot or callable(modules_or_url):
+        return False
+    return not isinstance(modules_or_url, str) or modules_or_url.endswith(".py")

@@ -70,6 +70,7 @@ class Supervisor:
     _fallback_factory: TransportFactory | None
     _fallback: bool
     _slots: list[_Slot]
+    _held: list[_Slot]  # waiting for the first worker's snapshot before they boot
     _first_ready: asyncio.Future[None] | None
     _closing: bool
     _closed: bool
@@ -109,12 +110,15 @@ class Supervisor:
             if slot.transport is not transport or slot.state != "booting":
                 return
             slot.ready_info = dict(info) if isinstance(info, dict) else {}
+            if slot.ready_info.get("snapshot_reason"):
+                log.warning("worker %d: %s", slot.index, slot.ready_info["snapshot_reason"])
             transport.set_control(slot.ready_info.get("control"))
             slot.state = "ready"
             slot.boot_failures = 0
             slot.ping_sent = 0.0
             if self._first_ready is not None and not self._first_ready.done():
                 self._first_ready.set_result(None)
+            self._release_held()
             self._pump()
 
         factory = self._factory
@@ -162,7 +166,15 @@ class Supervisor:
             self._restarts += 1
             self._boot(slot)
 
+    def _release_held(self) -> None:
+        """Boot the workers that waited for the first one (ready, or failed to boot)."""
+        held, self._held = self._held, []
+        for slot in held:
+            if not self._closing:
+                self._boot(slot)
+
     def _boot_failed(self, slot: _Slot, reason: str) -> None:
+        self._release_held()
         slot.boot_failures += 1
         slot.state = "dead"
         if slot.boot_failures >= self.max_boot_failures:

@@ -7,13 +7,20 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import js
-from pyodide.ffi import create_proxy
+from pyodide.ffi import create_proxy, to_js
 
 from ._errors import InvalidInputError
 from ._jsconv import Batcher, envelope_from_js, from_wire
 from ._runtime import INTERRUPT, TARGET_SLOT
 
 WORKER_SCRIPT = "workerbridge/worker.mjs"
+
+# script URL -> the WebAssembly.Module a worker of that script compiled: later workers
+# get it instead of compiling pyodide.asm.wasm again (web/worker.mjs, "compile once").
+_compiled: dict[str, Any] = {}
+
+# What a READY may carry for the workers booted after it (removed from ready_info).
+_HANDED_ON = ("wasm_module", "snapshot_blob", "snapshot_key")
 
 
 def bundle_base() -> str:
@@ -49,15 +56,30 @@ class WorkerTransport:
         on_crash: Callable[[str], None],
         modules: Sequence[str] = (),
         name: str = "workerbridge",
+        snapshot: bool = True,
+        shared: dict[str, Any] | None = None,
     ) -> None:
+        """``snapshot``: boot from a memory snapshot (web/snapshot.mjs); ``shared``: a
+        dict this pool's transports share, to hand a snapshot on to later workers."""
         self._on_message = on_message
         self._on_crash = on_crash
         self.control: Any = None
         self.alive = True
         opts = js.Object.new()
         opts.type = "module"
-        opts.name = json.dumps({"modules": list(modules), "label": name})
+        self._script = script_url
+        self._shared = shared if shared is not None else {}
+        kit = {"wasm": _compiled.get(script_url)}
+        if snapshot and "snapshot_blob" in self._shared:
+            kit["snapshot"] = self._shared["snapshot_blob"]
+            kit["key"] = self._shared["snapshot_key"]
+        posted = any(v is not None for v in kit.values())
+        opts.name = json.dumps({"modules": list(modules), "label": name, "snapshot": snapshot,
+                                "posted": posted})
         self.worker = js.Worker.new(script_url, opts)
+        if posted:
+            self.worker.postMessage(to_js({"workerbridge_boot": kit},
+                                          dict_converter=js.Object.fromEntries))
         self._batcher = Batcher(self.worker)
         self._listeners = [
             ("message", create_proxy(self._message)),
@@ -89,7 +111,17 @@ class WorkerTransport:
         if not isinstance(data, str) and isinstance(raw, dict) \
                 and raw.get("kind") in ("response", "ready"):
             raw["payload"] = from_wire(raw.get("payload"), buffers_to_bytes=True)
+            if raw["kind"] == "ready" and isinstance(raw["payload"], dict):
+                self._keep(raw["payload"])
         self._on_message(raw)
+
+    def _keep(self, info: dict[str, Any]) -> None:
+        handed = {key: info.pop(key) for key in _HANDED_ON if key in info}
+        if "wasm_module" in handed:
+            _compiled.setdefault(self._script, handed["wasm_module"])
+        if "snapshot_blob" in handed:
+            self._shared["snapshot_blob"] = handed["snapshot_blob"]
+            self._shared["snapshot_key"] = handed.get("snapshot_key")
 
     def _error(self, event: Any) -> None:
         # An uncaught error in the worker, or its script failing to load (404, syntax).

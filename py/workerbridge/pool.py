@@ -29,11 +29,12 @@ from typing import Any, Literal
 
 from ._envelope import Priority
 from ._errors import (
+    InvalidTypeError,
     QueueFullError,
     ShutdownError,
     WorkerCrashedError,
 )
-from ._factories import Fallback, choose, default_size
+from ._factories import Fallback, boots_from_snapshot, choose, default_size
 from ._futures import PromptFuture
 from ._supervisor import PoolTransport, Supervisor, TransportFactory, _Slot
 from .protocol import Connection, ProgressCallback, RetryPolicy, settler
@@ -117,14 +118,18 @@ class WorkerPool(Supervisor):
         base_url: str | None = None,
         fallback_factory: TransportFactory | None = None,
         clock: Callable[[], float] = time.monotonic,
+        snapshot: bool = True,
     ) -> None:
         """``modules_or_url``: URLs of worker modules (.py) for the bundle's workers, the
         URL of your own worker script (.mjs/.js), or a transport factory.
         ``size``: workers (default ``navigator.hardwareConcurrency``); ``task_timeout``:
         default per-request limit in seconds; ``max_in_flight``: requests one worker may
         hold at once; ``fallback``: "auto" runs the handlers on the page's thread when no
-        worker can boot, "main" always does, "never" fails instead."""
-        transport_factory, on_main, main_thread = choose(modules_or_url, base_url, fallback)
+        worker can boot, "main" always does, "never" fails instead. ``snapshot``: bundle
+        workers boot from a cached Pyodide memory snapshot; with none cached the first
+        worker boots normally and makes it, and the others boot once it is ready."""
+        transport_factory, on_main, main_thread = choose(modules_or_url, base_url, fallback,
+                                                         snapshot)
         fallback_factory = fallback_factory or on_main
         size = 1 if main_thread else default_size() if size is None else size
         if main_thread:
@@ -132,6 +137,8 @@ class WorkerPool(Supervisor):
                           RuntimeWarning, stacklevel=2)
         if size < 1:
             raise ValueError("a pool needs at least one worker")
+        if not isinstance(snapshot, bool):
+            raise InvalidTypeError(f"snapshot must be True or False, not {snapshot!r}")
         if strategy not in ("least-busy", "round-robin"):
             raise ValueError(f"unknown strategy {strategy!r}")
         self._factory = transport_factory
@@ -162,6 +169,8 @@ class WorkerPool(Supervisor):
         self._closing = False
         self._closed = False
         self._fallback = main_thread
+        self._stagger = boots_from_snapshot(modules_or_url, snapshot) and not main_thread
+        self._held: list[_Slot] = []
         self._health: asyncio.Task[None] | None = None
         self._first_ready: asyncio.Future[None] | None = None
         self._started = False
@@ -175,9 +184,12 @@ class WorkerPool(Supervisor):
         if not self._started:
             self._started = True
             self._first_ready = asyncio.get_running_loop().create_future()
-            for i in range(self.size):
-                self._slots.append(_Slot(i))
-                self._boot(self._slots[-1])
+            self._slots = [_Slot(i) for i in range(self.size)]
+            # With snapshots, one worker boots first: it makes the snapshot (or finds one
+            # cached) that the rest then boot from in a fraction of the time.
+            self._held = self._slots[1:] if self._stagger else []
+            for slot in self._slots[: 1 if self._stagger else None]:
+                self._boot(slot)
             self._health = asyncio.ensure_future(self._health_loop())
         assert self._first_ready is not None
         await asyncio.shield(self._first_ready)

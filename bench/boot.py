@@ -1,0 +1,206 @@
+"""The boot benchmark: snapshot boot, a pool's first load, reloads, memory per worker.
+
+Each figure stands beside its anchor from the same run: one plain boot (no snapshot,
+its own wasm compile) of a single worker. Every page here opens in a fresh browser
+context, so "cold" means an empty Cache Storage (the HTTP cache still holds the bundle,
+as it would for a returning user); "reload" means a new navigation in the same context,
+with the snapshot the first load cached.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from conftest import Harness
+
+CACHE = "workerbridge-snapshots"
+
+SETUP = """
+import asyncio, js
+from workerbridge import WorkerBridge, _webworker
+
+def boots(bridge):
+    return [{k: v for k, v in i.items() if k not in ("ops", "control")}
+            for i in bridge.pool.ready_info()]
+"""
+
+CACHED_JS = """async (name) => {
+    for (let i = 0; i < 400; i++) {
+        const keys = await (await caches.open(name)).keys();
+        if (keys.length) return keys.length;
+        await new Promise((r) => setTimeout(r, 50));
+    }
+    return 0;
+}"""
+
+# Chromium measures per-worker memory only under cross-origin isolation, lazily (at its
+# next garbage collection), so this can take a few seconds.
+MEMORY_JS = """async () => {
+    if (!self.crossOriginIsolated || !performance.measureUserAgentSpecificMemory) return null;
+    const result = await performance.measureUserAgentSpecificMemory();
+    // One breakdown entry per realm: a worker's entries are those attributed to it alone.
+    const workers = result.breakdown.filter((e) => e.attribution.length === 1
+        && e.attribution[0].scope === "DedicatedWorkerGlobalScope").map((e) => e.bytes);
+    return { total: result.bytes, workers };
+}"""
+
+
+def _page(context: Any, origin: str) -> Harness:
+    harness = Harness(context.new_page(), origin)
+    harness.py(SETUP)
+    return harness
+
+
+def bench_boot(browser: Any, origin: str) -> dict[str, Any]:
+    """All boot figures; ``browser`` makes the fresh contexts."""
+    out: dict[str, Any] = {}
+    context = browser.new_context()
+    try:
+        first = _page(context, origin)
+        out.update(first.py("""
+            t = js.performance.now()
+            X = await WorkerBridge(snapshot=False).start()
+            plain_ms = js.performance.now() - t
+            plain = boots(X)[0]
+            await X.close()
+            _webworker._compiled.clear()  # the pool compiles its own wasm, as on a first load
+            await asyncio.sleep(1)
+            t = js.performance.now()
+            P = WorkerBridge(workers=4)
+            await P.pool.wait_all_ready()
+            pool_ms = js.performance.now() - t
+            assert [await P.crypto.hash_file(b"abc") for _ in range(8)]
+            {"plain_ms": plain_ms, "plain_boot_ms": plain["boot_ms"], "pool4_ms": pool_ms,
+             "pool4_boots": boots(P)}
+        """))
+        out["pool4_ratio"] = out["pool4_ms"] / out["plain_ms"]
+        memory = first.js(MEMORY_JS)
+        if memory and memory["workers"]:
+            out["memory_per_worker_mb"] = sum(memory["workers"]) / len(memory["workers"]) / 2**20
+            out["memory_workers"] = len(memory["workers"])
+            out["memory_page_total_mb"] = memory["total"] / 2**20
+        first.js(CACHED_JS, CACHE)
+        reload = _page(context, origin)
+        out["reload"] = reload.py("""
+            page_ready = js.performance.now()  # performance.now() counts from navigation
+            R = await WorkerBridge().start()
+            ready = js.performance.now()
+            digest = await R.crypto.hash_file(b"abc")
+            {"page_python_ready_ms": page_ready, "navigation_to_ready_ms": ready,
+             "navigation_to_first_hash_ms": js.performance.now(), "boot": boots(R)[0]}
+        """)
+    finally:
+        context.close()
+    cold = browser.new_context()
+    try:
+        page = Harness(cold.new_page(), origin)
+        out["cold"] = page.py("""
+            import js
+            from workerbridge import WorkerBridge
+            page_ready = js.performance.now()
+            digest = await WorkerBridge.crypto.hash_file(b"abc")
+            {"page_python_ready_ms": page_ready,
+             "navigation_to_first_hash_ms": js.performance.now()}
+        """)
+    finally:
+        cold.close()
+    return out
+
+
+def _s(ms: float) -> str:
+    return f"{ms / 1000:.2f} s"
+
+
+def boot_rows(b: dict[str, Any]) -> list[str]:
+    """README table rows for the boot figures."""
+    def mark(met: bool) -> str:
+        return "✓" if met else "— not met"
+
+    rel, cold = b["reload"], b["cold"]
+    loaded = [i["boot_ms"] for i in b["pool4_boots"] if i["snapshot"] == "loaded"]
+    rows = [
+        f"| snapshot boot of one worker (reload, worker's own clock) | "
+        f"{rel['boot']['boot_ms']:.0f} ms | plain boot {b['plain_boot_ms']:.0f} ms | "
+        f"{b['plain_boot_ms'] / rel['boot']['boot_ms']:.1f}× faster | — |",
+        f"| pool of 4 ready, first load (empty cache; 3 boot from the first one's snapshot"
+        f"{', each ' + _s(max(loaded)) + ' at most' if loaded else ''}) | {_s(b['pool4_ms'])} "
+        f"| one plain boot {_s(b['plain_ms'])} | {b['pool4_ratio']:.2f}× "
+        f"| ≤ 1.3× {mark(b['pool4_ratio'] <= 1.3)} |",
+        f"| reload with a cached snapshot: navigation → ready worker | "
+        f"{_s(rel['navigation_to_ready_ms'])} (page's Python ready at "
+        f"{_s(rel['page_python_ready_ms'])}) | — | — "
+        f"| ≤ 0.4 s {mark(rel['navigation_to_ready_ms'] <= 400)} |",
+        f"| navigation → first `hash_file` result, cold (no snapshot cached) | "
+        f"{_s(cold['navigation_to_first_hash_ms'])} (page's Python ready at "
+        f"{_s(cold['page_python_ready_ms'])}); reload {_s(rel['navigation_to_first_hash_ms'])} "
+        f"| — | — | ≤ 2.5 s {mark(cold['navigation_to_first_hash_ms'] <= 2500)} |",
+    ]
+    if "memory_per_worker_mb" in b:
+        rows.append(
+            f"| memory per worker (`measureUserAgentSpecificMemory`, pool of 4) | "
+            f"{b['memory_per_worker_mb']:.0f} MB | whole page "
+            f"{b['memory_page_total_mb']:.0f} MB | — | — |")
+    return rows
+
+
+def write_report(result: dict[str, Any], table_md: str, path: Any) -> None:
+    """An HTML page a browser renders: bars for figures beside their anchors, then the
+    README's whole table."""
+    f = result["figures"]
+    bars: list[tuple[str, float, str, float, str]] = []  # label, ours, anchor label, anchor, unit
+    if "boot" in f:
+        b = f["boot"]
+        bars.append(("pool of 4 ready, first load", b["pool4_ms"], "one plain boot",
+                     b["plain_ms"], "ms"))
+        bars.append(("snapshot boot (reload)", b["reload"]["boot"]["boot_ms"],
+                     "plain boot", b["plain_boot_ms"], "ms"))
+    rt = f.get("round_trip")
+    if rt and "pyscript_worker_p50_ms" in rt:
+        bars.append(("round trip p50", rt["bridge_p50_ms"], "PyScript named worker",
+                     rt["pyscript_worker_p50_ms"], "ms"))
+        bars.append(("round trip p50", rt["bridge_p50_ms"], "raw JS worker",
+                     rt["raw_js_p50_ms"], "ms"))
+    for key, label in (("hash_buffer", "hash_file ArrayBuffer"), ("hash_file", "hash_file File")):
+        if key in f:
+            bars.append((label, f[key]["bridge_mb_s"], "SubtleCrypto", f[key]["subtle_mb_s"],
+                         "MB/s"))
+    if "gzip" in f:
+        bars.append(("gzip", f["gzip"]["mb_s"], "CompressionStream",
+                     f["gzip"]["compression_stream_mb_s"], "MB/s"))
+    st = f.get("storage")
+    if st:
+        bars.append(("storage bulk insert", st["bulk_put_ms"], f"Dexie {st['dexie_version']}",
+                     st["dexie_bulk_put_ms"], "ms"))
+    parts = []
+    for label, ours, anchor_label, anchor, unit in bars:
+        top = max(ours, anchor) or 1
+        parts.append(
+            f"<div class=fig><h3>{html.escape(label)}</h3>"
+            f"<div class=row><span>workerbridge</span><i style='width:{60 * ours / top:.1f}%'>"
+            f"</i><b>{ours:,.2f} {unit}</b></div>"
+            f"<div class=row><span>{html.escape(anchor_label)}</span><i class=a "
+            f"style='width:{60 * anchor / top:.1f}%'></i><b>{anchor:,.2f} {unit}</b></div></div>")
+    rows = [line.strip("|").split("|") for line in table_md.splitlines()
+            if line.startswith("|") and not line.startswith("|---")]
+    table = "".join(
+        "<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{html.escape(c.strip())}"
+                         f"</{'th' if i == 0 else 'td'}>" for c in r) + "</tr>"
+        for i, r in enumerate(rows))
+    path.write_text(f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>workerbridge benchmark</title>
+<style>
+body {{ font: 14px system-ui, sans-serif; margin: 2em; max-width: 70em; }}
+.fig {{ margin: 1em 0; }} .fig h3 {{ font-size: 14px; margin: 0 0 .3em; }}
+.row {{ display: flex; align-items: center; gap: .5em; }}
+.row span {{ width: 14em; }} .row i {{ height: 1em; background: #3572a5; display: block; }}
+.row i.a {{ background: #aaa; }}
+table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: .3em; }}
+</style></head><body>
+<h1>workerbridge benchmark</h1>
+<p>{html.escape(result['when'])} UTC, Chromium {html.escape(result['chromium'])},
+{html.escape(result['machine'])}. Blue: workerbridge; grey: its anchor in the same run.</p>
+{''.join(parts)}
+<h2>All figures</h2><table>{table}</table>
+</body></html>
+""")
