@@ -158,7 +158,7 @@ function makeSnapshot(pyodide, store, info) {
     info.snapshot_key = store.key;
     info.boot_stages.snapshot_mb = bytes.byteLength / 1048576;
     store.write(bytes).catch((err) => console.warn(`workerbridge: snapshot not cached: ${message(err)}`));
-    return { snapshot: "made" };
+    return { snapshot: "made", bytes };
   } catch (err) {
     return { snapshot: "off", reason: `no snapshot was made: ${message(err)}` };
   }
@@ -181,9 +181,9 @@ async function boot() {
   pyodide ??= await bootPyodide(snapshots ? { _makeSnapshot: true } : {});
   mark("pyodide_ms");
   await installPackage(pyodide);
-  const userModules = pyodide.toPy(installUserModules(pyodide, sources));
+  let userModules = pyodide.toPy(installUserModules(pyodide, sources));
   mark("install_ms");
-  const worker = pyodide.pyimport("workerbridge._worker");
+  let worker = pyodide.pyimport("workerbridge._worker");
   const info = { snapshot, boot_stages: stages, wasm: posted.wasm ? "shared" : "compiled" };
   if (snapshot === "loaded") {
     worker.after_snapshot();
@@ -195,6 +195,19 @@ async function boot() {
       snapshot = info.snapshot = made.snapshot;
       reason = [reason, made.reason].filter(Boolean).join("; ");
       mark("snapshot_ms");
+      if (made.bytes) {
+        // The instance that made the snapshot sees the JS globals through Pyodide's
+        // recording proxy, which breaks getters of platform objects (`crypto.subtle`
+        // throws "Illegal invocation"). Serve from one booted from the snapshot instead.
+        pyodide = await bootPyodide({
+          _loadSnapshot: made.bytes, _snapshotDeserializer: builtinDeserializer,
+        });
+        await installPackage(pyodide);
+        userModules = pyodide.toPy(installUserModules(pyodide, sources));
+        worker = pyodide.pyimport("workerbridge._worker");
+        worker.after_snapshot();
+        mark("reboot_ms");
+      }
     }
   }
   if (reason) {
