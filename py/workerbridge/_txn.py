@@ -79,8 +79,8 @@ class Hooks:
     """Seams for features built on the core; every default does nothing.
 
     Install a subclass in the worker with ``workerbridge.workers.storage.install_hooks``.
-    All methods but ``encode``/``decode`` run synchronously inside a transaction and must
-    not await anything.
+    All methods but ``encode``/``decode`` and their ``_all`` forms run synchronously
+    inside a transaction and must not await anything.
     """
 
     #: Internal stores ("_name") every upgrade creates and never drops:
@@ -121,6 +121,18 @@ class Hooks:
         """A record as returned (after the transaction: may await, e.g. decrypt)."""
         return record
 
+    async def encode_all(self, collection: str,
+                         records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``encode`` of many records or patches at once, in order; override to do the
+        work of the lot together (each await costs a trip through the event loop)."""
+        return [await self.encode(collection, r) for r in records]
+
+    async def decode_all(self, collection: str,
+                         records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``decode`` of many records at once, in order; raises the first record's error
+        (a group of calls is then retried in parts, so it fails only its own caller)."""
+        return [await self.decode(collection, r) for r in records]
+
     def configure(self, settings: dict[str, Any]) -> None:
         """The page's settings for this database (every feature's, by name); called
         before any call that relies on them, and again after the worker restarted."""
@@ -133,8 +145,8 @@ class Hooks:
 
 class HookChain(Hooks):
     """Several features' hooks as one: requests and stores add up, ``merge`` and
-    ``encode`` run in order, ``decode`` in reverse order (the last encoding is undone
-    first)."""
+    ``encode``/``encode_all`` run in order, ``decode``/``decode_all`` in reverse order
+    (the last encoding is undone first)."""
 
     def __init__(self, hooks: Sequence[Hooks]) -> None:
         self.hooks = tuple(hooks)
@@ -190,6 +202,18 @@ class HookChain(Hooks):
         for h in reversed(self.hooks):
             record = await h.decode(collection, record)
         return record
+
+    async def encode_all(self, collection: str,
+                         records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for h in self.hooks:
+            records = await h.encode_all(collection, records)
+        return records
+
+    async def decode_all(self, collection: str,
+                         records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for h in reversed(self.hooks):
+            records = await h.decode_all(collection, records)
+        return records
 
     def configure(self, settings: dict[str, Any]) -> None:
         for h in self.hooks:
