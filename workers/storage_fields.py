@@ -235,14 +235,10 @@ class FieldHooks(Hooks):
         entry = self.collections.get(collection)
         if entry is None:
             return records
-        sealed = [v for r in records for v in r.values() if is_sealed(v)]
-        if not sealed and all(entry.protected.isdisjoint(r) for r in records):
-            return records
-        if sealed and self.given_key is None:
-            raise InvalidInputError(NO_KEY)
-        mac_key = await self._mac() if any("mac" in v for v in sealed) else None
+        # Without a key, the first sealed field raises NO_KEY (from _crypto_key).
         return await open_records(records, entry.protected, self._decrypt,
-                                  collection=collection, id_field=entry.key, mac_key=mac_key)
+                                  collection=collection, id_field=entry.key,
+                                  mac_key=self._mac)
 
 
 def _pending(value: Any) -> bool:

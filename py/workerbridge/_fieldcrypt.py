@@ -51,7 +51,7 @@ import hmac
 import json
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from ._errors import IntegrityError, InvalidFilterError, InvalidInputError, InvalidTypeError
 
@@ -67,11 +67,18 @@ MAC_KEY_AAD = b"workerbridge field encryption: mac key, format 1"
 _SEALED_KEYS = frozenset({"$enc", "alg", "nonce", "ct"})
 _BOUND_KEYS = _SEALED_KEYS | {"mac"}
 _MAX_FILTER_DEPTH = 64
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
+# json.dumps builds an encoder per call; these are built once (same output).
+_json_value = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_json_str = json.encoder.encode_basestring  # what _json_value does for a str
+_json_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"),
+                                   ensure_ascii=False).encode
 
 Message = tuple[bytes, bytes, bytes]  # nonce, plaintext or ciphertext with tag, aad
 Encrypt = Callable[[list[Message]], Awaitable[Sequence[bytes]]]
 Decrypt = Callable[[list[Message]], Awaitable[Sequence[bytes | None]]]
 Protected = Iterable[str]
+MacKey = Callable[[], Awaitable[bytes]]
 
 
 class Classification:
@@ -185,7 +192,10 @@ def check_fields(fields: Iterable[str], protected: Classification | Protected, *
 
 def is_sealed(value: object) -> bool:
     """Whether a stored value has the shape of an encrypted field (format 1)."""
-    if not isinstance(value, Mapping) or set(value) not in (_SEALED_KEYS, _BOUND_KEYS):
+    if type(value) in _JSON_SCALARS or not isinstance(value, Mapping):  # scalars: quickly
+        return False
+    keys = value.keys()
+    if keys != _SEALED_KEYS and keys != _BOUND_KEYS:
         return False
     version = value["$enc"]
     mac = value.get("mac")
@@ -215,8 +225,15 @@ def check_value(field: str, value: object) -> None:
 def _plaintext(field: str, value: object) -> bytes:
     if isinstance(value, bytes | bytearray | memoryview):
         return b"B" + bytes(value)
-    _check_json(field, value, 0)
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    kind = type(value)
+    if kind is str:
+        text = _json_str(cast(str, value))
+    elif kind is int:
+        text = int.__repr__(cast(int, value))
+    else:
+        if kind not in _JSON_SCALARS:
+            _check_json(field, value, 0)
+        text = _json_value(value)
     try:
         return b"J" + text.encode("utf-8")
     except UnicodeEncodeError:
@@ -258,8 +275,7 @@ class _Place:
 
     def __init__(self, collection: str, record_id: object) -> None:
         try:
-            self.id_json = json.dumps(record_id, sort_keys=True, separators=(",", ":"),
-                                      ensure_ascii=False).encode("utf-8")
+            self.id_json = _json_canonical(record_id).encode("utf-8")
         except (TypeError, ValueError, UnicodeEncodeError):
             raise InvalidInputError("the record id must be a str or a number") from None
         self.collection = collection
@@ -417,11 +433,12 @@ class _Opening:
 async def open_records(records: Iterable[Mapping[str, Any]],
                        protected: Classification | Protected, decrypt: Decrypt, *,
                        collection: str, id_field: str = "id",
-                       mac_key: bytes | None = None) -> list[dict[str, Any]]:
+                       mac_key: bytes | MacKey | None = None) -> list[dict[str, Any]]:
     """Copies of ``records`` with every sealed field decrypted (protected or not, so a
     field reclassified as PUBLIC still reads), in one ``decrypt`` call. A protected field
     stored in the clear raises IntegrityError: someone wrote around the encryption.
-    ``mac_key`` opens the fields an update by filter wrote. When records fail to open,
+    ``mac_key`` opens the fields an update by filter wrote (or an async callable giving
+    it, called only if such a field is found). When records fail to open,
     the first one's error is raised (a caller may retry the others without it)."""
     names = _protected_set(protected)
     openings: list[_Opening] = []
@@ -432,17 +449,24 @@ async def open_records(records: Iterable[Mapping[str, Any]],
         place = _Place(collection, _record_id(record, id_field))
         opening = _Opening(dict(record))
         openings.append(opening)
+        out = opening.out
         try:
-            for field in names:
-                if field in opening.out and not is_sealed(opening.out[field]):
-                    raise IntegrityError(f"field {field!r} should be encrypted but is stored "
-                                         "in the clear")
-            found = [(f, _message(f, v, place, collection, mac_key))
-                     for f, v in opening.out.items() if is_sealed(v)]
+            found = [(f, v) for f, v in out.items() if is_sealed(v)]
+            if len(found) < len(names):
+                sealed = {f for f, _ in found}
+                for field in names:
+                    if field in out and field not in sealed:
+                        raise IntegrityError(f"field {field!r} should be encrypted but is "
+                                             "stored in the clear")
+            if mac_key is not None and not isinstance(mac_key, bytes) \
+                    and any("mac" in v for _, v in found):
+                mac_key = await mac_key()
+            bound = mac_key if isinstance(mac_key, bytes) else None
+            todo = [(f, _message(f, v, place, collection, bound)) for f, v in found]
         except IntegrityError as exc:
             opening.error = exc
             continue
-        for field, message in found:
+        for field, message in todo:
             slots.append((opening, field))
             messages.append(message)
     plaintexts = await decrypt(messages) if messages else []
