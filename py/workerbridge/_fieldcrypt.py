@@ -275,7 +275,9 @@ class _Place:
 
     def __init__(self, collection: str, record_id: object) -> None:
         try:
-            self.id_json = _json_canonical(record_id).encode("utf-8")
+            text = _json_str(record_id) if type(record_id) is str else \
+                _json_canonical(record_id)
+            self.id_json = text.encode("utf-8")
         except (TypeError, ValueError, UnicodeEncodeError):
             raise InvalidInputError("the record id must be a str or a number") from None
         self.collection = collection
