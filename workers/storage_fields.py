@@ -5,12 +5,14 @@ The page's "fields" setting (``storage.classify_data``, ``storage.set_encryption
     {"collections": {name: {"key": key field, "levels": {field: level}}},
      "key": 32 bytes | an AES-GCM CryptoKey | None}
 
-PII and SENSITIVE fields are sealed by ``_fieldcrypt`` with SubtleCrypto: in ``encode``,
-before the write's transaction opens, and opened in ``decode``, after the read's
-transaction completed — nothing is awaited inside one. An update by filter learns its
-records' ids only inside the transaction, so its ciphertexts are bound to each record
-there, synchronously, by a mac (``merge``). Filters on a protected field are refused
-(``check_filter``): its stored form is noise under a random nonce.
+PII and SENSITIVE fields are sealed by ``_fieldcrypt`` with SubtleCrypto: in
+``encode_all``, before the write's transaction opens, and opened in ``decode_all``, after
+the read's transaction completed — nothing is awaited inside one. All the fields of a
+batch (a group of creates or gets, a bulk call, a read) go through one JS call. An
+update by filter learns its records' ids only inside the transaction, so its ciphertexts
+are bound to each record there, synchronously, by a mac (``merge``). Filters on a
+protected field are refused (``check_filter``): its stored form is noise under a random
+nonce.
 """
 
 from __future__ import annotations
