@@ -23,6 +23,7 @@ from workerbridge._fieldcrypt import (
     MAC_KEY_AAD,
     MAC_KEY_NONCE,
     Classification,
+    Sealing,
     associated_data,
     bind_record,
     check_fields,
@@ -31,8 +32,10 @@ from workerbridge._fieldcrypt import (
     derive_mac_key,
     is_sealed,
     open_record,
+    open_records,
     seal_patch,
     seal_record,
+    seal_records,
 )
 
 KEY = bytes(range(32))
@@ -44,22 +47,29 @@ RECORD = {"id": "u-1", "name": "Ada", "team": "core", "ssn": "123-45-6789",
 
 
 class Cipher:
-    """AES-256-GCM through async callables; records every call."""
+    """AES-256-GCM through batch-shaped async callables; records every call and message."""
 
     def __init__(self, key=KEY):
         self.aead = AESGCM(key)
-        self.calls = []
+        self.calls = []  # one list of (op, field, nonce, aad) per call
 
-    async def encrypt(self, field, nonce, plaintext, aad):
-        self.calls.append(("encrypt", field, nonce, aad))
-        return self.aead.encrypt(nonce, plaintext, aad)
+    def _log(self, op, messages):
+        self.calls.append([(op, json.loads(aad).get("field") if aad != MAC_KEY_AAD else "",
+                            nonce, aad) for nonce, _, aad in messages])
 
-    async def decrypt(self, field, nonce, ciphertext, aad):
-        self.calls.append(("decrypt", field, nonce, aad))
-        try:
-            return self.aead.decrypt(nonce, ciphertext, aad)
-        except InvalidTag:
-            raise IntegrityError("authentication failed") from None
+    async def encrypt(self, messages):
+        self._log("encrypt", messages)
+        return [self.aead.encrypt(nonce, plaintext, aad) for nonce, plaintext, aad in messages]
+
+    async def decrypt(self, messages):
+        self._log("decrypt", messages)
+        out = []
+        for nonce, ciphertext, aad in messages:
+            try:
+                out.append(self.aead.decrypt(nonce, ciphertext, aad))
+            except InvalidTag:
+                out.append(None)
+        return out
 
 
 def seal(record, cipher=None, protected=PROTECTED, collection="users"):
@@ -252,7 +262,7 @@ def test_sealed_values_are_kept_so_a_partial_update_reencrypts_only_what_changed
     sealed = seal(RECORD, cipher)
     cipher.calls.clear()
     patched = seal({**sealed, "ssn": "000-00-0000"}, cipher)
-    assert [c[1] for c in cipher.calls] == ["ssn"]
+    assert [[m[1] for m in call] for call in cipher.calls] == [["ssn"]]
     assert patched["salary"] is sealed["salary"]
     assert unseal(patched) == {**RECORD, "ssn": "000-00-0000"}
 
@@ -296,20 +306,30 @@ def test_seal_and_open_check_their_arguments():
 
 
 def test_a_cipher_returning_the_wrong_type_is_caught():
-    async def bad_encrypt(field, nonce, plaintext, aad):
-        return "not bytes"
+    async def bad_encrypt(messages):
+        return ["not bytes"] * len(messages)
 
-    async def bad_decrypt(field, nonce, ct, aad):
-        return None
+    async def short_encrypt(messages):
+        return []
 
-    async def junk_decrypt(field, nonce, ct, aad):
-        return b"Xjunk"
+    async def bad_decrypt(messages):
+        return [42] * len(messages)
+
+    async def short_decrypt(messages):
+        return [b"J1"]
+
+    async def junk_decrypt(messages):
+        return [b"Xjunk"] * len(messages)
 
     with pytest.raises(InvalidTypeError):
         run(seal_record(RECORD, PROTECTED, bad_encrypt, collection="users"))
+    with pytest.raises(InvalidTypeError, match="one ciphertext per message"):
+        run(seal_record(RECORD, PROTECTED, short_encrypt, collection="users"))
     sealed = seal(RECORD)
     with pytest.raises(InvalidTypeError):
         run(open_record(sealed, PROTECTED, bad_decrypt, collection="users"))
+    with pytest.raises(InvalidTypeError, match="per message"):
+        run(open_record(sealed, PROTECTED, short_decrypt, collection="users"))
     with pytest.raises(IntegrityError, match="format 1"):
         run(open_record(sealed, PROTECTED, junk_decrypt, collection="users"))
 
@@ -421,3 +441,92 @@ def test_later_hooks_merge_the_patch_as_earlier_hooks_settled_it():
     chain = HookChain([Binder(), Plain()])
     merged = chain.merge("users", {"id": "u1", "ssn": "old", "name": "n"}, {"ssn": "new"})
     assert merged == {"id": "u1", "ssn": "new@u1", "name": "n"}
+
+
+# --- batches: every field of many records in one call of the cipher ---------------------------
+
+
+def many(n):
+    return [{"id": f"u-{i}", "name": f"n{i}", "ssn": f"{i:09d}", "salary": i * 10}
+            for i in range(n)]
+
+
+def test_a_batch_seals_and_opens_in_one_cipher_call_each():
+    cipher = Cipher()
+    records = many(50)
+    sealed = run(seal_records(records, PROTECTED, cipher.encrypt, collection="users"))
+    assert len(cipher.calls) == 1 and len(cipher.calls[0]) == 100
+    nonces = {r[f]["nonce"] for r in sealed for f in ("ssn", "salary")}
+    assert len(nonces) == 100
+    for record, back in zip(records, sealed, strict=True):  # each bound to its own place
+        env = back["salary"]
+        aad = associated_data("users", record["id"], "salary")
+        assert AESGCM(KEY).decrypt(env["nonce"], env["ct"], aad) == b"J%d" % record["salary"]
+    opened = run(open_records(sealed, PROTECTED, cipher.decrypt, collection="users"))
+    assert opened == records and len(cipher.calls) == 2
+
+
+def test_in_a_batch_the_first_record_that_fails_raises_its_own_error():
+    sealed = run(seal_records(many(4), PROTECTED, Cipher().encrypt, collection="users"))
+    moved = {**sealed[1], "salary": sealed[2]["salary"]}        # fails to decrypt
+    clear = {**sealed[3], "ssn": "in the clear"}                # fails before decrypting
+    with pytest.raises(IntegrityError, match="'salary' failed to open"):
+        unseal_all([sealed[0], moved, sealed[2], clear])
+    with pytest.raises(IntegrityError, match="clear"):
+        unseal_all([sealed[0], clear, moved])
+    assert unseal_all([sealed[0], sealed[2]]) == [many(4)[0], many(4)[2]]
+    assert unseal_all([]) == []
+
+
+def unseal_all(records, mac_key=None):
+    return run(open_records(records, PROTECTED, Cipher().decrypt, collection="users",
+                            mac_key=mac_key))
+
+
+def test_records_and_patches_seal_together_and_open_as_singly_sealed_ones_do():
+    cipher = Cipher()
+    mac_key = run(derive_mac_key(cipher.encrypt))
+    sealing = Sealing(PROTECTED, collection="users")
+    sealing.record({"id": "a", "ssn": "1"})
+    sealing.patch({"salary": 5, "name": "x"})
+    sealing.record({"id": "b", "name": "no protected field"})
+    record, patch, plain = run(sealing.run(cipher.encrypt))
+    assert len(cipher.calls) == 2 and len(cipher.calls[1]) == 2
+    assert patch["salary"]["mac"] is None and "mac" not in record["ssn"]
+    bound = bind_record({"id": "c", **patch}, mac_key, collection="users")
+    assert unseal_all([record, bound, plain], mac_key) == [
+        {"id": "a", "ssn": "1"}, {"id": "c", "salary": 5, "name": "x"},
+        {"id": "b", "name": "no protected field"}]
+
+
+def test_a_bad_value_anywhere_in_a_batch_is_refused_before_any_encryption():
+    cipher = Cipher()
+    with pytest.raises(InvalidTypeError):
+        run(seal_records([*many(3), {"id": "z", "ssn": {1: 2}}], PROTECTED, cipher.encrypt,
+                         collection="users"))
+    assert cipher.calls == []
+
+
+@pytest.mark.parametrize("record_id", ["u-1", "", "Zoë \u20ac\U0001f600", 0, -7, 2**70, 2.5,
+                                       1e-300, True, None, float("nan"), ["a", 1]])
+@pytest.mark.parametrize("place", [("users", "ssn"), ("Zoë", "f\"q"), ("c", "\u2028")])
+def test_the_associated_data_of_a_batch_is_associated_data_byte_for_byte(record_id, place):
+    collection, field = place
+    fast = fieldcrypt._Place(collection, record_id).aad(field)
+    assert fast == associated_data(collection, record_id, field)
+
+
+def test_an_id_that_cannot_be_associated_data_is_refused():
+    for bad in (object(), "\ud800", b"bytes"):
+        with pytest.raises(InvalidInputError, match="record id"):
+            seal({"id": bad, "ssn": "x"})
+
+
+def test_a_batch_never_draws_the_reserved_nonce(monkeypatch):
+    redraws = [bytes([i]) * 12 for i in (1, 2, 3)]
+    draws = iter([MAC_KEY_NONCE * 3, *redraws])
+    monkeypatch.setattr(fieldcrypt.secrets, "token_bytes", lambda n: next(draws))
+    sealed = run(seal_records([{"id": 1, "ssn": "x", "salary": 2}, {"id": 2, "ssn": "y"}],
+                              PROTECTED, Cipher().encrypt, collection="users"))
+    used = [r[f]["nonce"] for r in sealed for f in ("ssn", "salary") if f in r]
+    assert sorted(used) == redraws

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from workerbridge._errors import (
@@ -106,8 +106,8 @@ class _Database:
     def _refresh(self) -> None:
         self.live = self.hooks.running()  # the active hooks, None if none
         # ... and of those, the ones that encode or decode records (None if none)
-        self.encoder = None if self.live is None else self.live.overriding("encode")
-        self.decoder = None if self.live is None else self.live.overriding("decode")
+        self.encoder = None if self.live is None else self.live.overriding("encode", "encode_all")
+        self.decoder = None if self.live is None else self.live.overriding("decode", "decode_all")
 
     def fields(self, data: Any, what: str = "data") -> dict[str, Any]:
         """A caller's record or fields, checked (no field a feature reserves)."""
@@ -128,6 +128,18 @@ class _Database:
 
     async def decode(self, collection: str, record: dict[str, Any]) -> dict[str, Any]:
         return record if self.decoder is None else await self.decoder.decode(collection, record)
+
+    async def encode_all(self, items: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+        """The fields of (collection, fields) pairs as stored, each collection's together."""
+        if self.encoder is None:
+            return [fields for _, fields in items]
+        return await _by_collection(items, self.encoder.encode_all)
+
+    async def decode_all(self, items: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+        """(collection, record) pairs' records as returned, each collection's together."""
+        if self.decoder is None:
+            return [record for _, record in items]
+        return await _by_collection(items, self.decoder.decode_all)
 
     async def connection(self) -> Database:
         """The open connection; reopened if it was closed (another tab's upgrade closes
@@ -157,7 +169,7 @@ class _Database:
 
     async def _creates(self, items: list[tuple[str, dict[str, Any]]]) -> list[Any]:
         if self.encoder is not None:
-            items = [(c, await self.encoder.encode(c, r)) for c, r in items]
+            items = list(zip([c for c, _ in items], await self.encode_all(items), strict=True))
         records, _, _ = await self.transact([c for c, _ in items], True,
                                             lambda tx: create(tx, items), "create")
         return [None] * len(records)
@@ -167,11 +179,32 @@ class _Database:
                                           lambda tx: get(tx, items), "get")
         if self.decoder is None:
             return list(found)
-        return [None if r is None else await self.decoder.decode(c, r)
-                for (c, _), r in zip(items, found, strict=True)]
+        out = list(found)
+        present = [i for i, r in enumerate(out) if r is not None]
+        decoded = await self.decode_all([(items[i][0], out[i]) for i in present])
+        for i, record in zip(present, decoded, strict=True):
+            out[i] = record
+        return out
 
     def stores_spec(self, spec: dict[str, Any]) -> dict[str, Any]:
         return {"stores": {**self.hooks.internal_stores, **spec["stores"]}}
+
+
+async def _by_collection(
+        items: list[tuple[str, dict[str, Any]]],
+        run_all: Callable[[str, list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]],
+) -> list[dict[str, Any]]:
+    """``run_all(collection, records)`` once per collection of ``items``; the results in
+    the order of ``items``."""
+    groups: dict[str, list[int]] = {}
+    for i, (collection, _) in enumerate(items):
+        groups.setdefault(collection, []).append(i)
+    out: list[dict[str, Any]] = [{}] * len(items)
+    for collection, at in groups.items():
+        done = await run_all(collection, [items[i][1] for i in at])
+        for i, record in zip(at, done, strict=True):
+            out[i] = record
+    return out
 
 
 _databases: dict[str, _Database] = {}
@@ -317,7 +350,7 @@ def read_many(payload: dict[str, Any], sink: Sink) -> None:
     async def job() -> list[Any]:
         records, _, _ = await entry.transact(
             [coll], False, lambda tx: read(tx, coll, node, sort, limit, offset), "read")
-        return [await entry.decode(coll, r) for r in records]
+        return await entry.decode_all([(coll, r) for r in records])
 
     entry.queue.put("other", job, sink)
 
@@ -389,7 +422,7 @@ def bulk_create(payload: dict[str, Any], sink: Sink) -> None:
     records = [entry.fields(r) for r in _list(payload.get("records"), "records")]
 
     async def job() -> int:
-        items = [(coll, await entry.encode(coll, r)) for r in records]
+        items = [(coll, r) for r in await entry.encode_all([(coll, r) for r in records])]
         done, _, _ = await entry.transact([coll], True, lambda tx: create(tx, items),
                                           "bulk_create")
         return len(done)
@@ -404,7 +437,7 @@ def bulk_update_many(payload: dict[str, Any], sink: Sink) -> None:
     changes = [entry.fields(r) for r in _list(payload.get("records"), "records")]
 
     async def job() -> int:
-        encoded = [await entry.encode(coll, c) for c in changes]
+        encoded = await entry.encode_all([(coll, c) for c in changes])
         n, _, _ = await entry.transact([coll], True,
                                        lambda tx: bulk_update(tx, coll, encoded), "bulk_update")
         return int(n)
@@ -435,18 +468,29 @@ def transaction(payload: dict[str, Any], sink: Sink) -> None:
         db = await entry.connection()
         keys = {n: info.key for n, info in db.stores.items() if not n.startswith("_")}
         ops = [check_op(op, keys) for op in raw]
-        for op in ops:
-            if "data" in op:
-                op["data"] = await entry.encode(op["collection"], entry.fields(op["data"]))
+        writes = [op for op in ops if "data" in op]
+        encoded = await entry.encode_all([(op["collection"], entry.fields(op["data"]))
+                                        for op in writes])
+        for op, data in zip(writes, encoded, strict=True):
+            op["data"] = data
         results, _, _ = await entry.transact([op["collection"] for op in ops], True,
                                              lambda tx: run_ops(tx, ops), "transaction")
-        out = []
-        for op, result in zip(ops, results, strict=True):
+        # Every record read, decoded together: (result index, position in a read or -1).
+        where: list[tuple[int, int]] = []
+        found: list[tuple[str, dict[str, Any]]] = []
+        for i, (op, result) in enumerate(zip(ops, results, strict=True)):
             if op["op"] == "get" and result is not None:
-                result = await entry.decode(op["collection"], result)
+                where.append((i, -1))
+                found.append((op["collection"], result))
             elif op["op"] == "read":
-                result = [await entry.decode(op["collection"], r) for r in result]
-            out.append(result)
+                where += [(i, j) for j in range(len(result))]
+                found += [(op["collection"], r) for r in result]
+        out = list(results)
+        for (i, j), record in zip(where, await entry.decode_all(found), strict=True):
+            if j < 0:
+                out[i] = record
+            else:
+                out[i][j] = record
         return out
 
     entry.queue.put("other", job, sink)

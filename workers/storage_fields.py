@@ -5,31 +5,35 @@ The page's "fields" setting (``storage.classify_data``, ``storage.set_encryption
     {"collections": {name: {"key": key field, "levels": {field: level}}},
      "key": 32 bytes | an AES-GCM CryptoKey | None}
 
-PII and SENSITIVE fields are sealed by ``_fieldcrypt`` with SubtleCrypto: in ``encode``,
-before the write's transaction opens, and opened in ``decode``, after the read's
-transaction completed — nothing is awaited inside one. An update by filter learns its
-records' ids only inside the transaction, so its ciphertexts are bound to each record
-there, synchronously, by a mac (``merge``). Filters on a protected field are refused
-(``check_filter``): its stored form is noise under a random nonce.
+PII and SENSITIVE fields are sealed by ``_fieldcrypt`` with SubtleCrypto: in
+``encode_all``, before the write's transaction opens, and opened in ``decode_all``, after
+the read's transaction completed — nothing is awaited inside one. All the fields of a
+batch (a group of creates or gets, a bulk call, a read) go through one JS call. An
+update by filter learns its records' ids only inside the transaction, so its ciphertexts
+are bound to each record there, synchronously, by a mac (``merge``). Filters on a
+protected field are refused (``check_filter``): its stored form is noise under a random
+nonce.
 """
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from workerbridge.workers.storage import register_hooks
 
-from workerbridge._errors import IntegrityError, InvalidInputError
+from workerbridge._errors import InvalidInputError
 from workerbridge._fieldcrypt import (
+    TAG_BYTES,
     Classification,
+    Message,
+    Sealing,
     bind_record,
     check_filter,
     derive_mac_key,
     is_sealed,
-    open_record,
-    seal_patch,
-    seal_record,
+    open_records,
 )
 from workerbridge._query import Node, unparse
 from workerbridge._txn import Hooks
@@ -71,6 +75,42 @@ async def _import_key(given: Any) -> Any:
                                      ["encrypt", "decrypt"])
 
 
+# Runs a batch's AES-GCM messages together and gathers the outputs in one buffer; in a
+# worker SubtleCrypto settles them on this thread, so Python awaits once per batch. The
+# inputs are views into three buffers (nonces are 12 bytes each, the others sized by the
+# Uint32Arrays). Failed authentication is a result (the failing indexes), not an error.
+_BATCH_JS = """
+return async (op, key, nonces, data, sizes, aads, aadSizes) => {
+  const jobs = new Array(sizes.length);
+  let d = 0, a = 0;
+  for (let i = 0; i < sizes.length; i++) {
+    const params = { name: "AES-GCM", iv: nonces.subarray(i * 12, i * 12 + 12),
+                     additionalData: aads.subarray(a, a + aadSizes[i]) };
+    jobs[i] = crypto.subtle[op](params, key, data.subarray(d, d + sizes[i])).then(
+      (out) => new Uint8Array(out),
+      (err) => {
+        if (op === "decrypt" && err.name === "OperationError") return null;
+        throw new Error(err.name || "Error");
+      });
+    d += sizes[i];
+    a += aadSizes[i];
+  }
+  const outs = await Promise.all(jobs);
+  let total = 0;
+  for (const o of outs) if (o) total += o.length;
+  const all = new Uint8Array(total);
+  const failed = [];
+  let w = 0;
+  outs.forEach((o, i) => {
+    if (o) { all.set(o, w); w += o.length; } else failed.push(i);
+  });
+  return [all.buffer, failed];
+};
+"""
+
+_batch: Any = None
+
+
 class FieldHooks(Hooks):
     """One database's field encryption, as the page configured it."""
 
@@ -109,31 +149,48 @@ class FieldHooks(Hooks):
             self._key = await _import_key(self.given_key)
         return self._key
 
-    async def _encrypt(self, field: str, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
-        return await self._gcm("encrypt", field, nonce, plaintext, aad)
+    async def _encrypt(self, messages: list[Message]) -> list[bytes]:
+        # Only a decrypt fails by authentication: an encrypt has no None among its outputs.
+        return cast(list[bytes], await self._gcm("encrypt", messages))
 
-    async def _decrypt(self, field: str, nonce: bytes, ct: bytes, aad: bytes) -> bytes:
-        return await self._gcm("decrypt", field, nonce, ct, aad)
+    async def _decrypt(self, messages: list[Message]) -> list[bytes | None]:
+        return await self._gcm("decrypt", messages)
 
-    async def _gcm(self, op: str, field: str, nonce: bytes, data: bytes, aad: bytes) -> bytes:
+    async def _gcm(self, op: str, messages: list[Message]) -> list[bytes | None]:
+        """One JS call for the whole batch: the inputs packed in three buffers, the
+        outputs back in one (None where a decrypt failed authentication)."""
         import js
-        from pyodide.ffi import JsException, to_js
+        from pyodide.ffi import JsException
 
         from workerbridge._jsconv import bytes_to_js
 
+        global _batch
         key = await self._crypto_key()
-        params = to_js({"name": "AES-GCM", "iv": bytes_to_js(nonce),
-                        "additionalData": bytes_to_js(aad)},
-                       dict_converter=js.Object.fromEntries, create_pyproxies=False)
+        if _batch is None:
+            _batch = js.Function.new(_BATCH_JS)()
+        sizes = array("I", [len(m[1]) for m in messages])
+        aad_sizes = array("I", [len(m[2]) for m in messages])
         try:
-            out = await getattr(_subtle(), op)(params, key, bytes_to_js(data))
+            result = await _batch(
+                op, key, js.Uint8Array.new(bytes_to_js(b"".join(m[0] for m in messages))),
+                js.Uint8Array.new(bytes_to_js(b"".join(m[1] for m in messages))),
+                js.Uint32Array.new(bytes_to_js(memoryview(sizes))),
+                js.Uint8Array.new(bytes_to_js(b"".join(m[2] for m in messages))),
+                js.Uint32Array.new(bytes_to_js(memoryview(aad_sizes))))
         except JsException as exc:
-            if op == "decrypt" and exc.name == "OperationError":
-                raise IntegrityError(f"field {field!r} failed to open: wrong key, or the "
-                                     "value was modified or moved from another record") \
-                    from None
-            raise InvalidInputError(f"the browser refused the {op} ({exc.name})") from None
-        return bytes(out.to_bytes())
+            raise InvalidInputError(f"the browser refused the {op} ({exc.message})") from None
+        data = result[0].to_bytes()
+        failed = set(result[1].to_py()) if result[1].length else set()
+        change = TAG_BYTES if op == "encrypt" else -TAG_BYTES
+        out: list[bytes | None] = []
+        at = 0
+        for i, size in enumerate(sizes):
+            if i in failed:
+                out.append(None)
+                continue
+            out.append(data[at:at + size + change])
+            at += size + change
+        return out
 
     async def _mac(self) -> bytes:
         if self._mac_key is None:
@@ -143,15 +200,24 @@ class FieldHooks(Hooks):
     # --- hooks ---------------------------------------------------------------------------------
 
     async def encode(self, collection: str, fields: dict[str, Any]) -> dict[str, Any]:
+        return (await self.encode_all(collection, [fields]))[0]
+
+    async def encode_all(self, collection: str,
+                         records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         entry = self.collections.get(collection)
-        if entry is None or entry.protected.isdisjoint(fields):
-            return fields
-        if entry.key in fields:  # a record to create, or one change of bulk_update
-            return await seal_record(fields, entry.protected, self._encrypt,
-                                     collection=collection, id_field=entry.key,
-                                     keep_sealed=False)
-        await self._mac()  # merge() binds the patch to each record, synchronously
-        return await seal_patch(fields, entry.protected, self._encrypt, collection=collection)
+        if entry is None or all(entry.protected.isdisjoint(r) for r in records):
+            return records
+        sealing = Sealing(entry.protected, collection=collection, id_field=entry.key)
+        patches = False
+        for fields in records:
+            if entry.key in fields:  # a record to create, or one change of bulk_update
+                sealing.record(fields, keep_sealed=False)
+            else:
+                sealing.patch(fields)
+                patches = patches or not entry.protected.isdisjoint(fields)
+        if patches:
+            await self._mac()  # merge() binds the patch to each record, synchronously
+        return await sealing.run(self._encrypt)
 
     def merge(self, collection: str, stored: dict[str, Any],
               patch: dict[str, Any]) -> dict[str, Any]:
@@ -164,17 +230,17 @@ class FieldHooks(Hooks):
         return bind_record(record, self._mac_key, collection=collection, id_field=entry.key)
 
     async def decode(self, collection: str, record: dict[str, Any]) -> dict[str, Any]:
+        return (await self.decode_all(collection, [record]))[0]
+
+    async def decode_all(self, collection: str,
+                         records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         entry = self.collections.get(collection)
         if entry is None:
-            return record
-        sealed = [v for v in record.values() if is_sealed(v)]
-        if not sealed and entry.protected.isdisjoint(record):
-            return record
-        if sealed and self.given_key is None:
-            raise InvalidInputError(NO_KEY)
-        mac_key = await self._mac() if any("mac" in v for v in sealed) else None
-        return await open_record(record, entry.protected, self._decrypt,
-                                 collection=collection, id_field=entry.key, mac_key=mac_key)
+            return records
+        # Without a key, the first sealed field raises NO_KEY (from _crypto_key).
+        return await open_records(records, entry.protected, self._decrypt,
+                                  collection=collection, id_field=entry.key,
+                                  mac_key=self._mac)
 
 
 def _pending(value: Any) -> bool:

@@ -30,11 +30,14 @@ scheme would leak equality. Only ``{"field": {"$exists": ...}}`` is allowed: pre
 visible in the clear anyway.
 
 The cipher is injected, as two async callables, so this module stays pure and testable on
-the host; in the browser they are SubtleCrypto AES-GCM calls made before the IndexedDB
-transaction opens (nothing may be awaited inside one) and after it completes:
+the host; in the browser each is one JS call running SubtleCrypto AES-GCM over a whole
+batch, made before the IndexedDB transaction opens (nothing may be awaited inside one) and
+after it completes. Every field of every record of a batch goes in one call: in Pyodide
+each await of a JS promise is a trip through the browser's scheduler. A message is
+``(nonce, data, aad)``:
 
-    encrypt(field, nonce, plaintext, aad) -> ciphertext with tag
-    decrypt(field, nonce, ciphertext, aad) -> plaintext; raises IntegrityError on failure
+    encrypt(messages) -> one ciphertext with tag per message
+    decrypt(messages) -> one plaintext per message, None where it failed authentication
 
 Nonces are 96 random bits per field write (never the reserved one); under one key, stay
 below 2**32 field writes (NIST SP 800-38D's bound for random nonces).
@@ -42,13 +45,13 @@ below 2**32 field writes (NIST SP 800-38D's bound for random nonces).
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import hashlib
 import hmac
 import json
 import secrets
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, cast
 
 from ._errors import IntegrityError, InvalidFilterError, InvalidInputError, InvalidTypeError
 
@@ -64,10 +67,18 @@ MAC_KEY_AAD = b"workerbridge field encryption: mac key, format 1"
 _SEALED_KEYS = frozenset({"$enc", "alg", "nonce", "ct"})
 _BOUND_KEYS = _SEALED_KEYS | {"mac"}
 _MAX_FILTER_DEPTH = 64
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
+# json.dumps builds an encoder per call; these are built once (same output).
+_json_value = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_json_str = json.encoder.encode_basestring  # what _json_value does for a str
+_json_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"),
+                                   ensure_ascii=False).encode
 
-Encrypt = Callable[[str, bytes, bytes, bytes], Awaitable[bytes]]
-Decrypt = Callable[[str, bytes, bytes, bytes], Awaitable[bytes]]
+Message = tuple[bytes, bytes, bytes]  # nonce, plaintext or ciphertext with tag, aad
+Encrypt = Callable[[list[Message]], Awaitable[Sequence[bytes]]]
+Decrypt = Callable[[list[Message]], Awaitable[Sequence[bytes | None]]]
 Protected = Iterable[str]
+MacKey = Callable[[], Awaitable[bytes]]
 
 
 class Classification:
@@ -181,7 +192,10 @@ def check_fields(fields: Iterable[str], protected: Classification | Protected, *
 
 def is_sealed(value: object) -> bool:
     """Whether a stored value has the shape of an encrypted field (format 1)."""
-    if not isinstance(value, Mapping) or set(value) not in (_SEALED_KEYS, _BOUND_KEYS):
+    if type(value) in _JSON_SCALARS or not isinstance(value, Mapping):  # scalars: quickly
+        return False
+    keys = value.keys()
+    if keys != _SEALED_KEYS and keys != _BOUND_KEYS:
         return False
     version = value["$enc"]
     mac = value.get("mac")
@@ -208,18 +222,18 @@ def check_value(field: str, value: object) -> None:
         _check_json(field, value, 0)
 
 
-def _mac(mac_key: bytes, collection: str, record_id: object, field: str,
-         nonce: bytes, ct: bytes) -> bytes:
-    place = associated_data(collection, record_id, field)
-    message = len(place).to_bytes(4, "big") + place + nonce + ct  # nonce: fixed length
-    return hmac.new(mac_key, message, hashlib.sha256).digest()
-
-
 def _plaintext(field: str, value: object) -> bytes:
     if isinstance(value, bytes | bytearray | memoryview):
         return b"B" + bytes(value)
-    _check_json(field, value, 0)
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    kind = type(value)
+    if kind is str:
+        text = _json_str(cast(str, value))
+    elif kind is int:
+        text = int.__repr__(cast(int, value))
+    else:
+        if kind not in _JSON_SCALARS:
+            _check_json(field, value, 0)
+        text = _json_value(value)
     try:
         return b"J" + text.encode("utf-8")
     except UnicodeEncodeError:
@@ -253,28 +267,115 @@ def _record_id(record: Mapping[str, Any], id_field: str) -> object:
     return record[id_field]
 
 
-def _nonce() -> bytes:
-    while True:
-        nonce = secrets.token_bytes(NONCE_BYTES)
-        if nonce != MAC_KEY_NONCE:
-            return nonce
+class _Place:
+    """``associated_data`` of one record's fields, made without a json.dumps per field:
+    canonical JSON orders the keys collection, field, id, v, so only the id varies."""
+
+    __slots__ = ("collection", "id_json")
+
+    def __init__(self, collection: str, record_id: object) -> None:
+        try:
+            text = _json_str(record_id) if type(record_id) is str else \
+                _json_canonical(record_id)
+            self.id_json = text.encode("utf-8")
+        except (TypeError, ValueError, UnicodeEncodeError):
+            raise InvalidInputError("the record id must be a str or a number") from None
+        self.collection = collection
+
+    def aad(self, field: str) -> bytes:
+        head, tail = _place_parts(self.collection, field)
+        return head + self.id_json + tail
 
 
-async def _seal(out: dict[str, Any], todo: list[str], encrypt: Encrypt, collection: str,
-                record_id: object, pending: bool) -> dict[str, Any]:
-    plaintexts = {f: _plaintext(f, out[f]) for f in todo}  # all checked before any await
+@functools.lru_cache(maxsize=1024)
+def _place_parts(collection: str, field: str) -> tuple[bytes, bytes]:
+    try:
+        head = json.dumps({"collection": collection, "field": field}, separators=(",", ":"),
+                          ensure_ascii=False)[:-1].encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError("the record id must be a str or a number") from None
+    return head + b',"id":', b',"v":%d}' % FORMAT
 
-    async def seal(field: str) -> None:
-        nonce = _nonce()
-        aad = associated_data(collection, record_id, field)
-        ct = await encrypt(field, nonce, plaintexts[field], aad)
-        if not isinstance(ct, bytes | bytearray | memoryview):
-            raise InvalidTypeError("encrypt must return bytes")
-        envelope = {"$enc": FORMAT, "alg": ALG, "nonce": nonce, "ct": bytes(ct)}
-        out[field] = {**envelope, "mac": None} if pending else envelope
 
-    await asyncio.gather(*(seal(f) for f in todo))
+def _nonces(count: int) -> list[bytes]:
+    """``count`` random nonces, never the reserved one (one draw for the lot: in Pyodide
+    each draw is a call out to the browser)."""
+    pool = secrets.token_bytes(NONCE_BYTES * count) if count > 1 else b""
+    out = []
+    for i in range(count):
+        nonce = pool[i * NONCE_BYTES:(i + 1) * NONCE_BYTES]
+        while len(nonce) != NONCE_BYTES or nonce == MAC_KEY_NONCE:
+            nonce = secrets.token_bytes(NONCE_BYTES)
+        out.append(nonce)
     return out
+
+
+class Sealing:
+    """Records and patches to seal, then sealed together: every protected field of the
+    lot is one message of a single ``encrypt`` call. Values are checked as they are added,
+    so a bad one is refused before anything is encrypted."""
+
+    def __init__(self, protected: Classification | Protected, *, collection: str,
+                 id_field: str = "id") -> None:
+        self.names = _protected_set(protected)
+        if id_field in self.names:
+            raise InvalidInputError(f"the key field {id_field!r} cannot be encrypted")
+        self.collection = collection
+        self.id_field = id_field
+        self.outputs: list[dict[str, Any]] = []
+        # One per message: (output, field, plaintext, place, pending a mac).
+        self._slots: list[tuple[dict[str, Any], str, bytes, _Place, bool]] = []
+
+    def record(self, record: Mapping[str, Any], *, keep_sealed: bool = True) -> None:
+        """A record with its id. Values already sealed are kept as they are (unless not
+        ``keep_sealed``), so a partial update re-encrypts only what changed."""
+        place = _Place(self.collection, _record_id(record, self.id_field))
+        out = dict(record)
+        todo = [f for f in self.names if f in out and not (keep_sealed and is_sealed(out[f]))]
+        self._add(out, todo, place, False)
+
+    def patch(self, patch: Mapping[str, Any]) -> None:
+        """An update's fields, for records not known yet: sealed under a null id and
+        marked for ``bind_record`` (``"mac": None``)."""
+        if not isinstance(patch, Mapping):
+            raise InvalidTypeError("a patch must be a dict")
+        out = dict(patch)
+        self._add(out, [f for f in self.names if f in out], _Place(self.collection, None), True)
+
+    def _add(self, out: dict[str, Any], todo: list[str], place: _Place, pending: bool) -> None:
+        slots = [(out, f, _plaintext(f, out[f]), place, pending) for f in todo]
+        self.outputs.append(out)  # only once every value passed
+        self._slots += slots
+
+    async def run(self, encrypt: Encrypt) -> list[dict[str, Any]]:
+        """The records and patches as added, sealed."""
+        slots = self._slots
+        if slots:
+            nonces = _nonces(len(slots))
+            messages = [(nonce, plaintext, place.aad(field)) for nonce, (_, field, plaintext,
+                        place, _) in zip(nonces, slots, strict=True)]
+            cts = await encrypt(messages)
+            if len(cts) != len(slots):
+                raise InvalidTypeError("encrypt must return one ciphertext per message")
+            for nonce, ct, (out, field, _, _, pending) in zip(nonces, cts, slots, strict=True):
+                if not isinstance(ct, bytes | bytearray | memoryview):
+                    raise InvalidTypeError("encrypt must return bytes")
+                envelope = {"$enc": FORMAT, "alg": ALG, "nonce": nonce, "ct": bytes(ct)}
+                out[field] = {**envelope, "mac": None} if pending else envelope
+        self._slots = []
+        return self.outputs
+
+
+async def seal_records(records: Iterable[Mapping[str, Any]],
+                       protected: Classification | Protected, encrypt: Encrypt, *,
+                       collection: str, id_field: str = "id",
+                       keep_sealed: bool = True) -> list[dict[str, Any]]:
+    """Copies of ``records`` with every protected field encrypted, in one ``encrypt``
+    call (see ``Sealing.record``)."""
+    sealing = Sealing(protected, collection=collection, id_field=id_field)
+    for record in records:
+        sealing.record(record, keep_sealed=keep_sealed)
+    return await sealing.run(encrypt)
 
 
 async def seal_record(record: Mapping[str, Any], protected: Classification | Protected,
@@ -283,83 +384,139 @@ async def seal_record(record: Mapping[str, Any], protected: Classification | Pro
     """A copy of ``record`` with every protected field encrypted. Values already sealed
     are kept as they are (unless not ``keep_sealed``), so a partial update re-encrypts
     only what changed."""
-    names = _protected_set(protected)
-    if id_field in names:
-        raise InvalidInputError(f"the key field {id_field!r} cannot be encrypted")
-    record_id = _record_id(record, id_field)
-    out = dict(record)
-    todo = [f for f in names if f in out and not (keep_sealed and is_sealed(out[f]))]
-    return await _seal(out, todo, encrypt, collection, record_id, False)
+    return (await seal_records([record], protected, encrypt, collection=collection,
+                               id_field=id_field, keep_sealed=keep_sealed))[0]
 
 
 async def seal_patch(patch: Mapping[str, Any], protected: Classification | Protected,
                      encrypt: Encrypt, *, collection: str) -> dict[str, Any]:
     """A copy of an update's fields, for records not known yet, with every protected
     field encrypted under a null id and marked for ``bind_record`` (``"mac": None``)."""
-    if not isinstance(patch, Mapping):
-        raise InvalidTypeError("a patch must be a dict")
-    out = dict(patch)
-    todo = [f for f in _protected_set(protected) if f in out]
-    return await _seal(out, todo, encrypt, collection, None, True)
+    sealing = Sealing(protected, collection=collection)
+    sealing.patch(patch)
+    return (await sealing.run(encrypt))[0]
 
 
 async def derive_mac_key(encrypt: Encrypt) -> bytes:
     """The key of ``bind_record``'s macs: AES-GCM keystream under the reserved nonce (so a
     pseudo-random function of the AES key, which may itself be unreadable)."""
-    out = await encrypt("", MAC_KEY_NONCE, bytes(MAC_BYTES), MAC_KEY_AAD)
+    out = (await encrypt([(MAC_KEY_NONCE, bytes(MAC_BYTES), MAC_KEY_AAD)]))[0]
     return bytes(out[:MAC_BYTES])
+
+
+def _mac(mac_key: bytes, place: bytes, nonce: bytes, ct: bytes) -> bytes:
+    message = len(place).to_bytes(4, "big") + place + nonce + ct  # nonce: fixed length
+    return hmac.new(mac_key, message, hashlib.sha256).digest()
 
 
 def bind_record(record: Mapping[str, Any], mac_key: bytes, *, collection: str,
                 id_field: str = "id") -> dict[str, Any]:
     """``record`` with each of ``seal_patch``'s envelopes bound to it by a mac
     (synchronous: this runs inside the transaction that writes the record)."""
-    record_id = _record_id(record, id_field)
+    place = _Place(collection, _record_id(record, id_field))
     out = dict(record)
     for field, value in record.items():
         if is_sealed(value) and "mac" in value and value["mac"] is None:
             nonce, ct = bytes(value["nonce"]), bytes(value["ct"])
-            out[field] = {**value, "mac": _mac(mac_key, collection, record_id, field,
-                                               nonce, ct)}
+            out[field] = {**value, "mac": _mac(mac_key, place.aad(field), nonce, ct)}
     return out
+
+
+class _Opening:
+    """One record being opened: its copy, and the first error met (the record's own)."""
+
+    __slots__ = ("error", "out")
+
+    def __init__(self, out: dict[str, Any]) -> None:
+        self.out = out
+        self.error: IntegrityError | None = None
+
+
+async def open_records(records: Iterable[Mapping[str, Any]],
+                       protected: Classification | Protected, decrypt: Decrypt, *,
+                       collection: str, id_field: str = "id",
+                       mac_key: bytes | MacKey | None = None) -> list[dict[str, Any]]:
+    """Copies of ``records`` with every sealed field decrypted (protected or not, so a
+    field reclassified as PUBLIC still reads), in one ``decrypt`` call. A protected field
+    stored in the clear raises IntegrityError: someone wrote around the encryption.
+    ``mac_key`` opens the fields an update by filter wrote (or an async callable giving
+    it, called only if such a field is found). When records fail to open,
+    the first one's error is raised (a caller may retry the others without it)."""
+    names = _protected_set(protected)
+    openings: list[_Opening] = []
+    # One per message: (opening, field).
+    slots: list[tuple[_Opening, str]] = []
+    messages: list[Message] = []
+    for record in records:
+        place = _Place(collection, _record_id(record, id_field))
+        opening = _Opening(dict(record))
+        openings.append(opening)
+        out = opening.out
+        try:
+            found = [(f, v) for f, v in out.items() if is_sealed(v)]
+            if len(found) < len(names):
+                sealed = {f for f, _ in found}
+                for field in names:
+                    if field in out and field not in sealed:
+                        raise IntegrityError(f"field {field!r} should be encrypted but is "
+                                             "stored in the clear")
+            if mac_key is not None and not isinstance(mac_key, bytes) \
+                    and any("mac" in v for _, v in found):
+                mac_key = await mac_key()
+            bound = mac_key if isinstance(mac_key, bytes) else None
+            todo = [(f, _message(f, v, place, collection, bound)) for f, v in found]
+        except IntegrityError as exc:
+            opening.error = exc
+            continue
+        for field, message in todo:
+            slots.append((opening, field))
+            messages.append(message)
+    plaintexts = await decrypt(messages) if messages else []
+    if len(plaintexts) != len(messages):
+        raise InvalidTypeError("decrypt must return one plaintext or None per message")
+    for (opening, field), plaintext in zip(slots, plaintexts, strict=True):
+        if opening.error is not None:
+            continue
+        if plaintext is None:
+            opening.error = IntegrityError(
+                f"field {field!r} failed to open: wrong key, or the value was modified or "
+                "moved from another record")
+            continue
+        try:
+            opening.out[field] = _value(field, plaintext)
+        except IntegrityError as exc:
+            opening.error = exc
+    for opening in openings:
+        if opening.error is not None:
+            raise opening.error
+    return [opening.out for opening in openings]
+
+
+def _message(field: str, envelope: Mapping[str, Any], place: _Place, collection: str,
+             mac_key: bytes | None) -> Message:
+    """What opens one envelope, its mac checked first (raises IntegrityError)."""
+    nonce, ct = bytes(envelope["nonce"]), bytes(envelope["ct"])
+    if envelope["alg"] != ALG or len(nonce) != NONCE_BYTES or len(ct) < TAG_BYTES:
+        raise IntegrityError(f"field {field!r} is not a valid {ALG} envelope")
+    if "mac" not in envelope:
+        return nonce, ct, place.aad(field)
+    mac = envelope["mac"]
+    if mac is None or mac_key is None:
+        raise IntegrityError(f"field {field!r} is not bound to its record")
+    expected = _mac(mac_key, place.aad(field), nonce, ct)
+    if not hmac.compare_digest(expected, bytes(mac)):
+        raise IntegrityError(f"field {field!r} does not belong to this record, or "
+                             "the key is wrong")
+    head, tail = _place_parts(collection, field)
+    return nonce, ct, head + b"null" + tail  # sealed before the record was known
 
 
 async def open_record(record: Mapping[str, Any], protected: Classification | Protected,
                       decrypt: Decrypt, *, collection: str, id_field: str = "id",
                       mac_key: bytes | None = None) -> dict[str, Any]:
-    """A copy of ``record`` with every sealed field decrypted (protected or not, so a
-    field reclassified as PUBLIC still reads). A protected field stored in the clear
-    raises IntegrityError: someone wrote around the encryption. ``mac_key`` opens the
-    fields an update by filter wrote."""
-    names = _protected_set(protected)
-    record_id = _record_id(record, id_field)
-    out = dict(record)
-    for field in names:
-        if field in out and not is_sealed(out[field]):
-            raise IntegrityError(f"field {field!r} should be encrypted but is stored in the "
-                                 "clear")
-    sealed = [f for f, value in out.items() if is_sealed(value)]
-
-    async def unseal(field: str) -> None:
-        envelope = out[field]
-        nonce, ct = bytes(envelope["nonce"]), bytes(envelope["ct"])
-        if envelope["alg"] != ALG or len(nonce) != NONCE_BYTES or len(ct) < TAG_BYTES:
-            raise IntegrityError(f"field {field!r} is not a valid {ALG} envelope")
-        bound_id = record_id
-        if "mac" in envelope:
-            mac = envelope["mac"]
-            if mac is None or mac_key is None:
-                raise IntegrityError(f"field {field!r} is not bound to its record")
-            expected = _mac(mac_key, collection, record_id, field, nonce, ct)
-            if not hmac.compare_digest(expected, bytes(mac)):
-                raise IntegrityError(f"field {field!r} does not belong to this record, or "
-                                     "the key is wrong")
-            bound_id = None
-        aad = associated_data(collection, bound_id, field)
-        out[field] = _value(field, await decrypt(field, nonce, ct, aad))
-
-    await asyncio.gather(*(unseal(f) for f in sealed))
-    return out
+    """``open_records`` of one record."""
+    return (await open_records([record], protected, decrypt, collection=collection,
+                               id_field=id_field, mac_key=mac_key))[0]
 
 
 def _value(field: str, plaintext: object) -> object:

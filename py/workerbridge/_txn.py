@@ -79,8 +79,8 @@ class Hooks:
     """Seams for features built on the core; every default does nothing.
 
     Install a subclass in the worker with ``workerbridge.workers.storage.install_hooks``.
-    All methods but ``encode``/``decode`` run synchronously inside a transaction and must
-    not await anything.
+    All methods but ``encode``/``decode`` and their ``_all`` forms run synchronously
+    inside a transaction and must not await anything.
     """
 
     #: Internal stores ("_name") every upgrade creates and never drops:
@@ -123,6 +123,18 @@ class Hooks:
         """A record as returned (after the transaction: may await, e.g. decrypt)."""
         return record
 
+    async def encode_all(self, collection: str,
+                         records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``encode`` of many records or patches at once, in order; override to do the
+        work of the lot together (each await costs a trip through the event loop)."""
+        return [await self.encode(collection, r) for r in records]
+
+    async def decode_all(self, collection: str,
+                         records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``decode`` of many records at once, in order; raises the first record's error
+        (a group of calls is then retried in parts, so it fails only its own caller)."""
+        return [await self.decode(collection, r) for r in records]
+
     def configure(self, settings: dict[str, Any]) -> None:
         """The page's settings for this database (every feature's, by name); called
         before any call that relies on them, and again after the worker restarted."""
@@ -135,8 +147,8 @@ class Hooks:
 
 class HookChain(Hooks):
     """Several features' hooks as one: requests and stores add up, ``merge`` and
-    ``encode`` run in order, ``decode`` in reverse order (the last encoding is undone
-    first)."""
+    ``encode``/``encode_all`` run in order, ``decode``/``decode_all`` in reverse order
+    (the last encoding is undone first)."""
 
     def __init__(self, hooks: Sequence[Hooks]) -> None:
         self.hooks = tuple(hooks)
@@ -194,6 +206,18 @@ class HookChain(Hooks):
             record = await h.decode(collection, record)
         return record
 
+    async def encode_all(self, collection: str,
+                         records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for h in self.hooks:
+            records = await h.encode_all(collection, records)
+        return records
+
+    async def decode_all(self, collection: str,
+                         records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for h in reversed(self.hooks):
+            records = await h.decode_all(collection, records)
+        return records
+
     def configure(self, settings: dict[str, Any]) -> None:
         for h in self.hooks:
             h.configure(settings)
@@ -203,11 +227,11 @@ class HookChain(Hooks):
         live = [h for h in self.hooks if h.active]
         return HookChain(live) if live else None
 
-    def overriding(self, method: str) -> HookChain | None:
-        """The chain of the hooks that define ``method`` (say "encode": the others would
-        only pass each record through), or None."""
-        base = getattr(Hooks, method)
-        doing = [h for h in self.hooks if getattr(type(h), method) is not base]
+    def overriding(self, *methods: str) -> HookChain | None:
+        """The chain of the hooks that define one of ``methods`` (say "encode": the others
+        would only pass each record through), or None."""
+        doing = [h for h in self.hooks
+                 if any(getattr(type(h), m) is not getattr(Hooks, m) for m in methods)]
         return HookChain(doing) if doing else None
 
 
