@@ -79,6 +79,20 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[s
 
 # Python helpers defined in a page's namespace by tests that need them.
 PAGE_HELPERS = """
+async def failure(coro):
+    try:
+        await coro
+    except Exception as exc:
+        return [type(exc).__name__, str(exc)]
+    return None
+
+def refused(fn, *args):
+    try:
+        fn(*args)
+    except Exception as exc:
+        return [type(exc).__name__, str(exc)]
+    return None
+
 async def settled_stats(b, limit=2.0):
     # the worker's counters once no other request is active in it
     deadline = time.monotonic() + limit

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import Harness
+from conftest import PAGE_HELPERS, Harness
 
 SETUP = """
 import asyncio, json, os, random, time, uuid
@@ -49,13 +49,7 @@ def raw_count_js():
 
 raw_count = raw_count_js()
 
-async def failure(coro):
-    try:
-        await coro
-    except Exception as exc:
-        return [type(exc).__name__, str(exc)]
-    return None
-"""
+""" + PAGE_HELPERS
 
 
 @pytest.fixture(scope="module")

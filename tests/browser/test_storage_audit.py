@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from conftest import ROOT, Harness
+from conftest import PAGE_HELPERS, ROOT, Harness
 
 SETUP = """
 import asyncio, hashlib, json, time, uuid
@@ -27,13 +27,6 @@ async def fresh(s=None, **audit):
     if audit.get("on", True):
         await (s or S).enable_audit_log(audit.get("actor"))
     return name
-
-async def failure(coro):
-    try:
-        await coro
-    except Exception as exc:
-        return [type(exc).__name__, str(exc)]
-    return None
 
 _raw = js.Function.new("db", "edits", '''return new Promise((res, rej) => {
     const r = indexedDB.open(db);
@@ -70,7 +63,7 @@ def chained(records):
 
 def brief(records):
     return [[r["operation"], r["collection"], r["record_id"], r["actor"]] for r in records]
-"""
+""" + PAGE_HELPERS
 
 
 @pytest.fixture(scope="module")

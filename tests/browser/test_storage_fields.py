@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import Harness
+from conftest import PAGE_HELPERS, Harness
 
 SETUP = """
 import asyncio, json, os, uuid
@@ -33,13 +33,6 @@ async def setup(s=None, key=True):
             KEY = await B.crypto.derive_key("correct horse", b"pepper and salt!", 1000)
         await s.set_encryption_key(KEY)
     return name
-
-async def failure(coro):
-    try:
-        await coro
-    except Exception as exc:
-        return [type(exc).__name__, str(exc)]
-    return None
 
 # Every string, number and byte string (as Latin-1 and as UTF-8) in a store, found by
 # plain JS; and each record with its encrypted fields shown as their envelope's keys.
@@ -95,7 +88,7 @@ raw_move = js.Function.new("db", "store", "moves", '''
       t.onerror = () => rej(t.error);
     };
   });''')
-"""
+""" + PAGE_HELPERS
 
 
 @pytest.fixture(scope="module")

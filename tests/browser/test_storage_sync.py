@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import Harness
+from conftest import PAGE_HELPERS, Harness
 
 SETUP = """
 import asyncio, json, time, uuid
@@ -35,20 +35,6 @@ async def until(pred, limit=10.0):
         await asyncio.sleep(0.02)
     return True
 
-async def failure(coro):
-    try:
-        await coro
-    except Exception as exc:
-        return [type(exc).__name__, str(exc)]
-    return None
-
-def refused(fn, *args):
-    try:
-        fn(*args)
-    except Exception as exc:
-        return [type(exc).__name__, str(exc)]
-    return None
-
 def union_tags(older, newer):
     return {**older, **newer, "tags": sorted(set(older["tags"]) | set(newer["tags"]))}
 
@@ -58,7 +44,7 @@ def busy(seconds=2.0):
 
 def later(coro):
     return asyncio.ensure_future(coro)
-"""
+""" + PAGE_HELPERS
 
 
 @pytest.fixture(scope="module")
