@@ -39,7 +39,7 @@ PYODIDE_FILES = (
     "pyodide-lock.json",
     "package.json",
 )
-WEB_BUNDLE_FILES = ("worker.mjs", "snapshot.mjs")
+WEB_BUNDLE_FILES = ("worker.mjs", "snapshot.mjs", "preboot.mjs")
 
 
 def log(msg: str) -> None:

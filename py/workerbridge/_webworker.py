@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,6 +22,22 @@ _compiled: dict[str, Any] = {}
 
 # What a READY may carry for the workers booted after it (removed from ready_info).
 _HANDED_ON = ("wasm_module", "snapshot_blob", "snapshot_key")
+
+
+def _adopt(script_url: str, options: dict[str, Any]) -> tuple[Any, list[Any]] | None:
+    """The worker ``preboot.mjs`` started at navigation, with the events it sent so far,
+    if it is the one asked for (same script, same options); else None."""
+    pre = getattr(js.globalThis, "workerbridgePreboot", None)
+    if pre is None or str(pre.url) != script_url:
+        return None
+    try:
+        started_with = json.loads(str(pre.options))
+    except ValueError:
+        return None
+    if {k: started_with.get(k) for k in options} != options:
+        return None
+    taken = pre.take()
+    return taken.worker, list(taken.held)
 
 
 def bundle_base() -> str:
@@ -73,10 +90,16 @@ class WorkerTransport:
         if snapshot and "snapshot_blob" in self._shared:
             kit["snapshot"] = self._shared["snapshot_blob"]
             kit["key"] = self._shared["snapshot_key"]
-        posted = any(v is not None for v in kit.values())
-        opts.name = json.dumps({"modules": list(modules), "label": name, "snapshot": snapshot,
-                                "posted": posted})
-        self.worker = js.Worker.new(script_url, opts)
+        options = {"modules": list(modules), "label": name, "snapshot": snapshot}
+        adopted = _adopt(script_url, options)  # it has booted without the kit: no need
+        self.prebooted = adopted is not None
+        posted = not self.prebooted and any(v is not None for v in kit.values())
+        if adopted is not None:
+            self.worker, held = adopted
+            asyncio.get_event_loop().call_soon(self._replay, held)
+        else:
+            opts.name = json.dumps({**options, "posted": posted})
+            self.worker = js.Worker.new(script_url, opts)
         if posted:
             self.worker.postMessage(to_js({"workerbridge_boot": kit},
                                           dict_converter=js.Object.fromEntries))
@@ -113,7 +136,18 @@ class WorkerTransport:
             raw["payload"] = from_wire(raw.get("payload"), buffers_to_bytes=True)
             if raw["kind"] == "ready" and isinstance(raw["payload"], dict):
                 self._keep(raw["payload"])
+                if self.prebooted:
+                    raw["payload"]["prebooted"] = True
         self._on_message(raw)
+
+    def _replay(self, held: list[Any]) -> None:
+        """What a prebooted worker sent before it was adopted (its READY, most likely)."""
+        handlers = {"message": self._message, "error": self._error,
+                    "messageerror": self._messageerror}
+        for event in held:
+            if not self.alive:
+                return
+            handlers[str(event.type)](event)
 
     def _keep(self, info: dict[str, Any]) -> None:
         handed = {key: info.pop(key) for key in _HANDED_ON if key in info}
