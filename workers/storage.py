@@ -41,7 +41,7 @@ from workerbridge._schema import (
     check_op,
     normalize_schema,
 )
-from workerbridge._serial import SerialQueue, Sink
+from workerbridge._serial import SerialQueue, Sink, held
 from workerbridge._txn import (
     HookChain,
     Hooks,
@@ -528,16 +528,17 @@ async def batch(ctx: Context, payload: dict[str, Any]) -> list[list[Any]]:
 
         return sink
 
-    for i, call in enumerate(calls):
-        sink = sink_for(i)
-        try:
-            op, body = call
-            start = _STARTS.get(op) if op != "batch" else None
-            if start is None:
-                raise InvalidInputError("unknown storage operation")
-            start(body, sink)
-        except Exception as exc:
-            sink(None, exc)
+    with held():
+        for i, call in enumerate(calls):
+            sink = sink_for(i)
+            try:
+                op, body = call
+                start = _STARTS.get(op) if op != "batch" else None
+                if start is None:
+                    raise InvalidInputError("unknown storage operation")
+                start(body, sink)
+            except Exception as exc:
+                sink(None, exc)
     return await done
 
 

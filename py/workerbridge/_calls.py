@@ -82,6 +82,7 @@ class StorageState:
     pending: list[Call] = field(default_factory=list)
     target: WorkerPool | None = None  # where pending calls go
     scheduled: bool = False
+    sent: int = 0  # messages sent and not yet answered
     # Features' settings for the database (name -> value), and their generation: every
     # call carries it, so a worker that restarted without them refuses the call, which is
     # then sent again after them.
@@ -115,7 +116,10 @@ class StorageState:
             self.flush()
             self.target = pool
         self.pending.append(call)
-        if call.op not in BATCHED or len(self.pending) >= MAX_BATCH:
+        if call.op not in BATCHED or len(self.pending) >= MAX_BATCH \
+                or (self.sent == 0 and len(self.pending) == 1):
+            # (With nothing on its way, a call need not wait for company: the worker is
+            # idle, and the calls made after it in this turn go together next.)
             # A longer call goes alone (its caller hears as soon as it is done), after
             # whatever was queued before it: the worker receives calls in order.
             self.flush()
@@ -151,9 +155,12 @@ class StorageState:
         except Exception as exc:  # the pool refused: full queue, shut down, unsendable
             for call in calls:
                 call.settle(None, _copy(exc))
+            return
+        self.sent += 1
 
     def _forward(self, pool: WorkerPool, job: asyncio.Future[Any], call: Call,
                  again: bool) -> None:
+        self.sent -= 1
         if job.cancelled():
             call.cancel()
         elif isinstance(job.exception(), UnconfiguredError) and not again:
@@ -165,6 +172,7 @@ class StorageState:
 
     def _distribute(self, pool: WorkerPool, job: asyncio.Future[Any], calls: list[Call],
                     again: bool) -> None:
+        self.sent -= 1
         if job.cancelled() or job.exception() is not None:
             for call in calls:
                 if job.cancelled():

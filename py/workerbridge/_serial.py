@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -57,8 +58,16 @@ class SerialQueue:
             wanted: Callable[[], bool] | None = None) -> None:
         """Queue a job; ``sink`` gets its outcome."""
         self._jobs.append(_Job(kind, args, sink, wanted))
+        if _held is not None:
+            _held.add(self)
+        else:
+            self._start()
+
+    def _start(self) -> None:
         if self._drainer is None or self._drainer.done():
-            self._drainer = asyncio.ensure_future(self._drain())
+            # Started eagerly: a call to an idle queue reaches IndexedDB in the turn that
+            # brought it, not one trip through the browser's scheduler later.
+            self._drainer = _eager(self._drain())
 
     def submit(self, kind: str, args: Any) -> asyncio.Future[Any]:
         """Queue a job; its outcome as a future (cancel it to drop a job not yet run)."""
@@ -104,6 +113,35 @@ class SerialQueue:
             return
         for job, result in zip(group, results, strict=True):
             _deliver(job.sink, result, None)
+
+
+_held: set[SerialQueue] | None = None
+
+
+class held:
+    """``with held():`` queues the jobs put meanwhile and starts them all at the end, so
+    the calls of one message are all queued before the first runs (and group)."""
+
+    def __enter__(self) -> None:
+        global _held
+        self._outer = _held
+        if _held is None:
+            _held = set()
+
+    def __exit__(self, *exc: object) -> None:
+        global _held
+        if self._outer is not None:
+            return
+        queues, _held = _held, None
+        for queue in queues or ():
+            queue._start()
+
+
+def _eager(coro: Any) -> asyncio.Future[None]:
+    loop = asyncio.get_running_loop()
+    if sys.version_info >= (3, 12):
+        return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg]
+    return loop.create_task(coro)
 
 
 def _deliver(sink: Sink, result: Any, error: BaseException | None) -> None:
