@@ -360,6 +360,19 @@ def test_concurrent_creates_share_transactions_and_fail_alone(st: Harness):
     assert create_txs <= 30 and get_txs <= 5
 
 
+def test_calls_of_one_turn_to_an_idle_worker_take_two_transactions(st: Harness):
+    # The first call leaves at once (nothing is on its way: no reason to wait); the
+    # others made in the same turn follow in one message, all queued in the worker before
+    # the first of them runs, so they share one transaction.
+    out = st.py("""
+        name = await fresh()
+        t0 = await tx_count(name)
+        await asyncio.gather(*[S.create("users", {"age": i}) for i in range(50)])
+        [await tx_count(name) - t0, await S.count("users")]
+    """)
+    assert out == [2, 50]
+
+
 def test_events_and_metrics(st: Harness):
     out = st.py("""
         B2 = WorkerBridge(workers=2)
