@@ -122,6 +122,8 @@ const plain = (v) => {
 const pack = (v) => (plain(v) ? JSON.stringify(v) : v);
 const failure = (err) => new Error((err && err.name) || "AbortError");
 
+const WRITES = new Set(["add", "put", "del", "delr", "clear"]);
+
 function request(tx, r) {
   const store = tx.objectStore(r[1]);
   const source = () => (r[2] === null ? store : store.index(r[2]));
@@ -163,7 +165,9 @@ function run(conn, stores, mode, batch, step) {
       try { tx.abort(); } catch (e) { /* already finished */ }
     };
     tx.oncomplete = () => resolve({ results: last, scanned });
-    tx.onabort = () => reject(failure(error || tx.error));
+    // tx.error: what made IndexedDB abort (a failed write has no handler of its own);
+    // error: why we stopped it, or the first failure a handler saw.
+    tx.onabort = () => reject(failure(tx.error || error));
     const issue = (reqs) => {
       if (typeof reqs === "string") reqs = JSON.parse(reqs);
       const out = new Array(reqs.length);
@@ -180,10 +184,18 @@ function run(conn, stores, mode, batch, step) {
         const r = reqs[i];
         let req;
         try { req = request(tx, r); } catch (err) { stop(err); return; }
+        if (WRITES.has(r[0]) && i < reqs.length - 1) {
+          // No one reads a write's result, and a transaction's requests complete in
+          // order: the batch is done when its last request is. Without handlers, a
+          // failed write aborts the transaction with its error (tx.error).
+          out[i] = null;
+          pending--;
+          continue;
+        }
         req.onsuccess = () => {
           let v = req.result;
           if (r[0] === "last") v = v ? v.value : null;  // a cursor: its record, not moved on
-          out[i] = v === undefined ? null : v;
+          out[i] = v === undefined || WRITES.has(r[0]) ? null : v;
           if (r[0] === "all") scanned += v.length;
           if (--pending === 0 && !stopped) done();
         };

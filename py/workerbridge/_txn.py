@@ -14,7 +14,7 @@ Requests are JSON-able lists (records may also hold bytes)::
     ["last", store, index | None, range | None]      the record with the highest key, or None
 
 ``range`` is ``KeyRange.to_wire()``; ``index`` None means the primary key. Results come
-back in request order: the key written, the record or None, None, a count, a list.
+back in request order: None for a write, the record or None, a count, a list.
 
 ``Hooks`` are the seams later features plug into (audit log, field encryption, sync).
 ``_serial.SerialQueue`` runs the programs of one database one after another.
