@@ -13,10 +13,7 @@ chain's editor cannot reach, so ``verify_audit_log`` also finds records cut from
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
-
-from workerbridge.workers import storage as _core
 
 from workerbridge._audit import (
     AuditHead,
@@ -31,11 +28,7 @@ from workerbridge._idb import run
 from workerbridge._serial import Sink
 from workerbridge._txn import Batch, Change, Final, Hooks, Program
 
-# The core's registries, typed here (mypy sees workerbridge.workers.* as untyped).
-Start = Callable[[dict[str, Any], Sink], None]
-operation: Callable[[str], Callable[[Start], Start]] = _core.operation
-database: Callable[[dict[str, Any]], Any] = _core.database
-register_hooks: Callable[[Callable[[str], Hooks]], None] = _core.register_hooks
+from .storage import database, operation, register_hooks
 
 STORE = "_audit"
 SPEC = {"key": "seq", "indexes": {"timestamp": {"path": "timestamp", "unique": False,

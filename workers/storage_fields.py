@@ -21,8 +21,6 @@ from array import array
 from dataclasses import dataclass
 from typing import Any, cast
 
-from workerbridge.workers.storage import register_hooks
-
 from workerbridge._errors import InvalidInputError
 from workerbridge._fieldcrypt import (
     TAG_BYTES,
@@ -37,6 +35,8 @@ from workerbridge._fieldcrypt import (
 )
 from workerbridge._query import Node, unparse
 from workerbridge._txn import Hooks
+
+from .storage import register_hooks
 
 KEY_BYTES = 32
 NO_KEY = ("no encryption key is set for this database: call "

@@ -21,8 +21,6 @@ import secrets
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from workerbridge.workers.storage import _native, database, operation, register_hooks
-
 from workerbridge._errors import InvalidFilterError, InvalidInputError
 from workerbridge._hlc import (
     HLC,
@@ -51,6 +49,8 @@ from workerbridge._txn import (
     _candidates,
     _scan,
 )
+
+from .storage import _native, database, operation, register_hooks
 
 Decider = Callable[[Any, Any], Verdict]  # (key, stored _v) -> what to do
 
@@ -178,7 +178,7 @@ def _bases(value: Any) -> dict[Any, VectorClock]:
     return bases
 
 
-@operation("sync_update")  # type: ignore[untyped-decorator]  # workers.* is Any to mypy
+@operation("sync_update")
 def update_synced(payload: dict[str, Any], sink: Sink) -> None:
     """The page's ``update``, stamped by its tab. {"n": records written, "resolved":
     [[key, "update" | "stored", reason]], "conflicts": [{"k", "value", "v"}],

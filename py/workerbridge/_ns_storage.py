@@ -226,13 +226,20 @@ class StorageCore(_Namespace):
         """Merge ``data``'s fields into every record matching ``filter`` (one
         transaction); the number of records updated."""
         with self._measure("update", collection):
-            coll, _ = self._key(collection)
+            coll, key = self._key(collection)
             validate_filter(filter)
             patch = check_fields(data)
             self._check_query(coll, filter)
             self._check_write(coll, patch)
-            return int(await self._send("update", {"collection": coll, "filter": filter,
-                                                   "data": patch}, True))
+            if key in patch:
+                raise InvalidInputError(f"an update cannot change a record's key ({key!r})")
+            return await self._send_update(coll, key, filter, patch)
+
+    async def _send_update(self, coll: str, key: str, filter: Any,
+                           patch: dict[str, Any]) -> int:
+        """Send a checked update; the number of records updated (sync stamps it)."""
+        return int(await self._send("update", {"collection": coll, "filter": filter,
+                                               "data": patch}, True))
 
     async def delete(self, collection: str, filter: Any) -> int:
         """Delete every record matching ``filter`` ({} deletes all); the number deleted."""

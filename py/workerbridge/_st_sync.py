@@ -249,39 +249,31 @@ class SyncAPI(_Base):
         if isinstance(data, Mapping) and VERSION_FIELD in data:
             raise InvalidInputError(f"the field {VERSION_FIELD!r} is reserved for versions")
 
-    async def update(self, collection: str, filter: Any, data: dict[str, Any]) -> int:
-        """Merge ``data``'s fields into every record matching ``filter`` (one
-        transaction); the number of records updated. A record another tab changed
-        concurrently resolves by the collection's conflict strategy (see
+    async def _send_update(self, coll: str, key: str, filter: Any,
+                           patch: dict[str, Any]) -> int:
+        """``update``, stamped with this tab's HLC when it is made. A record another tab
+        changed concurrently resolves by the collection's conflict strategy (see
         ``set_conflict_strategy``); a resolved conflict emits "conflict-resolved"."""
-        with self._measure("update", collection):
-            coll, key = self._key(collection)
-            validate_filter(filter)
-            patch = check_fields(data)
-            self._check_query(coll, filter)
-            self._check_write(coll, patch)
-            if key in patch:
-                raise InvalidInputError(f"an update cannot change a record's key ({key!r})")
-            self._listen()
-            sync = self._sync()
-            database = self._s.database
-            assert database is not None
-            strategy = self._strategies().get(coll, "lww")
-            stamp = sync.hlc.now()
-            # What this tab had seen when the update was made (a merge needs it later).
-            known = _relevant(sync.known.get((database, coll), {}), filter, key) \
-                if strategy != "lww" else {}
-            out = await self._send("sync_update", {
-                "collection": coll, "filter": filter, "data": patch, "hlc": stamp.encode(),
-                "base": [[k, v.to_dict()] for k, v in known.values()]}, True)
-            n = int(out["n"])
-            self._learned(database, coll, out)
-            for k, winner, reason in out["resolved"]:
-                self._resolved(coll, k, strategy, winner, reason)
-            for conflict in out["conflicts"]:
-                base = known.get(key_of(conflict["k"]), (None, VectorClock()))[1]
-                n += await self._merge(coll, key, strategy, conflict, patch, stamp, base)
-            return n
+        self._listen()
+        sync = self._sync()
+        database = self._s.database
+        assert database is not None
+        strategy = self._strategies().get(coll, "lww")
+        stamp = sync.hlc.now()
+        # What this tab had seen when the update was made (a merge needs it later).
+        known = _relevant(sync.known.get((database, coll), {}), filter, key) \
+            if strategy != "lww" else {}
+        out = await self._send("sync_update", {
+            "collection": coll, "filter": filter, "data": patch, "hlc": stamp.encode(),
+            "base": [[k, v.to_dict()] for k, v in known.values()]}, True)
+        n = int(out["n"])
+        self._learned(database, coll, out)
+        for k, winner, reason in out["resolved"]:
+            self._resolved(coll, k, strategy, winner, reason)
+        for conflict in out["conflicts"]:
+            base = known.get(key_of(conflict["k"]), (None, VectorClock()))[1]
+            n += await self._merge(coll, key, strategy, conflict, patch, stamp, base)
+        return n
 
     def _learned(self, database: str, collection: str, out: dict[str, Any]) -> None:
         sync = self._sync()
