@@ -207,6 +207,37 @@ def test_connection_stats_cancel_all_and_destroy():
     run(main())
 
 
+def test_a_request_to_an_idle_worker_is_sent_promptly():
+    """Only a request to a worker with nothing in flight asks to leave before the turn
+    ends; those that follow it are left to be batched. A cancel is always prompt."""
+    class Recording(LoopbackTransport):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            self.hints: list[tuple[str, bool]] = []
+
+        def send(self, message: dict[str, Any], transfer: Any, prompt: bool = False) -> None:
+            self.hints.append((message["kind"], prompt))
+            super().send(message, transfer, prompt)
+
+    async def main() -> None:
+        conn_box: list[Connection] = []
+        transport = Recording(lambda raw: conn_box[0].handle_message(raw))
+        conn = Connection(transport)
+        conn_box.append(conn)
+        assert await conn.request("system", "echo", 1) == 1
+        together = [asyncio.ensure_future(conn.request("system", "echo", i)) for i in range(3)]
+        assert await asyncio.gather(*together) == [0, 1, 2]
+        slow = asyncio.ensure_future(conn.request("hosttest", "sleep", {"seconds": 5}))
+        await asyncio.sleep(0.01)
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        assert transport.hints == [("request", True), ("request", True), ("request", False),
+                                   ("request", False), ("request", True), ("cancel", True)]
+
+    run(main())
+
+
 def test_worker_answers_malformed_and_misdirected_envelopes():
     posted: list[dict[str, Any]] = []
     from workerbridge._runtime import Runtime

@@ -75,6 +75,8 @@ _dumps = _make_dumps()
 # envelopes posted during one JS task are held until a microtask at its end — after the
 # running Python code returns, before the browser does anything else — and leave as one
 # message: the envelope itself when alone, else one BATCH envelope (_envelope.batch_text).
+# A prompt envelope (for a side with nothing else in hand: nothing to batch it with) leaves
+# at once when nothing is held, so the other side starts on it while this one ends its turn.
 _BATCHER_JS = """
 return (target) => {
   const HEAD = '{"v":VERSION,"kind":"batch","messages":[';
@@ -86,8 +88,11 @@ return (target) => {
     target.postMessage(texts.length === 1 ? texts[0] : HEAD + texts.join(",") + "]}");
   };
   return {
-    text(t) {
-      if (!held.length) queueMicrotask(flush);
+    text(t, prompt) {
+      if (!held.length) {
+        if (prompt) return target.postMessage(t);
+        queueMicrotask(flush);
+      }
       held.push(t);
     },
     flush,
@@ -106,7 +111,9 @@ class Batcher:
         self._js = js.Function.new(_BATCHER_JS)()(target)
         self._text = self._js.text
 
-    def send(self, message: dict[str, Any], transfer: list[Any]) -> None:
+    def send(self, message: dict[str, Any], transfer: list[Any], prompt: bool = False) -> None:
+        """``prompt``: post now rather than at the end of this JS task, unless envelopes
+        are held already (they go first, together, to keep the order)."""
         if not transfer:
             try:
                 text = _dumps(message)
@@ -115,7 +122,7 @@ class Batcher:
             except RecursionError:
                 raise InvalidInputError("the payload refers to itself (a cycle)") from None
             else:
-                self._text(text)
+                self._text(text, prompt)
                 return
         self._js.flush()
         wire = to_wire(message, transfer)

@@ -33,7 +33,7 @@ class LoopbackTransport:
         if self.alive:
             self._loop.call_soon(self._on_message, dict(message))
 
-    def send(self, message: dict[str, Any], transfer: Sequence[Any]) -> None:
+    def send(self, message: dict[str, Any], transfer: Sequence[Any], prompt: bool = False) -> None:
         if not self.alive:
             raise RuntimeError("the loopback transport was terminated")
         self.sent += 1

@@ -119,8 +119,8 @@ class WorkerTransport:
     def set_control(self, buffer: Any) -> None:
         self.control = js.Int32Array.new(buffer) if buffer is not None else None
 
-    def send(self, message: dict[str, Any], transfer: Sequence[Any]) -> None:
-        self._batcher.send(message, list(transfer))
+    def send(self, message: dict[str, Any], transfer: Sequence[Any], prompt: bool = False) -> None:
+        self._batcher.send(message, list(transfer), prompt)
 
     def interrupt(self, request_id: int) -> None:
         if self.control is not None:

@@ -122,8 +122,10 @@ class Transport(Protocol):
         """True when SharedArrayBuffers reach the other side (progress/cancel without messages)."""
         ...
 
-    def send(self, message: dict[str, Any], transfer: Sequence[Any]) -> None:
-        """Post one wire message, moving the objects in ``transfer`` instead of copying them."""
+    def send(self, message: dict[str, Any], transfer: Sequence[Any], prompt: bool = False) -> None:
+        """Post one wire message, moving the objects in ``transfer`` instead of copying them.
+        ``prompt``: the other side has nothing else in hand, so post now rather than batch
+        it with what else this turn sends (a hint; either way the order is kept)."""
         ...
 
     def interrupt(self, request_id: int) -> None:
@@ -228,7 +230,7 @@ class Connection:
         message = request_wire(rid, channel, op, payload, priority, timeout, correlation,
                                progress_field, cancel.buffer if cancel is not None else None)
         try:
-            self.transport.send(message, transfer)
+            self.transport.send(message, transfer, not self._in_flight)
         except BaseException:
             self._pending.pop(rid, None)
             for cleanup in entry.cleanups:
@@ -299,7 +301,7 @@ class Connection:
         self._cancel_sent.setdefault(rid, self._clock())
         self.transport.interrupt(rid)
         try:
-            self.transport.send(encode(Cancel(rid)), ())
+            self.transport.send(encode(Cancel(rid)), (), True)
         except Exception:
             log.debug("could not send CANCEL for %d", rid, exc_info=True)
 

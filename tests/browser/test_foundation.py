@@ -286,6 +286,39 @@ def test_missing_worker_script_raises_worker_crashed(bridge: Harness):
     assert "could boot" in info.value.message
 
 
+def test_a_request_to_an_idle_worker_leaves_at_once_and_the_rest_of_its_turn_together(
+        bridge: Harness):
+    out = bridge.py("""
+        assert no_pending(B)
+        sent = js.Function.new("w", '''
+            const log = [];
+            const post = w.postMessage;
+            w.postMessage = function (m) {
+                log.push(typeof m === "string" ? JSON.parse(m) : null);
+                return post.apply(this, arguments);
+            };
+            log.restore = () => { delete w.postMessage; };
+            return log;''')(B.pool._slots[0].transport.worker)
+        try:
+            first = B.pool.submit("system", "echo", 1)
+            at_once = sent.length
+            rest = [B.pool.submit("system", "echo", i) for i in (2, 3)]
+            still = sent.length
+            results = [await first] + [await f for f in rest]
+        finally:
+            sent.restore()
+        messages = [m.to_py() for m in list(sent)[:2]]
+        {"at_once": at_once, "still": still, "results": results,
+         "first": [messages[0]["kind"], messages[0]["payload"]],
+         "second": [messages[1]["kind"], [m["payload"] for m in messages[1]["messages"]]]}
+    """)
+    assert out["results"] == [1, 2, 3]
+    assert out["at_once"] == 1, "a request to an idle worker waited for the turn to end"
+    assert out["still"] == 1, "requests behind it were not held for one message"
+    assert out["first"] == ["request", 1]
+    assert out["second"] == ["batch", [2, 3]]
+
+
 def test_malformed_envelopes_posted_straight_to_a_worker(bridge: Harness):
     replies = bridge.js("""async () => {
         const w = new Worker("./dist/workerbridge/worker.mjs", { type: "module" });
