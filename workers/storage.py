@@ -159,7 +159,9 @@ class _Database:
         program = build(tx)
         stores = list(dict.fromkeys(collections))
         if write and hooks is not None:
-            stores += [s for s in hooks.scope(stores) if s not in stores]
+            extra = [s for s in hooks.scope(stores) if s not in stores]
+            require_stores(db, extra, doing)
+            stores += extra
             program = hooked(tx, program)
         value, scanned = await run(db, stores, "readwrite" if write else "readonly",
                                    program, doing)
@@ -188,6 +190,16 @@ class _Database:
 
     def stores_spec(self, spec: dict[str, Any]) -> dict[str, Any]:
         return {"stores": {**self.hooks.internal_stores, **spec["stores"]}}
+
+
+def require_stores(db: Database, stores: list[str], doing: str) -> None:
+    """Refuse, before anything runs, a call that needs a feature's store the database was
+    made without (define() adds it at the next version; opening at the same one cannot)."""
+    for store in stores:
+        if store not in db.stores:
+            raise StorageError(f"{doing}: database {db.name[:60]!r} was made without the "
+                               f"{store!r} store an enabled feature keeps; define() it "
+                               "again with a higher version to add it")
 
 
 async def _by_collection(

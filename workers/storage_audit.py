@@ -28,7 +28,7 @@ from workerbridge._idb import run
 from workerbridge._serial import Sink
 from workerbridge._txn import Batch, Change, Final, Hooks, Program
 
-from .storage import database, operation, register_hooks
+from .storage import database, operation, register_hooks, require_stores
 
 STORE = "_audit"
 SPEC = {"key": "seq", "indexes": {"timestamp": {"path": "timestamp", "unique": False,
@@ -127,6 +127,7 @@ def verify(payload: dict[str, Any], sink: Sink) -> None:
     async def job() -> dict[str, Any]:
         hooks = _hooks(entry)
         db = await entry.connection()
+        require_stores(db, [STORE], "verify_audit_log")
         records, _ = await run(db, [STORE], "readonly", _all(None, None), "verify_audit_log")
         anchors = sorted({h for h in (*heads, hooks.head) if h is not None},
                          key=lambda h: h.seq)
@@ -159,6 +160,7 @@ def query_logs(payload: dict[str, Any], sink: Sink) -> None:
 
     async def job() -> list[dict[str, Any]]:
         db = await entry.connection()
+        require_stores(db, [STORE], "query_audit_logs")
         index, key_range = (None, None) if bounds is None else ("timestamp", _range(*bounds))
         records, _ = await run(db, [STORE], "readonly", _all(index, key_range),
                                "query_audit_logs")

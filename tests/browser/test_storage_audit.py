@@ -351,3 +351,41 @@ def test_readme_example_runs(au: Harness):
     report, updates = got
     assert report["ok"] and report["checked"] == 1 and report["head"]["seq"] == 1
     assert updates == []
+
+
+def test_a_database_made_without_the_audit_store_says_so_until_its_version_is_raised(
+        au: Harness):
+    # The same collections at the same version, made by other code: define() opens it
+    # as it is, and the audit log's store can only come with an upgrade.
+    out = au.py("""
+        _legacy = js.Function.new("db", '''return new Promise((res, rej) => {
+            const r = indexedDB.open(db, 1);
+            r.onupgradeneeded = () => {
+              const d = r.result;
+              d.createObjectStore("users", { keyPath: "id" }).createIndex("age", "age");
+              d.createObjectStore("notes", { keyPath: "n" });
+            };
+            r.onerror = () => rej(r.error);
+            r.onsuccess = () => { r.result.close(); res(true); };
+          });''')
+        name = "legacy-" + uuid.uuid4().hex
+        await _legacy(name)
+        await S.define(name, 1, COLLS)
+        await S.create("users", {"id": "u0", "age": 1})
+        await S.enable_audit_log("bob")
+        refused = [await failure(S.create("users", {"id": "u1", "age": 2})),
+                   await failure(S.verify_audit_log()),
+                   await failure(S.query_audit_logs())]
+        kept = [await S.get("users", "u0"), await S.get("users", "u1")]
+        await S.define(name, 2, COLLS)
+        await S.create("users", {"id": "u2", "age": 3})
+        report = await S.verify_audit_log()
+        await S.disable_audit_log()
+        {"refused": refused, "kept": kept, "audit": brief(await raw_audit(name)),
+         "ok": report["ok"]}
+    """)
+    for kind, message in out["refused"]:
+        assert kind == "StorageError"
+        assert "'_audit'" in message and "higher version" in message
+    assert out["kept"] == [{"id": "u0", "age": 1}, None]
+    assert out["audit"] == [["create", "users", "u2", "bob"]] and out["ok"]
