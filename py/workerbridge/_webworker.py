@@ -23,6 +23,8 @@ _compiled: dict[str, Any] = {}
 # What a READY may carry for the workers booted after it (removed from ready_info).
 _HANDED_ON = ("wasm_module", "snapshot_blob", "snapshot_key")
 
+_pass_data: Any = js.Function.new("receive", "return (event) => receive(event.data);")
+
 
 def _adopt(script_url: str, options: dict[str, Any]) -> tuple[Any, list[Any]] | None:
     """The worker ``preboot.mjs`` started at navigation, with the events it sent so far,
@@ -104,10 +106,14 @@ class WorkerTransport:
             self.worker.postMessage(to_js({"workerbridge_boot": kit},
                                           dict_converter=js.Object.fromEntries))
         self._batcher = Batcher(self.worker)
+        self._proxies = [create_proxy(f)
+                         for f in (self._message, self._error, self._messageerror)]
+        on_data, on_error, on_messageerror = self._proxies
         self._listeners = [
-            ("message", create_proxy(self._message)),
-            ("error", create_proxy(self._error)),
-            ("messageerror", create_proxy(self._messageerror)),
+            # The message's data, not the event, crosses into Python: one object less.
+            ("message", _pass_data(on_data)),
+            ("error", on_error),
+            ("messageerror", on_messageerror),
         ]
         for event, proxy in self._listeners:
             self.worker.addEventListener(event, proxy)
@@ -127,8 +133,7 @@ class WorkerTransport:
             js.Atomics.store(self.control, TARGET_SLOT, request_id)
             js.Atomics.store(self.control, 0, INTERRUPT)
 
-    def _message(self, event: Any) -> None:
-        data = event.data
+    def _message(self, data: Any) -> None:
         raw = envelope_from_js(data)
         # JSON text is plain Python already; only structured messages hold JS values.
         if not isinstance(data, str) and isinstance(raw, dict) \
@@ -142,7 +147,7 @@ class WorkerTransport:
 
     def _replay(self, held: list[Any]) -> None:
         """What a prebooted worker sent before it was adopted (its READY, most likely)."""
-        handlers = {"message": self._message, "error": self._error,
+        handlers = {"message": lambda event: self._message(event.data), "error": self._error,
                     "messageerror": self._messageerror}
         for event in held:
             if not self.alive:
@@ -172,7 +177,8 @@ class WorkerTransport:
         self.alive = False
         self._batcher.close()
         self.worker.terminate()
-        for event, proxy in self._listeners:
-            self.worker.removeEventListener(event, proxy)
+        for event, listener in self._listeners:
+            self.worker.removeEventListener(event, listener)
+        for proxy in self._proxies:
             proxy.destroy()
-        self._listeners = []
+        self._listeners = self._proxies = []
