@@ -251,3 +251,32 @@ def test_worker_answers_malformed_and_misdirected_envelopes():
     assert codes == [("error", "protocol", None), ("error", "protocol", None),
                      ("error", "version", None), ("error", "version", 4),
                      ("error", "protocol", 2), ("error", "unknown_op", 5)]
+
+
+def test_every_request_is_answered_once_however_its_handler_ends():
+    """The handler's own task posts its outcome; one cancelled before its first step (a
+    CANCEL in the same turn as its REQUEST) is answered for it."""
+    from workerbridge._runtime import Runtime
+
+    async def main() -> list[tuple[str, int, Any]]:
+        posted: list[dict[str, Any]] = []
+        rt = Runtime(lambda m, t: posted.append(m))
+
+        def request(rid: int, channel: str, op: str, payload: Any) -> dict[str, Any]:
+            return {"v": 1, "kind": "request", "id": rid, "channel": channel, "op": op,
+                    "payload": payload}
+
+        rt.handle(request(1, "system", "echo", "done"))
+        rt.handle(request(2, "hosttest", "leaky", {"secret": "s3cret"}))
+        rt.handle(request(3, "hosttest", "sleep", {"seconds": 5}))
+        rt.handle(request(4, "hosttest", "sleep", {"seconds": 5}))
+        rt.handle({"v": 1, "kind": "cancel", "id": 4})  # before its first step on 3.11
+        await asyncio.sleep(0.05)
+        rt.handle({"v": 1, "kind": "cancel", "id": 3})  # while it awaits
+        await asyncio.sleep(0.05)
+        assert not rt._active and rt.served == 4 and rt.cancelled == 2
+        return sorted((m["kind"], m["id"], m.get("payload", m.get("code")))
+                      for m in posted)
+
+    assert run(main()) == [("error", 2, "remote"), ("error", 3, "cancelled"),
+                           ("error", 4, "cancelled"), ("response", 1, "done")]

@@ -28,6 +28,7 @@ from workerbridge._errors import (
     UnconfiguredError,
     WorkerBridgeError,
 )
+from workerbridge._futures import PromptFuture
 from workerbridge._idb import Database, from_js, open_database, run
 from workerbridge._query import Node, check_sort, unparse, validate_filter
 from workerbridge._runtime import Context, handler
@@ -233,7 +234,7 @@ def operation(name: str) -> Callable[[Start], Start]:
         _STARTS[name] = start
 
         async def serve(ctx: Context, payload: dict[str, Any]) -> Any:
-            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            future: asyncio.Future[Any] = PromptFuture()
             start(payload, lambda result, error: _settle(future, result, error))
             return await future
 

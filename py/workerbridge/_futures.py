@@ -15,6 +15,7 @@ falls back to ``loop.call_soon``. Callbacks keep their order; each runs once.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import weakref
 from asyncio import futures
 from collections import deque
@@ -135,3 +136,56 @@ def settle(future: asyncio.Future[Any], result: Any, error: BaseException | None
         future.set_exception(error)
     else:
         future.set_result(result)
+
+
+# --- JS promises -----------------------------------------------------------------------------
+
+class JsRejection(Exception):
+    """A JS promise's rejection; ``message`` is the JS error's message."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+_THEN_JS = """
+return (settle) => (key, fn, ...args) => {
+  let promise;
+  try {
+    promise = Promise.resolve(fn(...args));
+  } catch (error) {
+    promise = Promise.reject(error);
+  }
+  promise.then(
+    (value) => settle(key, true, value),
+    (error) => settle(key, false, String((error && error.message) || error)));
+};
+"""
+_watch: Any = None
+_waiting: dict[int, asyncio.Future[Any]] = {}
+_keys = itertools.count()
+
+
+def _settled(key: int, ok: bool, value: Any) -> None:
+    future = _waiting.pop(key, None)
+    if future is not None:
+        with delivering():
+            settle(future, value if ok else None, None if ok else JsRejection(str(value)))
+
+
+def call_js(fn: Any, *args: Any) -> asyncio.Future[Any]:
+    """A future of what the JS function ``fn(*args)`` returns or resolves to (browser
+    only). A promise from a JS call made in Python wakes its awaiting task a turn of the
+    event loop after it settles; this future wakes it in the promise's own reaction, and
+    the promise never crosses into Python. A throw or rejection raises ``JsRejection``."""
+    global _watch
+    if _watch is None:
+        import js
+        from pyodide.ffi import create_proxy
+
+        _watch = js.Function.new(_THEN_JS)()(create_proxy(_settled))
+    future = PromptFuture()
+    key = next(_keys)
+    _waiting[key] = future
+    _watch(key, fn, *args)
+    return future

@@ -34,6 +34,7 @@ from ._errors import (
     StorageQuotaError,
     WorkerBridgeError,
 )
+from ._futures import JsRejection, call_js
 from ._plan import IndexSpec
 from ._txn import Final, Program, StoreInfo
 
@@ -143,8 +144,9 @@ function request(tx, r) {
 
 // One transaction: issue `batch`; each time a batch has succeeded, ask `step` (a
 // synchronous Python callback, or null) for the next one and issue it at once, from
-// IndexedDB's success callback, while the transaction is active. Resolves on
-// `complete` only; rejects on `abort` with the DOMException's name.
+// IndexedDB's success callback, while the transaction is active. Resolves on `complete`
+// (a read-only one as soon as its last batch has succeeded: nothing it read can be undone);
+// rejects on `abort` with the DOMException's name.
 function run(conn, stores, mode, batch, step) {
   return new Promise((resolve, reject) => {
     let tx;
@@ -174,7 +176,11 @@ function run(conn, stores, mode, batch, step) {
       let pending = reqs.length;
       const done = () => {
         const packed = pack(out);
-        if (!step) { last = packed; return; }
+        if (!step) {
+          last = packed;
+          if (mode === "readonly") resolve({ results: last, scanned });
+          return;
+        }
         let next;
         try { next = step(packed); } catch (err) { stop({ name: "StepFailed" }); return; }
         if (next !== undefined && next !== null) issue(next);
@@ -509,8 +515,9 @@ async def run(db: Database, stores: Sequence[str], mode: str, program: Program,
     if db.closed:
         raise _closed_error(db)
     try:
-        out = await _js().run(db.handle, to_js(list(stores)), mode, to_js_batch(first), step)
-    except JsException as exc:
+        out = await call_js(_js().run, db.handle, to_js(list(stores)), mode,
+                            to_js_batch(first), step)
+    except (JsException, JsRejection) as exc:
         if box.error is not None:
             raise box.error from None
         raise storage_error(_error_name(exc), doing) from None

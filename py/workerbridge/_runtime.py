@@ -241,14 +241,30 @@ class Runtime:
         # The first step runs inside _eager_task: state.task is still None meanwhile.
         self._starting = req.id
         try:
-            task = self._eager_task(fn(ctx, payload))
+            task = self._eager_task(self._run(req.id, ctx, fn, payload))
         finally:
             self._starting = None
         state.task = task
-        if task.done():
-            self._finish(req.id, ctx, task)
+        if not task.done() and sys.version_info < (3, 12):  # a task that may never start
+            task.add_done_callback(lambda _: self._unstarted(req.id, ctx, state))
+
+    async def _run(self, rid: int, ctx: Context, fn: Handler, payload: Any) -> None:
+        """A handler's task, which posts the outcome itself: a done callback would post it
+        a turn of the event loop later."""
+        try:
+            result = await fn(ctx, payload)
+        except asyncio.CancelledError as exc:
+            self._finish(rid, ctx, None, exc)
+            raise
+        except Exception as exc:
+            self._finish(rid, ctx, None, exc)
         else:
-            task.add_done_callback(lambda t: self._finish(req.id, ctx, t))
+            self._finish(rid, ctx, result, None)
+
+    def _unstarted(self, rid: int, ctx: Context, state: _Active) -> None:
+        """A task cancelled before its first step never ran ``_run``: answer for it."""
+        if self._active.get(rid) is state:
+            self._finish(rid, ctx, None, asyncio.CancelledError())
 
     def _eager_task(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         """Start the handler now, so one that never awaits answers in the same turn."""
@@ -258,21 +274,16 @@ class Runtime:
             return asyncio.Task(coro, loop=self._loop, eager_start=True)  # type: ignore[arg-type]
         return self._loop.create_task(coro)  # type: ignore[arg-type]
 
-    def _finish(self, rid: int, ctx: Context, task: asyncio.Task[Any]) -> None:
+    def _finish(self, rid: int, ctx: Context, result: Any, exc: BaseException | None) -> None:
         self._active.pop(rid, None)
         self.served += 1
-        if task.cancelled():
-            self.cancelled += 1
-            self._error(rid, asyncio.CancelledError())
-            return
-        exc = task.exception()
         if exc is not None:
             if isinstance(exc, asyncio.CancelledError):
                 self.cancelled += 1
             self._error(rid, exc)
             return
         try:
-            self.post(response_wire(rid, task.result()), ctx._transfer)
+            self.post(response_wire(rid, result), ctx._transfer)
         except Exception as post_exc:
             self._error(rid, post_exc)
 

@@ -673,3 +673,21 @@ def test_quota_exceeded_is_a_storage_quota_error_and_writes_nothing(harness: Har
     (kind, message), before, after = failed
     assert kind == "StorageQuotaError" and "quota" in message
     assert before == after, "a refused transaction left records behind"
+
+
+def test_a_read_and_its_answer_take_no_extra_turn_of_the_workers_event_loop(st: Harness):
+    # The worker wakes the read's task when IndexedDB answers, and the handler's own task
+    # posts the result: no step waits for the event loop to come round again.
+    out = st.py("""
+        F = WorkerBridge(modules=["./faults.py"])
+        SF = F.storage
+        await fresh(s=SF)
+        await SF.create("users", {"id": 1, "age": 5})
+        await F.request("faults", "count_turns", {})
+        got = [await SF.get("users", 1) for _ in range(20)]
+        turns = await F.request("faults", "count_turns", {})
+        await F.close()
+        [got == [{"id": 1, "age": 5}] * 20, turns]
+    """)
+    assert out[0]
+    assert out[1] < 10, f"{out[1]} turns of the event loop for 20 reads"

@@ -93,3 +93,24 @@ async def wasm_heap(ctx: Context, payload: dict) -> int:
     import pyodide_js
 
     return int(pyodide_js._module.HEAP8.length)
+
+
+_turns = {"n": 0}
+
+
+@handler("faults", "count_turns")
+async def count_turns(ctx: Context, payload: dict) -> int:
+    """Start counting the callbacks this worker's event loop schedules (each is a trip
+    through the browser's scheduler); returns the count so far and resets it."""
+    loop = asyncio.get_running_loop()
+    if not hasattr(loop, "_counted_call_soon"):
+        plain = loop.call_soon
+
+        def counted(*args, **kwargs):
+            _turns["n"] += 1
+            return plain(*args, **kwargs)
+
+        loop._counted_call_soon = plain
+        loop.call_soon = counted
+    n, _turns["n"] = _turns["n"], 0
+    return n
