@@ -280,3 +280,34 @@ def test_every_request_is_answered_once_however_its_handler_ends():
 
     assert run(main()) == [("error", 2, "remote"), ("error", 3, "cancelled"),
                            ("error", 4, "cancelled"), ("response", 1, "done")]
+
+
+def test_an_interrupt_that_comes_before_its_request_cancels_it_on_arrival():
+    """Python may take an interrupt while the REQUEST it names still waits behind other
+    messages: that request is answered as cancelled when it arrives, and never runs."""
+    from workerbridge._runtime import CONTROL_SLOTS, INTERRUPT, TARGET_SLOT, Runtime
+    from workerbridge.shared import _LocalCells
+
+    ran: list[int] = []
+
+    @handler("hosttest", "record")
+    async def _record(ctx: Any, payload: int) -> int:
+        ran.append(payload)
+        return payload
+
+    async def main() -> list[tuple[str, int, Any]]:
+        posted: list[dict[str, Any]] = []
+        cells = _LocalCells(CONTROL_SLOTS)
+        rt = Runtime(lambda m, t: posted.append(m), control=cells, isolated=True)
+        cells.store(TARGET_SLOT, 7)
+        cells.store(0, INTERRUPT)
+        rt.on_interrupt()  # nothing with id 7 runs yet
+        for rid in (6, 7, 8):
+            rt.handle({"v": 1, "kind": "request", "id": rid, "channel": "hosttest",
+                       "op": "record", "payload": rid})
+        await asyncio.sleep(0.01)
+        assert rt.cancelled == 1 and rt.served == 3 and not rt._active
+        return sorted((m["id"], m["kind"], m.get("payload", m.get("code"))) for m in posted)
+
+    assert run(main()) == [(6, "response", 6), (7, "error", "cancelled"), (8, "response", 8)]
+    assert ran == [6, 8]

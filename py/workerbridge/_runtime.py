@@ -169,6 +169,9 @@ class Runtime:
         self.isolated = isolated
         self._convert = convert_payload
         self._active: dict[int, _Active] = {}
+        # An interrupt that came before its request: Python may run (and so take the
+        # interrupt) while the REQUEST still waits behind other messages.
+        self._interrupted_early: int | None = None
         self._starting: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.served = 0
@@ -223,6 +226,12 @@ class Runtime:
             return
         if req.id in self._active:
             self._error(req.id, DecodeError(f"request id {req.id} is already running"))
+            return
+        if req.id == self._interrupted_early:  # cancelled before it arrived: never run it
+            self._interrupted_early = None
+            self.served += 1
+            self.cancelled += 1
+            self._error(req.id, asyncio.CancelledError())
             return
         state = _Active()
         ctx = Context(req.id, req.channel, req.op, self.isolated, self, state)
@@ -299,13 +308,15 @@ class Runtime:
 
         The page writes the id it wants stopped into the control buffer before raising
         the interrupt. If that request is the one running Python right now, stop it here;
-        if it is suspended on an await, cancel its task; a stale id is ignored.
+        if it is suspended on an await, cancel its task; if it has not arrived yet (its
+        REQUEST waits behind other messages), it is answered as cancelled when it does.
         """
         if self.control is None:
             return
         target = self.control.load(TARGET_SLOT)
         state = self._active.get(target)
         if state is None:
+            self._interrupted_early = target  # unless it has finished already
             return
         state.cancelled = True
         if state.task is None:

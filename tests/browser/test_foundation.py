@@ -173,6 +173,29 @@ def test_cancelling_the_task_stops_the_worker_and_reuses_it(bridge: Harness):
     assert clean
 
 
+def test_a_cancel_that_overtakes_its_request_stops_it_before_it_runs(bridge: Harness):
+    # The worker is busy in Python when the page cancels a request still queued behind:
+    # the interrupt is taken before that request arrives, and must not be lost.
+    out = bridge.py("""
+        before = await settled_stats(FB)
+        busy = asyncio.ensure_future(FB.request("faults", "spin", {"seconds": 1.0}))
+        await asyncio.sleep(0.2)
+        buf = js.Uint8Array.new(512 * 1024 * 1024).buffer  # seconds of hashing
+        task = asyncio.ensure_future(FB.crypto.hash_file(buf))
+        await asyncio.sleep(0.05)
+        latency = await cancel_and_time(task)
+        spun = await busy
+        t1 = time.perf_counter()
+        stats = await settled_stats(FB)
+        [latency, spun > 0, time.perf_counter() - t1, stats["cancelled"] - before["cancelled"],
+         FB.stats().restarts, no_pending(FB)]
+    """)
+    latency, spun, after, cancelled, restarts, clean = out
+    assert latency < 0.05 and spun
+    assert after < 0.5, "the cancelled hash ran once the worker was free"
+    assert cancelled == 1 and restarts == 0 and clean
+
+
 def test_cancelling_a_one_shot_hash_frees_the_caller_and_the_worker(bridge: Harness):
     # 256 MB without progress goes to SubtleCrypto in one call, which cannot stop early:
     # the cancel must still release the caller at once and leave the worker serving.
