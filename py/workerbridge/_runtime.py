@@ -262,11 +262,11 @@ class Runtime:
         a turn of the event loop later."""
         try:
             result = await fn(ctx, payload)
-        except asyncio.CancelledError as exc:
-            self._finish(rid, ctx, None, exc)
-            raise
         except Exception as exc:
             self._finish(rid, ctx, None, exc)
+        except BaseException as exc:  # cancelled, or an interrupt: answered all the same
+            self._finish(rid, ctx, None, exc)
+            raise
         else:
             self._finish(rid, ctx, result, None)
 
