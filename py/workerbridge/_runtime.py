@@ -227,14 +227,12 @@ class Runtime:
         if req.id in self._active:
             self._error(req.id, DecodeError(f"request id {req.id} is already running"))
             return
-        if req.id == self._interrupted_early:  # cancelled before it arrived: never run it
-            self._interrupted_early = None
-            self.served += 1
-            self.cancelled += 1
-            self._error(req.id, asyncio.CancelledError())
-            return
         state = _Active()
         ctx = Context(req.id, req.channel, req.op, self.isolated, self, state)
+        if req.id == self._interrupted_early:  # cancelled before it arrived: never run it
+            self._interrupted_early = None
+            self._finish(req.id, ctx, None, asyncio.CancelledError())
+            return
         try:
             if req.progress is True:
                 ctx._progress_messages = True
