@@ -311,3 +311,13 @@ def test_an_interrupt_that_comes_before_its_request_cancels_it_on_arrival():
 
     assert run(main()) == [(6, "response", 6), (7, "error", "cancelled"), (8, "response", 8)]
     assert ran == [6, 8]
+
+
+def test_an_interrupt_taken_at_any_point_answers_the_request_once():
+    """The interrupt may land in the runtime's own code around a handler (as it starts, or
+    as its answer is posted): the request must still be answered, exactly once."""
+    from interrupt_points import check_every_point
+
+    tried, problems = run(check_every_point())
+    assert problems == [], "\n".join(problems)
+    assert tried > 50  # the request passes through that many traced points

@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any, TypeVar
 
 from ._envelope import (
@@ -172,7 +173,6 @@ class Runtime:
         # An interrupt that came before its request: Python may run (and so take the
         # interrupt) while the REQUEST still waits behind other messages.
         self._interrupted_early: int | None = None
-        self._starting: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.served = 0
         self.cancelled = 0
@@ -246,12 +246,10 @@ class Runtime:
             return
         self._active[req.id] = state
         # The first step runs inside _eager_task: state.task is still None meanwhile.
-        self._starting = req.id
-        try:
-            task = self._eager_task(self._run(req.id, ctx, fn, payload))
-        finally:
-            self._starting = None
+        task = self._eager_task(self._run(req.id, ctx, fn, payload))
         state.task = task
+        if state.cancelled and not task.done():  # interrupted while its task was made
+            task.cancel()
         if not task.done() and sys.version_info < (3, 12):  # a task that may never start
             task.add_done_callback(lambda _: self._unstarted(req.id, ctx, state))
 
@@ -259,7 +257,7 @@ class Runtime:
         """A handler's task, which posts the outcome itself: a done callback would post it
         a turn of the event loop later."""
         try:
-            result = await fn(ctx, payload)
+            result = await _call(ctx, fn, payload)
         except Exception as exc:
             self._finish(rid, ctx, None, exc)
         except BaseException as exc:  # cancelled, or an interrupt: answered all the same
@@ -301,13 +299,24 @@ class Runtime:
         return cells is not None and cells.load(0) == INTERRUPT \
             and cells.load(TARGET_SLOT) == rid
 
-    def on_interrupt(self, signum: int = 0, frame: object = None) -> None:
+    def on_interrupt(self, signum: int = 0, frame: FrameType | None = None) -> None:
         """SIGINT handler, fed by Pyodide's interrupt buffer.
 
         The page writes the id it wants stopped into the control buffer before raising
-        the interrupt. If that request is the one running Python right now, stop it here;
-        if it is suspended on an await, cancel its task; if it has not arrived yet (its
-        REQUEST waits behind other messages), it is answered as cancelled when it does.
+        the interrupt. If that request's handler is running Python right now, stop it
+        here; if it is suspended on an await, cancel its task; if it has not arrived yet
+        (its REQUEST waits behind other messages), it is answered as cancelled when it
+        does.
+
+        Python takes an interrupt at whatever call or loop check comes next, which may be
+        in this runtime's own code around the handler rather than in the handler. A
+        ``CancelledError`` raised there — as ``_run`` starts, or as it enters ``_finish``
+        to post the answer — escaped ``_run``'s ``try`` and ended the task with no answer
+        posted: the page's cancel was never acknowledged, and after its grace period the
+        pool replaced a healthy worker. So the error is raised only inside the handler's
+        own frames (below ``_call``, whose caller answers whatever it raises); anywhere
+        else the task is cancelled instead, which takes effect at its next await, and
+        ``_call`` checks the flag before the handler starts.
         """
         if self.control is None:
             return
@@ -317,17 +326,37 @@ class Runtime:
             self._interrupted_early = target  # unless it has finished already
             return
         state.cancelled = True
-        if state.task is None:
-            if self._starting == target:  # interrupted inside its first, eager step
+        task = state.task
+        if task is None:
+            # Its task is being made (_start): stop its handler if that is running its
+            # first, eager step; else _call or _start sees the flag.
+            if _inside_handler(frame if frame is not None else sys._getframe(1)):
                 raise asyncio.CancelledError()
             return
         try:
-            running = asyncio.current_task() is state.task
+            current = asyncio.current_task()
         except RuntimeError:  # no running loop: Python was not inside any task
-            running = False
-        if running:
+            current = None
+        if task is current and _inside_handler(frame if frame is not None
+                                               else sys._getframe(1)):
             raise asyncio.CancelledError()
-        state.task.cancel()
+        task.cancel()
+
+
+async def _call(ctx: Context, fn: Handler, payload: Any) -> Any:
+    """The frame every handler runs below: an interrupt raises only beneath it."""
+    if ctx._state.cancelled:  # interrupted before the handler started
+        raise asyncio.CancelledError()
+    return await fn(ctx, payload)
+
+
+def _inside_handler(frame: FrameType | None) -> bool:
+    """Whether ``frame`` runs beneath ``_call`` (in a handler, not in the runtime)."""
+    while frame is not None:
+        if frame.f_code is _call.__code__:
+            return True
+        frame = frame.f_back
+    return False
 
 
 @handler("system", "echo")

@@ -487,6 +487,12 @@ class WorkerPool(Supervisor):
         """Callers still waiting: queued, running or between retries."""
         return sum(1 for j in self._jobs if not j.done)
 
+    def unanswered_cancels(self) -> int:
+        """Requests cancelled by their callers that a worker has not yet let go of (0 once
+        every cancel has been answered; past ``cancel_grace`` the worker is replaced)."""
+        return sum(len(s.connection.overdue_cancels(0.0)) for s in self._slots
+                   if s.connection is not None)
+
     def stats(self) -> PoolStats:
         ready = [s for s in self._slots if s.state == "ready"]
         busy = sum(1 for s in ready if s.load)

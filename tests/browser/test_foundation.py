@@ -377,3 +377,19 @@ def test_malformed_envelopes_posted_straight_to_a_worker(bridge: Harness):
         ["error", "version", 5], ["error", "protocol", None], ["error", "protocol", 6],
         ["error", "unknown_op", 7], ["error", "protocol", 8], ["error", "invalid_type", 9]]
     assert replies["ok"] == ["response", 10, "a9993e364706816aba3e25717850c26c9cd0d89d"]
+
+
+def test_an_interrupt_taken_at_any_point_answers_the_request_once_in_pyodide(bridge: Harness):
+    """tests/interrupt_points.py on the page's own Pyodide, whose Python starts a handler
+    eagerly inside the runtime's dispatch: an interrupt taken as ``_run`` started, or as
+    it went to post the answer, ended the task with no answer."""
+    from pathlib import Path
+
+    source = (Path(__file__).parent.parent / "interrupt_points.py").read_text()
+    tried, problems = bridge.py(f"""
+        points = {{"__name__": "interrupt_points"}}
+        exec(compile({source!r}, "interrupt_points.py", "exec"), points)
+        list(await points["check_every_point"]())
+    """)
+    assert problems == [], "\n".join(problems)
+    assert tried > 50

@@ -114,3 +114,18 @@ async def count_turns(ctx: Context, payload: dict) -> int:
         loop.call_soon = counted
     n, _turns["n"] = _turns["n"], 0
     return n
+
+
+@handler("faults", "steps")
+async def steps(ctx: Context, payload: dict) -> int:
+    """Pure-Python work in small steps with a cancellation checkpoint between them (what a
+    well-behaved long handler does); returns the number of steps taken."""
+    total = payload["steps"]
+    ctx.set_total(total)
+    acc = 0
+    for i in range(total):
+        for j in range(2_000):
+            acc = (acc * 31 + j) % 1_000_003
+        ctx.progress(i + 1)
+        await ctx.checkpoint()
+    return total
