@@ -51,9 +51,15 @@ def test_encode_leaves_out_none_fields():
         ({}, "version", None),
         ({"v": 2, "kind": "request", "id": 9}, "version", 9),
         ({"v": "1", "kind": "request", "id": 9}, "version", 9),
-        ({"v": 1, "kind": "shout", "id": 1}, "protocol", None),
-        ({"v": 1, "kind": ["request"], "id": 1}, "protocol", None),
+        # Any message that names a usable id is answered under it, however malformed.
+        ({"v": 1, "kind": "shout", "id": 1}, "protocol", 1),
+        ({"v": 1, "kind": ["request"], "id": 1}, "protocol", 1),
         ({"v": 1, "kind": "batch", "messages": "x"}, "protocol", None),
+        ({"v": 1, "kind": "batch", "messages": "x", "id": 8}, "protocol", 8),
+        ({"v": True, "kind": "request", "id": 8, "channel": "a", "op": "b"}, "version", 8),
+        ({"v": 1.0, "kind": "request", "id": 8.0, "channel": "a", "op": "b"}, "version", 8),
+        ({"v": [1] * 10_000, "kind": "request", "id": 9}, "version", 9),
+        ({"v": 1, "kind": "error", "id": 0, "code": "x"}, "protocol", None),
         ({"v": 1, "kind": "request", "id": 0, "channel": "a", "op": "b"}, "protocol", None),
         ({"v": 1, "kind": "request", "id": 2**31, "channel": "a", "op": "b"}, "protocol", None),
         ({"v": 1, "kind": "request", "id": True, "channel": "a", "op": "b"}, "protocol", None),
@@ -86,3 +92,19 @@ def test_request_wire_matches_encode(env):
 
     assert request_wire(env.id, env.channel, env.op, env.payload, env.priority, env.timeout,
                         env.correlation, env.progress, env.cancel) == encode(env)
+
+
+@pytest.mark.parametrize(
+    ("text", "depth"),
+    [
+        ('{"v":1}', 0),  # few brackets: not counted at all
+        ("[" * 600 + "]" * 600, 513),  # counted until past the limit
+        ('{"a":"' + "[" * 600 + '"}', 1),  # brackets inside a string do not nest
+        ('{"a":"\\"' + "{" * 600 + '"}', 1),  # nor after an escaped quote
+        ('[{"k":[1]},' * 300 + "0" + "]" * 300, 302),
+    ],
+)
+def test_json_depth(text, depth):
+    from workerbridge._envelope import json_depth
+
+    assert json_depth(text) == depth

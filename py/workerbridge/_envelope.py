@@ -11,6 +11,7 @@ main thread's Pyodide and in every worker.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from enum import IntEnum, StrEnum
@@ -153,9 +154,38 @@ def split_batch(raw: object) -> list[object]:
     Members are decoded one by one, so one malformed member spoils only itself.
     """
     if (type(raw) is dict or isinstance(raw, Mapping)) and raw.get("kind") == "batch" \
-            and raw.get("v") == PROTOCOL_VERSION and isinstance(raw.get("messages"), list):
+            and raw.get("v") == PROTOCOL_VERSION and type(raw.get("v")) is int \
+            and isinstance(raw.get("messages"), list):
         return list(raw["messages"])
     return [raw]
+
+
+# Python's json parser recurses once per nesting level, and in Pyodide it runs out of the
+# WebAssembly stack before its recursion limit: JSON nested 2,000 deep ended the whole
+# interpreter here ("Maximum call stack size exceeded", then Pyodide's fatal error), 1,500
+# deep still parsed. A message may come from anywhere, so text that may nest deeper than
+# this is parsed by the browser instead, and its payload converted by from_wire, which
+# raises RecursionError at Python's limit.
+MAX_JSON_DEPTH = 512
+_JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def json_depth(text: str, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deep ``text`` nests, counted up to ``limit + 1`` (strings skipped)."""
+    if text.count("[") + text.count("{") <= limit:  # the usual case, at C speed
+        return 0
+    depth = deepest = 0
+    for match in _JSON_TOKENS.finditer(text):
+        token = match.group()
+        if token == "[" or token == "{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    break
+        elif token == "]" or token == "}":
+            depth -= 1
+    return deepest
 
 
 class DecodeError(ProtocolError):
@@ -167,16 +197,18 @@ class DecodeError(ProtocolError):
         self.code = code or ProtocolError.code
 
 
-def _id(raw: Mapping[str, Any], *, required: bool = True) -> int | None:
+def usable_id(raw: Mapping[str, Any]) -> int | None:
+    """The message's id if a request could have it (an integer in 1..MAX_ID), else None.
+
+    A message that is malformed in any other way is still answered under this id.
+    """
     value = raw.get("id")
-    if value is None and not required:
-        return None
     # bool is an int subclass; JS numbers arrive as int or float.
-    if isinstance(value, float) and value.is_integer():
+    if type(value) is float and value.is_integer():
         value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= MAX_ID:
-        raise DecodeError("envelope id must be an integer in 1..2**31-1")
-    return value
+    if type(value) is int and 0 < value <= MAX_ID:
+        return value
+    return None
 
 
 def _str(raw: Mapping[str, Any], key: str, request_id: int | None) -> str:
@@ -195,6 +227,15 @@ def _count(raw: Mapping[str, Any], key: str, request_id: int) -> int:
     return value
 
 
+def _short(value: Any) -> str:
+    """A received value for an error message, cut short: it may be anything, of any size."""
+    if value is None or type(value) in (bool, int, float):
+        return repr(value)
+    if type(value) is str:
+        return repr(value[:40]) + ("..." if len(value) > 40 else "")
+    return f"a {type(value).__name__}"  # no repr: it may be nested past the recursion limit
+
+
 _KINDS: Final = {k.value: k for k in Kind}  # a dict lookup is cheaper than Kind(...)
 _PRIORITIES: Final = {int(p): p for p in Priority}
 
@@ -203,28 +244,30 @@ def decode(raw: object) -> Envelope:
     """Validate a wire message and build its envelope; raise ``DecodeError`` if invalid."""
     if type(raw) is not dict and not isinstance(raw, Mapping):  # dict first: the hot path
         raise DecodeError("envelope must be an object")
+    rid = usable_id(raw)
     version = raw.get("v")
-    if version != PROTOCOL_VERSION:
-        rid = raw.get("id") if isinstance(raw.get("id"), int) else None
+    if version != PROTOCOL_VERSION or type(version) is not int:
         raise DecodeError(
-            f"unsupported protocol version {version!r} (this side speaks {PROTOCOL_VERSION})",
+            f"unsupported protocol version {_short(version)} "
+            f"(this side speaks {PROTOCOL_VERSION})",
             rid,
             VersionMismatchError.code,
         )
     name = raw.get("kind")
     kind = _KINDS.get(name) if type(name) is str else None
     if kind is None:
-        raise DecodeError("unknown envelope kind")
+        raise DecodeError("unknown envelope kind", rid)
     if kind is Kind.BATCH:
-        raise DecodeError("a batch must hold a list of envelopes")  # split_batch takes valid ones
+        # split_batch takes valid ones
+        raise DecodeError("a batch must hold a list of envelopes", rid)
     if kind is Kind.READY:
         return Ready(raw.get("payload"))
+    if rid is None and (kind is not Kind.ERROR or raw.get("id") is not None):
+        raise DecodeError("envelope id must be an integer in 1..2**31-1")
     if kind is Kind.ERROR:
-        rid = _id(raw, required=False)
         error_type = raw.get("error_type", "")
         return Error(rid, _str(raw, "code", rid), str(raw.get("message", "")),
                      error_type if isinstance(error_type, str) else "")
-    rid = _id(raw)
     assert rid is not None
     if kind is Kind.REQUEST:
         raw_priority = raw.get("priority", 1)

@@ -19,7 +19,7 @@ from typing import Any
 import js
 from pyodide.ffi import JsProxy, to_js
 
-from ._envelope import PROTOCOL_VERSION
+from ._envelope import MAX_JSON_DEPTH, PROTOCOL_VERSION, json_depth
 from ._errors import InvalidInputError
 
 _PLAIN = "[object Object]"
@@ -156,12 +156,27 @@ def from_wire(value: Any, *, buffers_to_bytes: bool) -> Any:
 
 
 def envelope_from_js(data: Any) -> Any:
-    """The top level of a received envelope as a dict (payloads converted separately)."""
+    """The top level of a received envelope as a dict (payloads converted separately).
+
+    Anything that is neither JSON text nor a plain object is returned as it is, for
+    ``decode()`` to refuse: a message may be anything, nested past any recursion limit.
+    """
     if isinstance(data, str):
-        try:
-            return json.loads(data)
-        except ValueError:
-            return data  # not an envelope; decode() says so
+        if json_depth(data) <= MAX_JSON_DEPTH:
+            try:
+                return json.loads(data)
+            except ValueError:
+                return data  # not an envelope; decode() says so
+        try:  # too deep for Python's parser: the top level from the browser's
+            data = js.JSON.parse(data)
+        except Exception:
+            return None
     if isinstance(data, JsProxy) and _tag(data) == _PLAIN:
-        return data.to_py(depth=1)
-    return data.to_py() if isinstance(data, JsProxy) else data
+        raw = data.to_py(depth=1)
+        members = raw.get("messages")
+        if raw.get("kind") == "batch" and isinstance(members, JsProxy) \
+                and _tag(members) == _ARRAY:  # a batch posted as an object: its members too
+            raw["messages"] = [m.to_py(depth=1) if isinstance(m, JsProxy) and _tag(m) == _PLAIN
+                               else m for m in members]
+        return raw
+    return data

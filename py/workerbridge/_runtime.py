@@ -21,7 +21,7 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, TypeVar
@@ -37,6 +37,7 @@ from ._envelope import (
     encode,
     response_wire,
     split_batch,
+    usable_id,
 )
 from ._errors import CancelledError, UnknownOperationError, WorkerBridgeError
 from .shared import POLL_INTERVAL, SharedCancellation, SharedProgress, _Cells
@@ -216,13 +217,15 @@ class Runtime:
                     state.task.cancel()
         else:
             message = f"a worker does not accept {type(env).__name__.upper()} envelopes"
-            rid = getattr(env, "id", None)
+            rid = usable_id(raw) if isinstance(raw, Mapping) else None
             self.post(encode(Error(rid, "protocol", message, "ProtocolError")), ())
 
     def _start(self, req: Request) -> None:
         fn = _REGISTRY.get((req.channel, req.op))
         if fn is None:
-            self._error(req.id, UnknownOperationError(f"no handler for {req.channel}.{req.op}"))
+            name = f"{req.channel}.{req.op}"
+            name = name if len(name) <= 80 else name[:77] + "..."  # names arrive from outside
+            self._error(req.id, UnknownOperationError(f"no handler for {name}"))
             return
         if req.id in self._active:
             self._error(req.id, DecodeError(f"request id {req.id} is already running"))

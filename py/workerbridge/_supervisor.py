@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from ._envelope import PROTOCOL_VERSION
 from ._errors import WorkerCrashedError
 from .protocol import Connection
 
@@ -98,6 +99,7 @@ class Supervisor:
             # An ERROR with no id is the worker speaking of itself: a failed boot, or
             # (code "crashed") a worker about to close itself.
             if isinstance(raw, dict) and raw.get("kind") == "error" and raw.get("id") is None \
+                    and raw.get("v") == PROTOCOL_VERSION \
                     and (slot.state == "booting" or raw.get("code") == "crashed"):
                 on_crash(str(raw.get("message", "the worker failed to boot")))
             elif slot.connection is not None and slot.transport is transport:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import js
-from pyodide.ffi import create_proxy, to_js
+from pyodide.ffi import JsProxy, create_proxy, to_js
 
 from ._errors import InvalidInputError
 from ._jsconv import Batcher, envelope_from_js, from_wire
 from ._runtime import INTERRUPT, TARGET_SLOT
+
+log = logging.getLogger("workerbridge")
 
 WORKER_SCRIPT = "workerbridge/worker.mjs"
 
@@ -84,6 +87,7 @@ class WorkerTransport:
         self._on_crash = on_crash
         self.control: Any = None
         self.alive = True
+        self._ready = False
         opts = js.Object.new()
         opts.type = "module"
         self._script = script_url
@@ -134,12 +138,21 @@ class WorkerTransport:
             js.Atomics.store(self.control, 0, INTERRUPT)
 
     def _message(self, data: Any) -> None:
+        """A message from the worker. Whatever it holds, nothing raises into the page: a
+        payload that cannot be converted drops the message, with a warning."""
         raw = envelope_from_js(data)
-        # JSON text is plain Python already; only structured messages hold JS values.
-        if not isinstance(data, str) and isinstance(raw, dict) \
-                and raw.get("kind") in ("response", "ready"):
-            raw["payload"] = from_wire(raw.get("payload"), buffers_to_bytes=True)
-            if raw["kind"] == "ready" and isinstance(raw["payload"], dict):
+        # JSON text is plain Python already (unless it nested too deep for Python's parser);
+        # structured messages hold JS values.
+        if isinstance(raw, dict) and raw.get("kind") in ("response", "ready") \
+                and (not isinstance(data, str) or isinstance(raw.get("payload"), JsProxy)):
+            try:
+                raw["payload"] = from_wire(raw.get("payload"), buffers_to_bytes=True)
+            except Exception as exc:  # nested past the recursion limit, or stranger
+                log.warning("dropping a message from the worker: its payload could not be "
+                            "read (%s)", type(exc).__name__)
+                return
+            if raw["kind"] == "ready" and isinstance(raw["payload"], dict) and not self._ready:
+                self._ready = True  # only the worker's first READY hands anything on
                 self._keep(raw["payload"])
                 if self.prebooted:
                     raw["payload"]["prebooted"] = True

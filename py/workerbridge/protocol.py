@@ -332,17 +332,16 @@ class Connection:
         try:
             env = decode(raw)
         except DecodeError as exc:
+            # Only a well-formed answer settles a call: a malformed message that names a
+            # pending id is not that call's answer, and must not settle it.
             log.warning("dropping a malformed message from the worker: %s", exc)
-            if exc.request_id is not None:
-                self._answered(exc.request_id)
-                self._reject(exc.request_id, exc)
             return
         if isinstance(env, Response):
             self._settle(env.id, env.payload)
             self._answered(env.id)  # after: on_settled sees the caller's slot freed
         elif isinstance(env, Error):
             if env.id is None:
-                log.warning("worker reported an error: %s (%s)", env.message, env.code)
+                log.warning("worker reported an error: %.200s (%.40s)", env.message, env.code)
                 return
             self._reject(env.id, error_from_code(env.code, env.message, env.error_type))
             self._answered(env.id)
