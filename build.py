@@ -5,6 +5,7 @@
     python3 build.py serve      build, then serve the demo at http://127.0.0.1:8000
     python3 build.py test       build, then run every test (host + real headless Chromium)
     python3 build.py bench      build, then run the benchmark; writes bench/results.json
+    python3 build.py chaos      build, then the chaos run alone (a section of the benchmark)
     python3 build.py check      ruff and mypy
 
 Works from a fresh machine with python3, node/npm and (for Chromium) apt.
@@ -239,13 +240,19 @@ def cmd_bench(args: list[str]) -> int:
     return subprocess.call([sys.executable, str(ROOT / "bench" / "run.py"), *args], cwd=ROOT)
 
 
+def cmd_chaos(args: list[str]) -> int:
+    """The chaos run alone (it is also a section of the benchmark)."""
+    return cmd_bench(["--only", "chaos", *args])
+
+
 def cmd_check(args: list[str]) -> int:
     rc = subprocess.call([sys.executable, "-m", "ruff", "check", "build.py", "py", "workers",
                           "tests", "bench"], cwd=ROOT)
     return rc | subprocess.call([sys.executable, "-m", "mypy"], cwd=ROOT)
 
 
-COMMANDS = {"serve": cmd_serve, "test": cmd_test, "bench": cmd_bench, "check": cmd_check}
+COMMANDS = {"serve": cmd_serve, "test": cmd_test, "bench": cmd_bench, "chaos": cmd_chaos,
+            "check": cmd_check}
 
 
 def main() -> int:

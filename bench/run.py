@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from boot import bench_boot, boot_rows, write_report  # noqa: E402
+from chaos import bench_chaos, chaos_rows  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 from storage_anchor import (  # noqa: E402
     READS,
@@ -505,6 +506,8 @@ def table(result: dict[str, Any]) -> str:
     ]
     if f.get("boot"):
         rows.extend(boot_rows(f["boot"]))
+    if f.get("chaos"):
+        rows.extend(chaos_rows(f["chaos"]))
     aes, par = f.get("aes_gcm"), f.get("parallel_hash")
     if aes:
         for op in ("encrypt", "decrypt"):
@@ -598,16 +601,18 @@ def bench_rest(origin: str, chromium: str) -> dict[str, Any]:
         rt["pyscript_worker_p50_ms"] = anchor["p50_ms"]
         rt["pyscript_worker_p99_ms"] = anchor["p99_ms"]
         rt["ratio_to_pyscript_p50"] = rt["bridge_p50_ms"] / anchor["p50_ms"]
+        figures["chaos"] = bench_chaos(context, origin)
         context.close()
     return figures
 
 
 def main() -> int:
-    """``--only boot`` runs just the boot section and merges it into the last results."""
+    """``--only boot`` (or ``chaos``) runs just that section and merges it into the last
+    results."""
     args = sys.argv[1:]
     only = args[args.index("--only") + 1] if "--only" in args else None
-    if only not in (None, "boot"):
-        sys.exit(f"bench: --only takes 'boot', not {only!r}")
+    if only not in (None, "boot", "chaos"):
+        sys.exit(f"bench: --only takes 'boot' or 'chaos', not {only!r}")
     bench_pages = ROOT / "bench" / "pages"
     server, origin = start_server(
         isolation=True, extra=(f"/bench={bench_pages}", f"/bench/dist={ROOT / 'dist'}",
@@ -618,19 +623,24 @@ def main() -> int:
                              check=False).stdout.split()[1:2] or ["?"]
     started = time.time()
     figures: dict[str, Any] = {}
-    if only == "boot":
+    if only is not None:
         figures = json.loads((ROOT / "bench" / "results.json").read_text())["figures"]
     with sync_playwright() as p:
         # Boot first, on an otherwise idle browser, in fresh (incognito) contexts.
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
-        figures["boot"] = bench_boot(browser, origin)
+        if only in (None, "boot"):
+            figures["boot"] = bench_boot(browser, origin)
+        if only == "chaos":
+            context = browser.new_context()
+            figures["chaos"] = bench_chaos(context, origin)
+            context.close()
         browser.close()
     if only is None:
         figures.update(bench_rest(origin, chromium))
     server.shutdown()
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started))
-    figures["boot"]["when"] = when
-    if only == "boot":  # the other figures keep the run they came from
+    figures[only or "boot"]["when"] = when
+    if only is not None:  # the other figures keep the run they came from
         last = json.loads((ROOT / "bench" / "results.json").read_text())
         when, started = last["when"], time.time() - last["seconds"]
     result = {

@@ -126,6 +126,15 @@ async def cancel_by_token(task, token):
 """
 
 
+# The pool a chaos run drives, and its driver (pages/chaos.py): test_chaos.py, bench/chaos.py.
+CHAOS_SETUP = """
+import js
+CHAOS = {"__name__": "chaos_driver"}
+exec(compile(await (await js.fetch("./chaos.py")).text(), "chaos.py", "exec"), CHAOS)
+CP = await CHAOS["chaos_pool"]()
+"""
+
+
 class PyError(AssertionError):
     def __init__(self, result: dict[str, Any]) -> None:
         super().__init__(f"{result['type']}: {result['message']}\n{result.get('traceback', '')}")

@@ -229,6 +229,15 @@ class WorkerPool(Supervisor):
             self._first_ready.set_exception(ShutdownError("the pool was terminated"))
             self._first_ready.exception()
 
+    def restart_worker(self, index: int, reason: str = "restarted by the page") -> bool:
+        """Terminate ready worker ``index`` now and boot a replacement (to recycle one that
+        grew large, say). Its calls fail with ``WorkerCrashedError``, which the pool's
+        ``RetryPolicy`` retries on another worker. False if that worker was not ready."""
+        if not 0 <= index < len(self._slots) or self._slots[index].state != "ready":
+            return False
+        self._lost(self._slots[index], reason)
+        return True
+
     # --- submitting ------------------------------------------------------------------------
 
     def submit(
