@@ -56,6 +56,7 @@ async def _one_run(at: int) -> tuple[bool, list[str]]:
         return tracer
 
     problems = []
+    undo = rt.watch_unraisable()  # as a worker does: a swallowed interrupt is re-armed
     sys.settrace(tracer)
     try:
         # What a worker's message listener calls: it must never raise (an exception
@@ -69,6 +70,7 @@ async def _one_run(at: int) -> tuple[bool, list[str]]:
             await asyncio.sleep(0)
     finally:
         sys.settrace(None)
+        undo()
     answers = [m for m in posted if m.get("id") == 5]
     if len(answers) != 1:
         problems.append(f"event {at}: {len(answers)} answers")

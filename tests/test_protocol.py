@@ -321,3 +321,50 @@ def test_an_interrupt_taken_at_any_point_answers_the_request_once():
     tried, problems = run(check_every_point())
     assert problems == [], "\n".join(problems)
     assert tried > 50  # the request passes through that many traced points
+
+
+class _Dropped:
+    def __del__(self) -> None:
+        pass  # the interrupt lands here, where Python can only report it as unraisable
+
+
+@handler("hosttest", "drops")
+async def _drops(ctx: Any, payload: Any) -> str:
+    _Dropped()  # destroyed at once: its __del__ runs inside this handler
+    return "done"
+
+
+def test_an_interrupt_python_swallows_is_raised_again():
+    """An interrupt taken inside a __del__ or weakref callback is swallowed by Python;
+    the runtime arms it again, so the handler still stops at Python's next check."""
+    import signal
+    import sys
+
+    from workerbridge._runtime import CONTROL_SLOTS, INTERRUPT, TARGET_SLOT, Runtime
+    from workerbridge.shared import _LocalCells
+
+    async def main() -> tuple[int, list[str]]:
+        posted: list[dict[str, Any]] = []
+        cells = _LocalCells(CONTROL_SLOTS)
+        rt = Runtime(lambda m, t: posted.append(m), control=cells, isolated=True)
+        undo = rt.watch_unraisable()
+
+        def tracer(frame: Any, event: str, arg: Any) -> Any:
+            if event == "call" and frame.f_code is _Dropped.__del__.__code__:
+                sys.settrace(None)
+                cells.store(0, 0)  # taken: Pyodide clears the word as it raises
+                rt.on_interrupt(signal.SIGINT, frame)
+            return None
+
+        cells.store(TARGET_SLOT, 9)
+        sys.settrace(tracer)
+        try:
+            rt.handle({"v": 1, "kind": "request", "id": 9, "channel": "hosttest",
+                       "op": "drops"})
+            await asyncio.sleep(0)
+        finally:
+            sys.settrace(None)
+            undo()
+        return cells.load(0), [m["kind"] for m in posted]
+
+    assert run(main()) == (INTERRUPT, ["response"])

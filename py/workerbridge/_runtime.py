@@ -334,7 +334,7 @@ class Runtime:
             # Its task is being made (_start): stop its handler if that is running its
             # first, eager step; else _call or _start sees the flag.
             if _inside_handler(frame if frame is not None else sys._getframe(1)):
-                raise asyncio.CancelledError()
+                raise Interrupted()
             return
         try:
             current = asyncio.current_task()
@@ -342,8 +342,37 @@ class Runtime:
             current = None
         if task is current and _inside_handler(frame if frame is not None
                                                else sys._getframe(1)):
-            raise asyncio.CancelledError()
+            raise Interrupted()
         task.cancel()
+
+    def watch_unraisable(self) -> Callable[[], None]:
+        """Re-arm an interrupt that Python swallowed; returns a function that undoes this.
+
+        Python may take the interrupt inside a weakref callback or a ``__del__`` that the
+        garbage collector runs in the middle of a handler (seen here in
+        ``WeakSet._remove``). An exception raised there cannot propagate: Python reports
+        it as unraisable and goes on, and a handler that never awaits would run on to the
+        pool's grace period. So the interrupt is raised again, at Python's next check.
+        """
+        previous = sys.unraisablehook
+
+        def hook(info: Any) -> None:
+            if isinstance(info.exc_value, Interrupted) and self.control is not None:
+                self.control.store(0, INTERRUPT)
+                return
+            previous(info)
+
+        sys.unraisablehook = hook
+
+        def undo() -> None:
+            sys.unraisablehook = previous
+
+        return undo
+
+
+class Interrupted(asyncio.CancelledError):
+    """What the interrupt raises in a running handler (a cancellation, recognisable when
+    Python swallows it)."""
 
 
 async def _call(ctx: Context, fn: Handler, payload: Any) -> Any:

@@ -60,6 +60,7 @@ def serve(control: Any, user_modules: Any, info: Any) -> Callable[[Any], None]:
     runtime = Runtime(post, control=cells, isolated=cells is not None,
                       convert_payload=lambda p: from_wire(p, buffers_to_bytes=False))
     signal.signal(signal.SIGINT, runtime.on_interrupt)
+    runtime.watch_unraisable()
     ready_info = info.to_py() if hasattr(info, "to_py") else dict(info or {})
     runtime.ready(**ready_info)
 

@@ -40,7 +40,9 @@ def noop(p):
     pass
 
 async def answered(limit=10.0):
-    # seconds until the worker has let go of every cancelled request
+    # Seconds until the worker has let go of every cancelled request. The bound only stops
+    # the wait: what fails a late answer is the pool itself, which replaces a worker that
+    # has not answered a cancel within its 2 s grace (restarts must stay 0).
     t0 = time.perf_counter()
     while CS.pool.unanswered_cancels() or CS.stats().in_flight:
         if time.perf_counter() - t0 > limit:

@@ -12,7 +12,7 @@ def test_chaos_every_call_settles_typed_with_its_own_answer(harness: Harness):
     harness.py(CHAOS_SETUP)
     report = harness.py("""
         r = await CHAOS["run_chaos"](CP, calls=600, concurrency=16, seed=5,
-                                     kill_every=(0.1, 0.4))
+                                     kill_every=(40, 80))
         await CP.pool.terminate()
         r
     """, timeout=300)

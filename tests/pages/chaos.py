@@ -63,10 +63,13 @@ def percentile(values, q):
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def run_chaos(pool, calls=5000, concurrency=32, seed=0, kill_every=(0.15, 0.6),
+async def run_chaos(pool, calls=5000, concurrency=32, seed=0, kill_every=(150, 350),
                     kills=KILLS):
     """Drive ``calls`` calls through ``pool`` (a WorkerBridge) while killing its workers.
 
+    A kill comes after every ``kill_every`` calls started (a random count in that range),
+    so how many there are does not depend on how fast this machine is; the kinds take
+    turns in a shuffled order, so each comes once in every four kills.
     Returns the report: calls, results, errors by type, pending, restarts, recovery times.
     """
     import workerbridge
@@ -139,11 +142,15 @@ async def run_chaos(pool, calls=5000, concurrency=32, seed=0, kill_every=(0.15, 
             report["kill_outcomes"][type(exc).__name__] += 1
 
     async def killer():
-        tasks = []
+        tasks, turns = [], []
+        at = rng.randint(*kill_every)
         while not done.is_set():
-            await asyncio.sleep(rng.uniform(*kill_every))
-            if not done.is_set():
-                tasks.append(asyncio.ensure_future(kill(rng.choice(kills))))
+            await asyncio.sleep(0.005)
+            if report["calls"] >= at and report["calls"] < calls:
+                at += rng.randint(*kill_every)
+                if not turns:
+                    turns = rng.sample(kills, len(kills))
+                tasks.append(asyncio.ensure_future(kill(turns.pop())))
         await asyncio.gather(*tasks)
 
     async def lane(counter):
