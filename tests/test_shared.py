@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from workerbridge import (
     ProgressInfo,
     SharedCancellation,
@@ -63,3 +65,19 @@ def test_make_request_is_a_valid_wire_request():
     wire = make_request(9, "crypto", "hash_file", {"a": 1}, priority=2, timeout=1.5,
                         correlation="c-1")
     assert decode(wire) == Request(9, "crypto", "hash_file", {"a": 1}, 2, 1.5, "c-1")
+
+
+def test_constructors_take_initial_values_positional_and_keyword():
+    from workerbridge import InvalidInputError, SharedCounter, SharedFlag, SharedProgress
+
+    assert SharedCounter(0).get() == 0 and SharedCounter(5).get() == 5
+    assert SharedCounter(initial=-7).get() == -7
+    assert SharedFlag(True).is_set() and SharedFlag(initial=True).is_set()
+    assert not SharedFlag().is_set() and not SharedFlag(False).is_set()
+    assert SharedProgress(100).get().total == 100
+    assert SharedProgress(total=8).get() == SharedProgress(8).get()
+    assert SharedProgress().get().total == 0
+    for bad in (lambda: SharedCounter(2**31), lambda: SharedCounter(1.5),
+                lambda: SharedProgress(-1), lambda: SharedProgress(True)):
+        with pytest.raises(InvalidInputError):
+            bad()

@@ -465,7 +465,15 @@ def test_check_op():
     assert check_op({"op": "read", "collection": "users", "filter": {"a": 1}, "limit": 2},
                     keys) == {"op": "read", "collection": "users", "filter": {"a": 1},
                               "sort": None, "limit": 2, "offset": 0}
+    # The seed's spelling, "type", names the operation as well.
+    assert check_op({"type": "count", "collection": "users", "filter": None}, keys) == \
+        {"op": "count", "collection": "users", "filter": None}
+    assert check_op({"type": "get", "op": "get", "collection": "users", "id": 3},
+                    keys) == {"op": "get", "collection": "users", "id": 3}
     for bad, cls in (({"op": "drop", "collection": "users"}, InvalidInputError),
+                     ({"type": "drop", "collection": "users"}, InvalidInputError),
+                     ({"op": "get", "type": "count", "collection": "users", "id": 1},
+                      InvalidInputError),
                      ({"op": "get", "collection": "ghosts", "id": 1}, UnknownCollectionError),
                      ({"op": "update", "collection": "users", "filter": {"$x": 1}, "data": {}},
                       InvalidInputError),

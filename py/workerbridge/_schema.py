@@ -111,9 +111,11 @@ def check_op(op: Any, keys: Mapping[str, str]) -> dict[str, Any]:
     ``keys``: collection -> key field."""
     if not isinstance(op, Mapping):
         raise InvalidTypeError("each transaction operation must be a dict")
-    kind = op.get("op")
+    kind = op.get("op", op.get("type"))  # "type": the seed's spelling of the same key
+    if "op" in op and "type" in op and op["op"] != op["type"]:
+        raise InvalidInputError("an operation names both 'op' and 'type', and they differ")
     if kind not in OPS:
-        raise InvalidInputError(f"op must be one of {', '.join(OPS)}")
+        raise InvalidInputError(f"op (or type) must be one of {', '.join(OPS)}")
     coll = check_collection(op.get("collection"))
     if coll not in keys:
         raise UnknownCollectionError(f"no collection {coll[:60]!r} in the schema")

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ._errors import InvalidInputError
 from ._platform import IN_PYODIDE, big_atomics, cross_origin_isolated, in_worker, js_global
 
 __all__ = [
@@ -197,6 +198,12 @@ class _SharedBase:
                 cb(value)
 
 
+def _count(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInputError(f"{name} must be a non-negative integer")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class ProgressInfo:
     """A progress snapshot: ``done`` and ``total`` in bytes (or items), ``percent`` 0–100."""
@@ -219,6 +226,14 @@ class SharedProgress(_SharedBase):
 
     _N = 2
     _WIDE = True
+
+    def __init__(self, total: int = 0, *, buffer: Any = None,
+                 shared: bool | None = None) -> None:
+        """``total``: the units of work to be done (bytes, items); ``buffer``: wrap another
+        thread's SharedArrayBuffer instead (its values are kept)."""
+        super().__init__(buffer=buffer, shared=shared)
+        if buffer is None and total:
+            self._cells.store(1, _count(total, "total"))
 
     def set_total(self, total: int) -> None:
         self._cells.store(1, total)
@@ -280,6 +295,17 @@ class SharedCancellation(_SharedBase):
 class SharedCounter(_SharedBase):
     """A 32-bit signed integer that any thread may change atomically."""
 
+    def __init__(self, initial: int = 0, *, buffer: Any = None,
+                 shared: bool | None = None) -> None:
+        """``initial``: the starting value; ``buffer``: wrap another thread's
+        SharedArrayBuffer instead (its value is kept)."""
+        super().__init__(buffer=buffer, shared=shared)
+        if buffer is None and initial:
+            if isinstance(initial, bool) or not isinstance(initial, int) \
+                    or not -2**31 <= initial < 2**31:
+                raise InvalidInputError("initial must be a 32-bit signed integer")
+            self._cells.store(0, initial)
+
     def increment(self, delta: int = 1) -> int:
         return self._cells.add(0, delta) + delta
 
@@ -299,6 +325,14 @@ class SharedCounter(_SharedBase):
 
 class SharedFlag(_SharedBase):
     """A boolean that threads can set, clear and wait on."""
+
+    def __init__(self, initial: bool = False, *, buffer: Any = None,
+                 shared: bool | None = None) -> None:
+        """``initial``: whether the flag starts set; ``buffer``: wrap another thread's
+        SharedArrayBuffer instead (its state is kept)."""
+        super().__init__(buffer=buffer, shared=shared)
+        if buffer is None and initial:
+            self._cells.store(0, 1)
 
     def set(self) -> None:
         self._cells.store(0, 1)

@@ -129,3 +129,20 @@ async def steps(ctx: Context, payload: dict) -> int:
         ctx.progress(i + 1)
         await ctx.checkpoint()
     return total
+
+
+@handler("faults", "shared_init")
+async def shared_init(ctx: Context, payload: dict) -> list:
+    """Shared-state objects made in the worker with initial values (positional and
+    keyword), and what the worker reads from the page's, when their buffers came along."""
+    from workerbridge import SharedCounter, SharedFlag, SharedProgress
+
+    made = [SharedCounter(7).get(), SharedCounter(initial=-2).get(), SharedFlag(True).is_set(),
+            SharedFlag(initial=False).is_set(), SharedProgress(9).get().total,
+            SharedProgress(total=4).get().total]
+    seen = None
+    if payload.get("counter") is not None:
+        seen = [SharedCounter.from_buffer(payload["counter"]).get(),
+                SharedFlag.from_buffer(payload["flag"]).is_set(),
+                SharedProgress.from_buffer(payload["progress"]).get().total]
+    return [made, seen]
