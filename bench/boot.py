@@ -18,7 +18,8 @@ CACHE = "workerbridge-snapshots"
 
 SETUP = """
 import asyncio, js
-from workerbridge import WorkerBridge, _webworker
+from workerbridge import WorkerBridge
+from workerbridge.pool import webworker as _webworker
 
 def boots(bridge):
     return [{k: v for k, v in i.items() if k not in ("ops", "control")}

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from workerbridge._devserver import DevServer, make_server, parse_mounts
+from workerbridge.devserver import DevServer, make_server, parse_mounts
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ROOT / "tests" / "pages"

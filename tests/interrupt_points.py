@@ -20,8 +20,8 @@ import sys
 from typing import Any
 
 from workerbridge import handler
-from workerbridge._runtime import CONTROL_SLOTS, INTERRUPT, TARGET_SLOT, Runtime
-from workerbridge.shared import _LocalCells
+from workerbridge.core.shared import LocalCells
+from workerbridge.runtime.dispatch import CONTROL_SLOTS, INTERRUPT, TARGET_SLOT, Runtime
 
 
 @handler("points", "work")
@@ -36,7 +36,7 @@ async def _work(ctx: Any, payload: int) -> int:
 async def _one_run(at: int) -> tuple[bool, list[str]]:
     """Take the interrupt at traced event ``at``; (whether it was taken, problems)."""
     posted: list[dict[str, Any]] = []
-    cells = _LocalCells(CONTROL_SLOTS)
+    cells = LocalCells(CONTROL_SLOTS)
     rt = Runtime(lambda m, t: posted.append(m), control=cells, isolated=True)
     cells.store(TARGET_SLOT, 5)
     cells.store(0, INTERRUPT)

@@ -8,7 +8,7 @@ import pytest
 
 from gcm_reference import seal
 from workerbridge import IntegrityError, InvalidInputError, NonceReuseError
-from workerbridge._aead import (
+from workerbridge.channels.aead import (
     HEADER_SIZE,
     NonceRegistry,
     chunk_count,

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from workerbridge._audit import (
+from workerbridge.core.errors import InvalidFilterError, InvalidInputError, InvalidTypeError
+from workerbridge.storage.audit import (
     GENESIS,
     AuditHead,
     AuditRecord,
@@ -17,7 +18,6 @@ from workerbridge._audit import (
     query,
     verify_chain,
 )
-from workerbridge._errors import InvalidFilterError, InvalidInputError, InvalidTypeError
 
 N = 8
 T0 = 1_700_000_000_000

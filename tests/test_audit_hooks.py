@@ -7,9 +7,9 @@ from workerbridge.workers.storage_audit import AuditHooks
 
 from test_storage_programs import SCHEMA, Memory, tx
 from workerbridge import ConstraintError, IntegrityError
-from workerbridge._audit import verify_chain
-from workerbridge._query import validate_filter
-from workerbridge._txn import create, delete, hooked, run_ops, update
+from workerbridge.storage.audit import verify_chain
+from workerbridge.storage.query import validate_filter
+from workerbridge.storage.txn import create, delete, hooked, run_ops, update
 
 SCOPE = ["users", "_audit"]
 

@@ -20,13 +20,13 @@ from workerbridge import (
     UnsupportedError,
     WorkerBridge,
 )
-from workerbridge._algorithms import (
+from workerbridge.channels.algorithms import (
     COMPRESSIONS,
     compression_level,
     max_output_bytes,
     normalize_compression,
 )
-from workerbridge._loopback import LoopbackTransport
+from workerbridge.pool.loopback import LoopbackTransport
 
 DATA = b"".join(b"%d compressible line %d\n" % (i, i * i % 97) for i in range(40_000))
 HAS_ZSTD = importlib.util.find_spec("compression") is not None

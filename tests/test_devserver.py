@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from workerbridge.__main__ import main as cli_main
-from workerbridge._devserver import make_server, parse_mounts
+from workerbridge.devserver import make_server, parse_mounts
 
 
 @pytest.fixture(scope="module")

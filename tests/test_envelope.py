@@ -2,7 +2,7 @@
 
 import pytest
 
-from workerbridge._envelope import (
+from workerbridge.core.envelope import (
     PROTOCOL_VERSION,
     Cancel,
     DecodeError,
@@ -88,7 +88,7 @@ def test_decode_accepts_integral_floats_from_js():
 
 @pytest.mark.parametrize("env", [e for e in ROUND_TRIP if isinstance(e, Request)])
 def test_request_wire_matches_encode(env):
-    from workerbridge._envelope import request_wire
+    from workerbridge.core.envelope import request_wire
 
     assert request_wire(env.id, env.channel, env.op, env.payload, env.priority, env.timeout,
                         env.correlation, env.progress, env.cancel) == encode(env)
@@ -105,6 +105,6 @@ def test_request_wire_matches_encode(env):
     ],
 )
 def test_json_depth(text, depth):
-    from workerbridge._envelope import json_depth
+    from workerbridge.core.envelope import json_depth
 
     assert json_depth(text) == depth

@@ -6,8 +6,8 @@ import inspect
 import pytest
 
 import workerbridge
-from workerbridge import _errors
-from workerbridge._errors import error_from_code, known_codes
+from workerbridge.core import errors as _errors
+from workerbridge.core.errors import error_from_code, known_codes
 
 
 def all_error_classes():

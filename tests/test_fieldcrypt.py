@@ -12,14 +12,14 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from conftest import run
-from workerbridge import _fieldcrypt as fieldcrypt
-from workerbridge._errors import (
+from workerbridge.core.errors import (
     IntegrityError,
     InvalidFilterError,
     InvalidInputError,
     InvalidTypeError,
 )
-from workerbridge._fieldcrypt import (
+from workerbridge.storage import fieldcrypt
+from workerbridge.storage.fieldcrypt import (
     MAC_KEY_AAD,
     MAC_KEY_NONCE,
     Classification,
@@ -429,7 +429,7 @@ def test_check_value_refuses_what_would_not_round_trip():
 def test_later_hooks_merge_the_patch_as_earlier_hooks_settled_it():
     # Field encryption binds an update's ciphertexts to each record in merge(); a later
     # feature's merge must not put the unbound patch back.
-    from workerbridge._txn import HookChain, Hooks
+    from workerbridge.storage.txn import HookChain, Hooks
 
     class Binder(Hooks):
         def merge(self, collection, stored, patch):

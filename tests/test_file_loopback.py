@@ -12,7 +12,7 @@ import workerbridge.workers.file  # noqa: F401 - registers the file.* handlers
 from conftest import run
 from samples import jpeg, png
 from workerbridge import IntegrityError, InvalidInputError, WorkerBridge
-from workerbridge._loopback import LoopbackTransport
+from workerbridge.pool.loopback import LoopbackTransport
 
 DATA = random.Random(7).randbytes(2_500_000)  # spans several 2 MB read chunks
 

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from conftest import run
-from workerbridge._futures import PromptFuture, delivering
+from workerbridge.core.futures import PromptFuture, delivering
 
 
 def test_a_caller_wakes_before_the_delivery_returns():

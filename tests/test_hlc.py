@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from workerbridge._errors import InvalidInputError, InvalidTypeError
-from workerbridge._hlc import (
+from workerbridge.core.errors import InvalidInputError, InvalidTypeError
+from workerbridge.storage.hlc import (
     HLC,
     MAX_COUNTER,
     MAX_KEYS_ANNOUNCED,

@@ -32,9 +32,9 @@ from samples import (
     webp,
     zipped,
 )
-from workerbridge import _magic
-from workerbridge._imagesize import NeedMore, image_size, jpeg_size
-from workerbridge._magic import HEAD_SIZE, detect
+from workerbridge.channels import magic as _magic
+from workerbridge.channels.imagesize import NeedMore, image_size, jpeg_size
+from workerbridge.channels.magic import HEAD_SIZE, detect
 
 # --- sample builders ------------------------------------------------------------------------
 

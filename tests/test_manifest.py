@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from workerbridge import InvalidInputError, InvalidTypeError
-from workerbridge._manifest import (
+from workerbridge.channels.manifest import (
     MAX_CHUNK_SIZE,
     MAX_CHUNKS,
     Manifest,

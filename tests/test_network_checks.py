@@ -16,7 +16,7 @@ from workerbridge.workers.network import (
 
 from conftest import run
 from workerbridge import InvalidInputError, InvalidTypeError, NetworkError, UnsupportedError
-from workerbridge._ns_network import (
+from workerbridge.channels.network import (
     MAX_SECONDS,
     NetworkNamespace,
     check_count,

@@ -19,8 +19,8 @@ from workerbridge import (
     WorkerPool,
     handler,
 )
-from workerbridge._loopback import LoopbackTransport
-from workerbridge._runtime import Context
+from workerbridge.pool.loopback import LoopbackTransport
+from workerbridge.runtime.dispatch import Context
 
 
 @handler("pooltest", "sleep")

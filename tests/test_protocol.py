@@ -25,8 +25,8 @@ from workerbridge import (
     WorkerCrashedError,
     handler,
 )
-from workerbridge._loopback import LoopbackTransport
-from workerbridge.protocol import Connection
+from workerbridge.pool.connection import Connection
+from workerbridge.pool.loopback import LoopbackTransport
 
 
 @handler("hosttest", "sleep")
@@ -240,7 +240,7 @@ def test_a_request_to_an_idle_worker_is_sent_promptly():
 
 def test_worker_answers_malformed_and_misdirected_envelopes():
     posted: list[dict[str, Any]] = []
-    from workerbridge._runtime import Runtime
+    from workerbridge.runtime.dispatch import Runtime
 
     rt = Runtime(lambda m, t: posted.append(m))
     for raw in (None, "x", {}, {"v": 9, "kind": "request", "id": 4},
@@ -256,7 +256,7 @@ def test_worker_answers_malformed_and_misdirected_envelopes():
 def test_every_request_is_answered_once_however_its_handler_ends():
     """The handler's own task posts its outcome; one cancelled before its first step (a
     CANCEL in the same turn as its REQUEST) is answered for it."""
-    from workerbridge._runtime import Runtime
+    from workerbridge.runtime.dispatch import Runtime
 
     async def main() -> list[tuple[str, int, Any]]:
         posted: list[dict[str, Any]] = []
@@ -285,8 +285,8 @@ def test_every_request_is_answered_once_however_its_handler_ends():
 def test_an_interrupt_that_comes_before_its_request_cancels_it_on_arrival():
     """Python may take an interrupt while the REQUEST it names still waits behind other
     messages: that request is answered as cancelled when it arrives, and never runs."""
-    from workerbridge._runtime import CONTROL_SLOTS, INTERRUPT, TARGET_SLOT, Runtime
-    from workerbridge.shared import _LocalCells
+    from workerbridge.core.shared import LocalCells
+    from workerbridge.runtime.dispatch import CONTROL_SLOTS, INTERRUPT, TARGET_SLOT, Runtime
 
     ran: list[int] = []
 
@@ -297,7 +297,7 @@ def test_an_interrupt_that_comes_before_its_request_cancels_it_on_arrival():
 
     async def main() -> list[tuple[str, int, Any]]:
         posted: list[dict[str, Any]] = []
-        cells = _LocalCells(CONTROL_SLOTS)
+        cells = LocalCells(CONTROL_SLOTS)
         rt = Runtime(lambda m, t: posted.append(m), control=cells, isolated=True)
         cells.store(TARGET_SLOT, 7)
         cells.store(0, INTERRUPT)
@@ -340,12 +340,12 @@ def test_an_interrupt_python_swallows_is_raised_again():
     import signal
     import sys
 
-    from workerbridge._runtime import CONTROL_SLOTS, INTERRUPT, TARGET_SLOT, Runtime
-    from workerbridge.shared import _LocalCells
+    from workerbridge.core.shared import LocalCells
+    from workerbridge.runtime.dispatch import CONTROL_SLOTS, INTERRUPT, TARGET_SLOT, Runtime
 
     async def main() -> tuple[int, list[str]]:
         posted: list[dict[str, Any]] = []
-        cells = _LocalCells(CONTROL_SLOTS)
+        cells = LocalCells(CONTROL_SLOTS)
         rt = Runtime(lambda m, t: posted.append(m), control=cells, isolated=True)
         undo = rt.watch_unraisable()
 

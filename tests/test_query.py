@@ -14,8 +14,8 @@ import random
 import pytest
 
 from workerbridge import InvalidFilterError, InvalidInputError, InvalidTypeError
-from workerbridge._plan import IndexSpec, KeyRange, check_indexed, in_range, plan
-from workerbridge._query import (
+from workerbridge.storage.plan import IndexSpec, KeyRange, check_indexed, in_range, plan
+from workerbridge.storage.query import (
     EVERYTHING,
     MISSING,
     check_sort,

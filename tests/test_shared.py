@@ -11,7 +11,7 @@ from workerbridge import (
     SharedFlag,
     SharedProgress,
 )
-from workerbridge.protocol import make_request
+from workerbridge.pool.connection import make_request
 
 
 def test_progress_fallback_and_subscribers():
@@ -60,7 +60,7 @@ def test_counter_and_flag_fallback():
 
 
 def test_make_request_is_a_valid_wire_request():
-    from workerbridge._envelope import Request, decode
+    from workerbridge.core.envelope import Request, decode
 
     wire = make_request(9, "crypto", "hash_file", {"a": 1}, priority=2, timeout=1.5,
                         correlation="c-1")

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from conftest import run
-from workerbridge import InvalidTypeError, WorkerPool, _snapshot
-from workerbridge._factories import boots_from_snapshot
-from workerbridge._loopback import LoopbackTransport
+from workerbridge import InvalidTypeError, WorkerPool
+from workerbridge.pool.factories import boots_from_snapshot
+from workerbridge.pool.loopback import LoopbackTransport
+from workerbridge.runtime import snapshot as _snapshot
 
 
 def test_reseed_gives_fresh_random_state_and_marks_the_worker():

@@ -14,7 +14,7 @@ from workerbridge import (
     StorageQuotaError,
     WorkerBridgeError,
 )
-from workerbridge._idb import _JS, DOM_ERRORS, storage_error
+from workerbridge.storage.idb import _JS, DOM_ERRORS, storage_error
 
 # Every DOMException name the IndexedDB 3.0 spec throws or sets as a request/transaction
 # error, plus what Chromium adds (NotReadableError for unreadable blobs/disk data).

@@ -16,17 +16,17 @@ import pytest
 
 from conftest import run
 from workerbridge import ConstraintError, InvalidInputError, UnknownCollectionError
-from workerbridge._plan import BINARY_MIN, UNBOUNDED, IndexSpec, KeyRange, in_range
-from workerbridge._query import check_sort, get_path, key_of, validate_filter
-from workerbridge._schema import (
+from workerbridge.storage.plan import BINARY_MIN, UNBOUNDED, IndexSpec, KeyRange, in_range
+from workerbridge.storage.query import check_sort, get_path, key_of, validate_filter
+from workerbridge.storage.schema import (
     check_database,
     check_key,
     check_op,
     normalize_schema,
     prepare_record,
 )
-from workerbridge._serial import SerialQueue
-from workerbridge._txn import (
+from workerbridge.storage.serial import SerialQueue
+from workerbridge.storage.txn import (
     Change,
     Final,
     Hooks,

@@ -9,7 +9,7 @@
 // With "posted" the page's first message, {workerbridge_boot: {wasm, snapshot, key}},
 // carries what an earlier worker made: the compiled WebAssembly.Module and a Blob of the
 // snapshot, so this worker neither compiles the wasm nor reads the cache.
-// Wire format: see py/workerbridge/_envelope.py; this file only ever builds the ERROR
+// Wire format: see py/workerbridge/core/envelope.py; this file only ever builds the ERROR
 // envelope that reports a failed boot.
 import { loadPyodide } from "../pyodide/pyodide.mjs";
 import { SnapshotStore, builtinDeserializer, builtinSerializer } from "./snapshot.mjs";
@@ -183,7 +183,7 @@ async function boot() {
   await installPackage(pyodide);
   let userModules = pyodide.toPy(installUserModules(pyodide, sources));
   mark("install_ms");
-  let worker = pyodide.pyimport("workerbridge._worker");
+  let worker = pyodide.pyimport("workerbridge.runtime.entry");
   const info = { snapshot, boot_stages: stages, wasm: posted.wasm ? "shared" : "compiled" };
   if (snapshot === "loaded") {
     worker.after_snapshot();
@@ -204,7 +204,7 @@ async function boot() {
         });
         await installPackage(pyodide);
         userModules = pyodide.toPy(installUserModules(pyodide, sources));
-        worker = pyodide.pyimport("workerbridge._worker");
+        worker = pyodide.pyimport("workerbridge.runtime.entry");
         worker.after_snapshot();
         mark("reboot_ms");
       }

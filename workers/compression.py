@@ -11,6 +11,8 @@ Which engine runs:
 
 Decompression stops with ``InvalidInputError`` once the output passes ``max_output``
 bytes; corrupt or truncated input, or bytes after the end, raise ``CorruptDataError``.
+
+Its page half: ``workerbridge.channels.compression``.
 """
 
 from __future__ import annotations
@@ -19,16 +21,16 @@ import importlib
 import zlib
 from typing import Any, Protocol
 
-from workerbridge._algorithms import (
+from workerbridge.channels.algorithms import (
     DEFAULT_MAX_OUTPUT,
     compression_level,
     max_output_bytes,
     normalize_compression,
 )
-from workerbridge._data import chunks, size_of
-from workerbridge._errors import CorruptDataError, InvalidInputError, UnsupportedError
-from workerbridge._platform import IN_PYODIDE
-from workerbridge._runtime import Context, handler
+from workerbridge.core.data import chunks, size_of
+from workerbridge.core.errors import CorruptDataError, InvalidInputError, UnsupportedError
+from workerbridge.core.platform import IN_PYODIDE
+from workerbridge.runtime.dispatch import Context, handler
 
 # zlib's wbits for each CompressionStream format: +16 adds the gzip wrapper, negative is raw.
 WBITS = {"gzip": 31, "deflate": 15, "deflate-raw": -15}
@@ -264,7 +266,7 @@ async def through_stream(ctx: Context, data: Any, stream: Any, algorithm: str,
     import js
     from pyodide.ffi import JsException
 
-    from workerbridge._jsconv import bytes_to_js
+    from workerbridge.core.jsconv import bytes_to_js
 
     global _session
     if _session is None:

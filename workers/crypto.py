@@ -2,8 +2,10 @@
 
 The browser's SubtleCrypto does the work wherever it can. It runs on the calling thread
 here and cannot be interrupted, so large one-shot calls go to a terminable helper worker
-(``_engines``) and AES-GCM over large data is cut into records (``_aead``), each a short
+(``runtime.engines``) and AES-GCM over large data is cut into records (``aead``), each a short
 call with a cancellation check between them.
+
+Its page half: ``workerbridge.channels.crypto``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import hashlib
 import hmac
 from typing import Any
 
-from workerbridge._aead import (
+from workerbridge.channels.aead import (
     HEADER_SIZE,
     TAG_SIZE,
     chunk_count,
@@ -20,10 +22,10 @@ from workerbridge._aead import (
     plaintext_size,
     read_header,
 )
-from workerbridge._algorithms import HASHES, normalize_hash
-from workerbridge._data import chunks, js_read, native_input, size_of
-from workerbridge._errors import IntegrityError, InvalidInputError
-from workerbridge._runtime import Context, handler
+from workerbridge.channels.algorithms import HASHES, normalize_hash
+from workerbridge.core.data import chunks, js_read, native_input, size_of
+from workerbridge.core.errors import IntegrityError, InvalidInputError
+from workerbridge.runtime.dispatch import Context, handler
 
 # Data between these sizes is hashed by the browser's SubtleCrypto in one call, in a
 # helper worker so a cancel can stop it (a Blob/File is read whole there). SubtleCrypto
@@ -49,7 +51,7 @@ def _obj(**fields: Any) -> Any:
 
 
 def _buf(data: bytes) -> Any:
-    from workerbridge._jsconv import bytes_to_js
+    from workerbridge.core.jsconv import bytes_to_js
 
     return bytes_to_js(data)
 
@@ -78,7 +80,7 @@ async def digest(ctx: Context, data: Any, algorithm: str) -> str:
     whole = native_input(data)
     if whole is not None and ONE_SHOT_MIN <= total <= ONE_SHOT_MAX \
             and not ctx.wants_progress:
-        from workerbridge._engines import movable, subtle_call
+        from workerbridge.runtime.engines import movable, subtle_call
 
         whole = movable(whole)
         out = await subtle_call("digest", [algorithm, whole], move=whole)
@@ -105,7 +107,7 @@ async def hash_file(ctx: Context, payload: dict[str, Any]) -> str:
 
 async def _aes_key(key: Any) -> Any:
     """A CryptoKey for AES-256-GCM from raw key bytes or a CryptoKey (checked)."""
-    from workerbridge._platform import type_tag
+    from workerbridge.core.platform import type_tag
 
     if type_tag(key) == "[object CryptoKey]":
         algorithm = key.algorithm
@@ -132,7 +134,7 @@ async def _gcm(op: str, key: Any, nonce: bytes, data: Any) -> Any:
 @handler("crypto", "encrypt_file")
 async def encrypt_file(ctx: Context, payload: dict[str, Any]) -> Any:
     """AES-256-GCM: one sealed message up to ``chunk_size`` bytes, the chunked format
-    (``workerbridge._aead``) above it. Progress in plaintext bytes."""
+    (``workerbridge.channels.aead``) above it. Progress in plaintext bytes."""
     key = await _aes_key(payload["key"])
     nonce = _py_bytes(payload["nonce"])
     data, chunk_size = payload["data"], int(payload["chunk_size"])
@@ -142,7 +144,7 @@ async def encrypt_file(ctx: Context, payload: dict[str, Any]) -> Any:
         out = await _gcm("encrypt", key, nonce, await js_read(data))
         ctx.progress(total)
         return _result(ctx, out)
-    from workerbridge._gcm_records import gcm_records
+    from workerbridge.channels.gcm_records import gcm_records
 
     records = chunk_count(total, chunk_size)
     out = await gcm_records(ctx, "encrypt", key, nonce, header(chunk_size), data, chunk_size,
@@ -165,7 +167,7 @@ async def decrypt_file(ctx: Context, payload: dict[str, Any]) -> Any:
         out = await _gcm("decrypt", key, nonce, await js_read(data))
         ctx.progress(total)
         return _result(ctx, out)
-    from workerbridge._gcm_records import gcm_records
+    from workerbridge.channels.gcm_records import gcm_records
 
     out = await gcm_records(ctx, "decrypt", key, nonce, header(chunk_size), data, chunk_size,
                             total, plaintext_size(total, chunk_size))
@@ -178,7 +180,7 @@ async def decrypt_file(ctx: Context, payload: dict[str, Any]) -> Any:
 async def derive_key(ctx: Context, payload: dict[str, Any]) -> Any:
     """PBKDF2: ``length`` bytes from a password and salt (in a helper worker: a cancel
     stops even 600,000 iterations)."""
-    from workerbridge._engines import subtle_call
+    from workerbridge.runtime.engines import subtle_call
 
     base = await _subtle().importKey("raw", payload["password"], "PBKDF2", False,
                                      ["deriveBits"])
@@ -198,7 +200,7 @@ async def hkdf(ctx: Context, payload: dict[str, Any]) -> Any:
 
 
 async def _hmac_tag(ctx: Context, payload: dict[str, Any]) -> bytes:
-    from workerbridge._platform import type_tag
+    from workerbridge.core.platform import type_tag
 
     algorithm = normalize_hash(payload["hash"])
     key, data = payload["key"], payload["data"]
@@ -219,7 +221,7 @@ async def _hmac_tag(ctx: Context, payload: dict[str, Any]) -> bytes:
         if total < ONE_SHOT_MIN:
             tag = await _subtle().sign("HMAC", key, whole)
         else:
-            from workerbridge._engines import subtle_call
+            from workerbridge.runtime.engines import subtle_call
 
             tag = await subtle_call("sign", ["HMAC", key, whole])
         ctx.progress(total)

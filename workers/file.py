@@ -2,6 +2,8 @@
 
 Inputs are streamed with ``chunks()`` in bounded memory; the outputs of ``chunk_file`` and
 ``merge_chunks`` are built straight into JS buffers that are moved to the page.
+
+Its page half: ``workerbridge.channels.file``.
 """
 
 from __future__ import annotations
@@ -9,13 +11,14 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from workerbridge import _imagesize, _magic
-from workerbridge._algorithms import normalize_hash
-from workerbridge._data import ACCEPTED, _is_jsproxy, chunks, size_of
-from workerbridge._errors import IntegrityError, InvalidInputError, InvalidTypeError
-from workerbridge._manifest import DEFAULT_CHUNK_SIZE, Manifest, check_manifest, chunk_count
-from workerbridge._platform import IN_PYODIDE, js_global, type_tag
-from workerbridge._runtime import Context, handler
+from workerbridge.channels import imagesize
+from workerbridge.channels import magic as _magic
+from workerbridge.channels.algorithms import normalize_hash
+from workerbridge.channels.manifest import DEFAULT_CHUNK_SIZE, Manifest, check_manifest, chunk_count
+from workerbridge.core.data import ACCEPTED, chunks, is_jsproxy, size_of
+from workerbridge.core.errors import IntegrityError, InvalidInputError, InvalidTypeError
+from workerbridge.core.platform import IN_PYODIDE, js_global, type_tag
+from workerbridge.runtime.dispatch import Context, handler
 
 from .crypto import digest
 
@@ -27,11 +30,11 @@ JPEG_SCAN_LIMIT = 16 * 1024 * 1024
 
 
 def _is_blob(data: Any) -> bool:
-    return _is_jsproxy(data) and type_tag(data) in BLOB_TAGS
+    return is_jsproxy(data) and type_tag(data) in BLOB_TAGS
 
 
 def _is_file(data: Any) -> bool:
-    return _is_jsproxy(data) and type_tag(data) == "[object File]"
+    return is_jsproxy(data) and type_tag(data) == "[object File]"
 
 
 def _file_name(data: Any, given: object) -> str | None:
@@ -194,14 +197,14 @@ async def detect_type(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _jpeg_size(data: Any, size: int, head: bytes) -> tuple[int, int] | None:
-    found = _imagesize.jpeg_size(head)
-    while isinstance(found, _imagesize.NeedMore):
+    found = imagesize.jpeg_size(head)
+    while isinstance(found, imagesize.NeedMore):
         at = found.offset
         if at >= min(size, JPEG_SCAN_LIMIT):
             return None
         window = await _read(data, at, JPEG_WINDOW)
-        found = _imagesize.jpeg_size(window, at)
-        if isinstance(found, _imagesize.NeedMore) and found.offset == at:
+        found = imagesize.jpeg_size(window, at)
+        if isinstance(found, imagesize.NeedMore) and found.offset == at:
             return None  # the file ends inside a segment header
     return found
 
@@ -221,7 +224,7 @@ async def read_metadata(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]
         if kind.type == "jpeg":
             dims = await _jpeg_size(data, size, head)
         else:
-            dims = _imagesize.image_size(kind.type, head)
+            dims = imagesize.image_size(kind.type, head)
     modified = None
     if _is_file(data):
         modified = int(data.lastModified)

@@ -4,6 +4,8 @@ Every request is made with ``cache: "no-store"`` (so the browser's cache never a
 and adds ``Cache-Control: no-cache``) and its own AbortController, aborted at its
 deadline, when the caller cancels, and once the handler is done with it. Errors name
 what failed (``timeout``, ``network error``, ``HTTP 404``), never a response body.
+
+Its page half: ``workerbridge.channels.network``.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from workerbridge._errors import NetworkError
-from workerbridge._ns_network import check_count, check_seconds, check_url
-from workerbridge._runtime import Context, handler
+from workerbridge.channels.network import check_count, check_seconds, check_url
+from workerbridge.core.errors import NetworkError
+from workerbridge.runtime.dispatch import Context, handler
 
 # Chromium opens at most 6 HTTP/1.1 connections per host and queues the rest: a request
 # waiting there would spend its timeout before it was sent. Keep the rest waiting here.

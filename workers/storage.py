@@ -1,6 +1,6 @@
 """The ``storage`` channel: IndexedDB collections, run in this worker.
 
-Each database has one queue (``_serial.SerialQueue``): its calls run one transaction at a
+Each database has one queue (``storage.serial.SerialQueue``): its calls run one transaction at a
 time, in the order they arrived, so the writes of a page are serialised. Consecutive
 ``create`` calls share one transaction, and so do consecutive ``get`` calls: under load,
 the creates that arrive while a transaction commits go together in the next one (group
@@ -8,11 +8,13 @@ commit), each caller still getting its own result. When such a group fails becau
 one record (a duplicate key, a bad value, the quota), it is retried in halves, in order,
 until the bad record is alone: it fails only its own caller.
 
-Transactions run through ``_idb.run``: nothing but IndexedDB requests happens inside one,
+Transactions run through ``idb.run``: nothing but IndexedDB requests happens inside one,
 and a write is acknowledged only after its transaction committed (``durability:
 "strict"``). ``register_hooks`` is where the audit log, field encryption and sync plug in;
 their settings come from the page (``configure``) and are sent again to a worker that
 restarted: a call made under settings this worker lacks is refused before it runs.
+
+Its page half: ``workerbridge.storage.storage``.
 """
 
 from __future__ import annotations
@@ -22,17 +24,17 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from workerbridge._errors import (
+from workerbridge.core.errors import (
     InvalidInputError,
     StorageError,
     UnconfiguredError,
     WorkerBridgeError,
 )
-from workerbridge._futures import PromptFuture
-from workerbridge._idb import Database, from_js, open_database, run
-from workerbridge._query import Node, check_sort, unparse, validate_filter
-from workerbridge._runtime import Context, handler
-from workerbridge._schema import (
+from workerbridge.core.futures import PromptFuture
+from workerbridge.runtime.dispatch import Context, handler
+from workerbridge.storage.idb import Database, from_js, open_database, run
+from workerbridge.storage.query import Node, check_sort, unparse, validate_filter
+from workerbridge.storage.schema import (
     BLOCKED_TIMEOUT,
     check_collection,
     check_count,
@@ -42,8 +44,8 @@ from workerbridge._schema import (
     check_op,
     normalize_schema,
 )
-from workerbridge._serial import SerialQueue, Sink, held
-from workerbridge._txn import (
+from workerbridge.storage.serial import SerialQueue, Sink, held
+from workerbridge.storage.txn import (
     HookChain,
     Hooks,
     Program,

@@ -8,6 +8,8 @@ synchronous) from IndexedDB's own callbacks. The records commit or vanish with t
 
 The worker remembers the head of the last chain it wrote or verified: a place the stored
 chain's editor cannot reach, so ``verify_audit_log`` also finds records cut from the tail.
+
+Its page half: ``workerbridge.storage.storage_audit``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from workerbridge._audit import (
+from workerbridge.core.errors import IntegrityError, InvalidInputError
+from workerbridge.storage.audit import (
     AuditHead,
     AuditRecord,
     Verification,
@@ -23,10 +26,9 @@ from workerbridge._audit import (
     query,
     verify_chain,
 )
-from workerbridge._errors import IntegrityError, InvalidInputError
-from workerbridge._idb import run
-from workerbridge._serial import Sink
-from workerbridge._txn import Batch, Change, Final, Hooks, Program
+from workerbridge.storage.idb import run
+from workerbridge.storage.serial import Sink
+from workerbridge.storage.txn import Batch, Change, Final, Hooks, Program
 
 from .storage import database, operation, register_hooks, require_stores
 

@@ -5,7 +5,7 @@ The page's "fields" setting (``storage.classify_data``, ``storage.set_encryption
     {"collections": {name: {"key": key field, "levels": {field: level}}},
      "key": 32 bytes | an AES-GCM CryptoKey | None}
 
-PII and SENSITIVE fields are sealed by ``_fieldcrypt`` with SubtleCrypto: in
+PII and SENSITIVE fields are sealed by ``storage.fieldcrypt`` with SubtleCrypto: in
 ``encode_all``, before the write's transaction opens, and opened in ``decode_all``, after
 the read's transaction completed — nothing is awaited inside one. All the fields of a
 batch (a group of creates or gets, a bulk call, a read) go through one JS call. An
@@ -13,6 +13,8 @@ update by filter learns its records' ids only inside the transaction, so its cip
 are bound to each record there, synchronously, by a mac (``merge``). Filters on a
 protected field are refused (``check_filter``): its stored form is noise under a random
 nonce.
+
+Its page half: ``workerbridge.storage.storage_fields``.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from array import array
 from dataclasses import dataclass
 from typing import Any, cast
 
-from workerbridge._errors import InvalidInputError
-from workerbridge._fieldcrypt import (
+from workerbridge.core.errors import InvalidInputError
+from workerbridge.storage.fieldcrypt import (
     TAG_BYTES,
     Classification,
     Message,
@@ -33,8 +35,8 @@ from workerbridge._fieldcrypt import (
     is_sealed,
     open_records,
 )
-from workerbridge._query import Node, unparse
-from workerbridge._txn import Hooks
+from workerbridge.storage.query import Node, unparse
+from workerbridge.storage.txn import Hooks
 
 from .storage import register_hooks
 
@@ -57,8 +59,8 @@ def _subtle() -> Any:
 
 async def _import_key(given: Any) -> Any:
     """A non-extractable AES-GCM CryptoKey from 32 raw bytes, or the CryptoKey given."""
-    from workerbridge._jsconv import bytes_to_js
-    from workerbridge._platform import type_tag
+    from workerbridge.core.jsconv import bytes_to_js
+    from workerbridge.core.platform import type_tag
 
     tag = "" if isinstance(given, bytes) else type_tag(given)
     if tag == "[object CryptoKey]":
@@ -162,7 +164,7 @@ class FieldHooks(Hooks):
         import js
         from pyodide.ffi import JsException
 
-        from workerbridge._jsconv import bytes_to_js
+        from workerbridge.core.jsconv import bytes_to_js
 
         global _batch
         key = await self._crypto_key()

@@ -3,16 +3,18 @@
 Every record carries its version in the reserved field ``_v`` ({"h": HLC, "vc": vector
 clock}); reads strip it and callers' writes may not carry it. After each committed
 read-write transaction this worker announces the keys and versions it changed on the
-database's BroadcastChannel (``_hlc.channel_name``); every tab's page listens there — the
+database's BroadcastChannel (``hlc.channel_name``); every tab's page listens there — the
 writing tab's own page too, since it holds another BroadcastChannel object — to refresh
 its live queries and advance its clock.
 
 ``sync_update`` is the page's ``update``: stamped with the tab's HLC when it was called,
-it overwrites a stored record only as the collection's strategy allows (``_hlc.decide``).
+it overwrites a stored record only as the collection's strategy allows (``hlc.decide``).
 Under a merge function, a concurrent record is not written but handed back, decoded,
 with its version; the page merges it with the function registered there (this worker runs
 only registered code, never code from a message) and writes the result conditionally:
 only if the stored version is still the one merged against, else it gets it again.
+
+Its page half: ``workerbridge.storage.storage_sync``.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ import secrets
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from workerbridge._errors import InvalidFilterError, InvalidInputError
-from workerbridge._hlc import (
+from workerbridge.core.errors import InvalidFilterError, InvalidInputError
+from workerbridge.core.platform import IN_PYODIDE
+from workerbridge.storage.hlc import (
     HLC,
     MAX_KEYS_ANNOUNCED,
     VERSION_FIELD,
@@ -35,12 +38,11 @@ from workerbridge._hlc import (
     parse_version,
     version,
 )
-from workerbridge._plan import check_indexed
-from workerbridge._platform import IN_PYODIDE
-from workerbridge._query import All, AnyOf, Cond, Node, key_of, validate_filter
-from workerbridge._schema import check_collection, check_key
-from workerbridge._serial import Sink
-from workerbridge._txn import (
+from workerbridge.storage.plan import check_indexed
+from workerbridge.storage.query import All, AnyOf, Cond, Node, key_of, validate_filter
+from workerbridge.storage.schema import check_collection, check_key
+from workerbridge.storage.serial import Sink
+from workerbridge.storage.txn import (
     Batch,
     Change,
     Hooks,

@@ -4,9 +4,9 @@
     digest = await WorkerBridge.crypto.hash_file(file, "SHA-256")
 """
 
-from ._bridge import WorkerBridge
-from ._envelope import PROTOCOL_VERSION, Kind, Priority
-from ._errors import (
+from workerbridge.bridge import WorkerBridge
+from workerbridge.core.envelope import PROTOCOL_VERSION, Kind, Priority
+from workerbridge.core.errors import (
     CancelledError,
     ConstraintError,
     CorruptDataError,
@@ -32,16 +32,16 @@ from ._errors import (
     WorkerBridgeError,
     WorkerCrashedError,
 )
-from ._runtime import Context, handler
-from .pool import PoolStats, WorkerPool
-from .protocol import Connection, ConnectionStats, RetryPolicy
-from .shared import (
+from workerbridge.core.shared import (
     ProgressInfo,
     SharedCancellation,
     SharedCounter,
     SharedFlag,
     SharedProgress,
 )
+from workerbridge.pool.connection import Connection, ConnectionStats, RetryPolicy
+from workerbridge.pool.workerpool import PoolStats, WorkerPool
+from workerbridge.runtime.dispatch import Context, handler
 
 __version__ = "0.1.0"
 

@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
                        help="omit COOP/COEP/CORP (to try the non-isolated fallback)")
     args = parser.parse_args(argv)
 
-    from ._devserver import make_server, parse_mounts
+    from workerbridge.devserver import make_server, parse_mounts
 
     try:
         mounts = parse_mounts(args.dir, args.mount)

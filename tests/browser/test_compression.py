@@ -64,7 +64,7 @@ def bridge(harness: Harness) -> Harness:
     harness.py("""
         import asyncio, base64, hashlib, time, js
         from workerbridge import WorkerBridge, SharedCancellation
-        from workerbridge._jsconv import bytes_to_js
+        from workerbridge.core.jsconv import bytes_to_js
         B = await WorkerBridge.default().start()
         b64 = lambda b: base64.b64encode(b).decode()
         async def error_of(call):

@@ -406,7 +406,7 @@ def test_events_and_metrics(st: Harness):
         except workerbridge.InvalidInputError:
             bad = "InvalidInputError"
         m = S2.get_operation_metrics()
-        from workerbridge._calls import state_of
+        from workerbridge.storage.calls import state_of
         own = state_of(B2).pool
         await B2.close()  # closes storage's own worker too
         [seen, bad, {k: v for k, v in m.items() if k != "by_operation"}, m["by_operation"]["create"],

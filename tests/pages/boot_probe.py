@@ -6,7 +6,8 @@ import os
 import random
 import uuid
 
-from workerbridge import Context, _snapshot, handler
+from workerbridge import Context, handler
+from workerbridge.runtime import snapshot as _snapshot
 
 # Drawn at import, so before a snapshot is made: the same in every worker booted from it.
 IMPORTED_AT = random.random()

@@ -4,9 +4,9 @@ field encryption plug into, reduced to their simplest (no real cryptography here
 from workerbridge.workers.storage import _databases, register_hooks
 
 from workerbridge import Context, InvalidInputError, handler
-from workerbridge._idb import run
-from workerbridge._query import All, AnyOf, Cond
-from workerbridge._txn import Final, Hooks
+from workerbridge.storage.idb import run
+from workerbridge.storage.query import All, AnyOf, Cond
+from workerbridge.storage.txn import Final, Hooks
 
 
 def _fields(node):

@@ -1,0 +1,169 @@
+"""``WorkerBridge``: the page's handle on a pool of workers, one namespace per channel.
+
+``WorkerBridge.crypto.hash_file(...)`` (on the class) uses a shared default bridge that
+boots its worker on first use; ``WorkerBridge(...)`` makes an independent one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Generic, TypeVar, overload
+
+from workerbridge.channels.aead import NonceRegistry
+from workerbridge.channels.base import Channel
+from workerbridge.channels.compression import CompressionNamespace
+from workerbridge.channels.crypto import CryptoNamespace
+from workerbridge.channels.file import FileNamespace
+from workerbridge.channels.network import NetworkNamespace
+from workerbridge.core.envelope import Priority
+from workerbridge.core.errors import ShutdownError
+from workerbridge.core.platform import js_global
+from workerbridge.core.shared import SharedCancellation
+from workerbridge.pool.connection import ProgressCallback, RetryPolicy
+from workerbridge.pool.factories import Fallback
+from workerbridge.pool.workerpool import PoolStats, Strategy, TransportFactory, WorkerPool
+from workerbridge.storage.calls import state_of
+from workerbridge.storage.storage import StorageNamespace
+
+log = logging.getLogger("workerbridge")
+
+N = TypeVar("N")
+
+
+class namespace(Generic[N]):
+    """Class attribute -> the default bridge's namespace; instance attribute -> its own."""
+
+    def __init__(self, cls: Callable[[WorkerBridge], N]) -> None:
+        self._cls = cls
+
+    @overload
+    def __get__(self, obj: None, owner: type[WorkerBridge]) -> N: ...
+    @overload
+    def __get__(self, obj: WorkerBridge, owner: type[WorkerBridge]) -> N: ...
+    def __get__(self, obj: WorkerBridge | None, owner: type[WorkerBridge]) -> N:
+        return self._cls(obj if obj is not None else owner.default())
+
+
+class WorkerBridge:
+    """Workers running Pyodide, and the calls the page makes into them."""
+
+    _default: ClassVar[WorkerBridge | None] = None
+
+    crypto: namespace[CryptoNamespace] = namespace(CryptoNamespace)
+    file: namespace[FileNamespace] = namespace(FileNamespace)
+    compression: namespace[CompressionNamespace] = namespace(CompressionNamespace)
+    network: namespace[NetworkNamespace] = namespace(NetworkNamespace)
+    storage: namespace[StorageNamespace] = namespace(StorageNamespace)
+
+    def __init__(
+        self,
+        *,
+        workers: int = 1,
+        base_url: str | None = None,
+        modules: Sequence[str] = (),
+        timeout: float | None = None,
+        boot_timeout: float = 120.0,
+        fallback: Fallback = "auto",
+        strategy: Strategy = "least-busy",
+        max_queue: int = 10_000,
+        retry: RetryPolicy | None = None,
+        transport_factory: TransportFactory | None = None,
+        **pool_options: Any,
+    ) -> None:
+        """``workers``: pool size; ``base_url``: the bundle's dist/ URL (found
+        automatically in a bundle page); ``modules``: URLs of extra worker modules (.py);
+        ``timeout``: default per-call limit in seconds (None: none); ``fallback``:
+        "auto" runs handlers on the page's thread if no worker can boot, "main" always
+        does, "never" fails instead. Other options go to ``WorkerPool``."""
+        self.nonces = NonceRegistry()  # every (key, nonce) this bridge encrypted with
+        self._key_ids: Any = None  # a JS WeakMap: CryptoKey -> number
+        self._next_key_id = 0
+        self.pool = WorkerPool(
+            transport_factory or tuple(modules), size=workers, strategy=strategy,
+            task_timeout=timeout, max_queue=max_queue, retry=retry, boot_timeout=boot_timeout,
+            fallback=fallback, base_url=base_url, **pool_options)
+
+    def key_id(self, key: Any) -> int:
+        """A number naming a JS object (a CryptoKey) for this bridge's lifetime."""
+        if self._key_ids is None:
+            self._key_ids = js_global().WeakMap.new()
+        found = self._key_ids.get(key)
+        if isinstance(found, int):
+            return found
+        self._next_key_id += 1
+        self._key_ids.set(key, self._next_key_id)
+        return self._next_key_id
+
+    @classmethod
+    def default(cls) -> WorkerBridge:
+        """The shared bridge behind ``WorkerBridge.<namespace>``; created on first use."""
+        if cls._default is None or cls._default._closed:
+            cls._default = cls()
+        return cls._default
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def _closed(self) -> bool:
+        return self.pool.closed
+
+    async def start(self) -> WorkerBridge:
+        """Boot the workers; return once one is ready. Raises WorkerCrashedError if none can."""
+        if self._closed:
+            raise ShutdownError("this WorkerBridge was closed")
+        await self.pool.start()
+        return self
+
+    async def close(self) -> None:
+        """Reject pending calls with ShutdownError and terminate the workers."""
+        await self.pool.terminate(force=True)
+        storage_pool = state_of(self).pool  # storage's own worker, when the pool is larger
+        if storage_pool is not None and storage_pool is not self.pool:
+            await storage_pool.terminate(force=True)
+        if type(self)._default is self:
+            type(self)._default = None
+
+    # --- calls -----------------------------------------------------------------------------
+
+    @property
+    def isolated(self) -> bool:
+        """True when progress and cancel use SharedArrayBuffer + Atomics."""
+        return self.pool.isolated
+
+    @property
+    def ready_info(self) -> dict[str, Any]:
+        """What the first ready worker reported at boot (ops, isolation, boot time)."""
+        infos = self.pool.ready_info()
+        return infos[0] if infos else {}
+
+    def stats(self) -> PoolStats:
+        return self.pool.stats()
+
+    async def request(
+        self,
+        channel: str,
+        op: str,
+        payload: Any = None,
+        *,
+        transfer: Sequence[Any] = (),
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        cancel: SharedCancellation | None = None,
+        priority: Priority | int = Priority.NORMAL,
+        idempotent: bool = False,
+        retries: int | None = None,
+    ) -> Any:
+        """Call ``channel.op`` in a worker with ``payload`` and return its result.
+
+        ``timeout`` in seconds; ``idempotent=True`` lets a timed-out call be retried on
+        another worker. Cancel the awaiting task, or ``cancel.cancel()``, to stop it.
+        """
+        return await self.pool.submit(
+            channel, op, payload, transfer=transfer, timeout=timeout,
+            on_progress=on_progress, cancel=cancel, priority=priority, idempotent=idempotent,
+            retries=retries)
+
+    def channel(self, name: str) -> Channel:
+        """A namespace for a custom channel: ``await bridge.channel("images").thumb(x=1)``."""
+        return Channel(self, name)
