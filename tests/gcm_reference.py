@@ -1,4 +1,4 @@
-"""An independent reading of the README's AES-GCM chunked format, on the host's
+"""An independent reading of the AES-GCM chunked format in docs/channels.md, on the host's
 `cryptography` package: what browser ciphertexts are checked against."""
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ async def stress(make, check, n=30, seed=0, tokens=True):
     rng = random.Random(seed)
     before = CS.stats().restarts
     durations = []
-    for _ in range(2):  # the first may pay for warming up (a helper worker, a connection)
+    for _ in range(3):  # the first may pay for warming up (a helper worker, a connection)
         t0 = time.perf_counter()
         first = await make(None)
         durations.append(time.perf_counter() - t0)
@@ -72,7 +72,9 @@ async def stress(make, check, n=30, seed=0, tokens=True):
         elif i >= n - 2:
             delay = duration * 0.97  # just before it would finish
         else:
-            delay = rng.uniform(0, duration * 0.9)
+            # The rest of a call's run varies by half or more here (a Blob read, a helper
+            # worker's start): random points in the first half mostly land mid-work.
+            delay = rng.uniform(0, duration * 0.5)
         blocker = asyncio.ensure_future(make(None)) if i % 5 == 4 else None
         if blocker is not None:
             await asyncio.sleep(0)  # the blocker is in the worker first
@@ -192,7 +194,9 @@ def run_kind(h: Harness, kind: str, seed: int) -> dict[str, Any]:
     print(kind, {k: v for k, v in report.items() if k != "problems"})
     assert report["problems"] == [], report
     assert report["restarts"] == 0, report
-    # Most calls must really be cancelled, or the test proves nothing about cancels.
+    # Most calls must really be cancelled, or the test proves nothing about cancels. Not
+    # all: the two cancelled just before the end, and any call that ran faster than the
+    # best of three runs measured, may finish first (both outcomes are checked above).
     assert report["cancelled"] >= 20, report
     return report
 

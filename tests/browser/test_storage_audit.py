@@ -15,7 +15,7 @@ SETUP = """
 import asyncio, hashlib, json, time, uuid
 import js
 from workerbridge import WorkerBridge
-from workerbridge._audit import next_record
+from workerbridge.storage.audit import next_record
 S = WorkerBridge.storage
 B = WorkerBridge.default()
 
@@ -342,12 +342,12 @@ def test_a_large_bulk_insert_is_logged_and_verifies(au: Harness):
     assert ok and checked == 5000 and found == 1 and took < 60
 
 
-def test_readme_example_runs(au: Harness):
-    readme = (ROOT / "README.md").read_text()
-    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S)
+def test_docs_example_runs(au: Harness):
+    doc = (ROOT / "docs" / "storage.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", doc, re.S)
                  if "enable_audit_log(actor=" in b)
-    name = au.py('"readme-audit-" + uuid.uuid4().hex')
-    got = au.py(block.replace('"shop"', repr(name)) + "\n[report, updates]")
+    name = au.py('"docs-audit-" + uuid.uuid4().hex')
+    got = au.py(block.replace('"audited-shop"', repr(name)) + "\n[report, updates]")
     report, updates = got
     assert report["ok"] and report["checked"] == 1 and report["head"]["seq"] == 1
     assert updates == []

@@ -1,4 +1,4 @@
-# The README's custom worker module, verbatim (tests/browser/test_readme.py runs it).
+# The docs' custom worker module, verbatim (tests/browser/test_docs.py checks and runs it).
 from workerbridge import Context, handler
 
 
@@ -12,3 +12,12 @@ async def word_count(ctx: Context, payload: dict) -> int:
         ctx.progress(i)
         await ctx.checkpoint()  # raises if the caller cancelled
     return words
+
+
+@handler("text", "count_into")
+async def count_into(ctx: Context, payload: dict) -> int:
+    """Add the text's word count to the page's SharedCounter; returns the new total."""
+    from workerbridge import SharedCounter
+
+    counter = SharedCounter.from_buffer(payload["counter"])
+    return counter.increment(len(payload["text"].split()))
