@@ -368,3 +368,35 @@ def test_an_interrupt_python_swallows_is_raised_again():
         return cells.load(0), [m["kind"] for m in posted]
 
     assert run(main()) == (INTERRUPT, ["response"])
+
+
+def test_an_interrupt_taken_while_the_payload_converts_stops_the_request_before_it_runs():
+    from workerbridge.core.shared import LocalCells
+    from workerbridge.runtime.dispatch import CONTROL_SLOTS, INTERRUPT, TARGET_SLOT, Runtime
+
+    ran: list[int] = []
+
+    @handler("hosttest", "never_runs")
+    async def _never_runs(ctx: Any, payload: Any) -> int:
+        ran.append(1)
+        return 1
+
+    async def main() -> list[tuple[str, Any]]:
+        posted: list[dict[str, Any]] = []
+        cells = LocalCells(CONTROL_SLOTS)
+
+        def convert(payload: Any) -> Any:  # Python takes the interrupt in here
+            cells.store(TARGET_SLOT, 4)
+            cells.store(0, INTERRUPT)
+            rt.on_interrupt()
+            return payload
+
+        rt = Runtime(lambda m, t: posted.append(m), control=cells, isolated=True,
+                     convert_payload=convert)
+        rt.handle({"v": 1, "kind": "request", "id": 4, "channel": "hosttest",
+                   "op": "never_runs", "payload": 1})
+        await asyncio.sleep(0.01)
+        return [(m["kind"], m.get("code")) for m in posted]
+
+    assert run(main()) == [("error", "cancelled")]
+    assert ran == []

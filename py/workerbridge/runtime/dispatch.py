@@ -248,6 +248,9 @@ class Runtime:
             self._error(req.id, exc)
             return
         self._active[req.id] = state
+        if self._interrupted_early == req.id:  # interrupted while its payload converted
+            self._interrupted_early = None
+            state.cancelled = True  # _call raises before the handler starts
         # The first step runs inside _eager_task: state.task is still None meanwhile.
         task = self._eager_task(self._serve(req.id, ctx, fn, payload))
         state.task = task
