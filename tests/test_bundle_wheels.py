@@ -38,6 +38,10 @@ def make_wheel(tmp: Path, name: str, version: str, requires: list[str] = (),
             z.writestr(f, "")
         if top_level is not None:
             z.writestr(f"{info}/top_level.txt", top_level)
+        z.writestr(f"{info}/WHEEL", f"Wheel-Version: 1.0\nGenerator: test\n"
+                                    f"Root-Is-Purelib: {'true' if 'any' in tag else 'false'}\n"
+                                    f"Tag: {tag}\n")
+        z.writestr(f"{info}/RECORD", "")
     return path
 
 

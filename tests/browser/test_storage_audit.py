@@ -242,6 +242,10 @@ def test_query_by_fields_and_time_range_matches_plain_python(au: Harness):
             await S.set_actor(actor)
             await asyncio.sleep(0.02)
             marks.append(js.Date.now())
+            # 20 ms on each side of a mark: the worker stamps records with its own clock,
+            # whole milliseconds that may trail the page's Date.now() by a few (a phase's
+            # first writes once fell at or before the mark taken just before them).
+            await asyncio.sleep(0.02)
             await S.bulk_create("users", [{"id": f"p{phase}-{i}", "age": i} for i in range(4)])
             await S.update("users", {"id": f"p{phase}-1"}, {"age": 9})
             await S.delete("users", {"id": f"p{phase}-2"})

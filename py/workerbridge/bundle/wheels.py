@@ -45,6 +45,15 @@ class BundleError(InvalidInputError):
     code = "bundle"
 
 
+class MissingPackage(BundleError):
+    """A package the closure needs has no wheel among those at hand (yet)."""
+
+    def __init__(self, message: str, name: str, spec: str) -> None:
+        super().__init__(message)
+        self.name = name
+        self.spec = spec
+
+
 def canonical(name: str) -> str:
     """PEP 503's normalized project name: lowercase, runs of ``-_.`` as one ``-``."""
     return re.sub(r"[-_.]+", "-", name).lower()
@@ -121,7 +130,11 @@ def read_wheel(path: Path) -> WheelInfo:
     """Read a wheel's metadata, its top-level imports and its sha256."""
     wheel = parse_wheel_name(path.name)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    with zipfile.ZipFile(path) as archive:
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise BundleError(f"{path.name} is not a valid wheel (not a zip file)") from None
+    with archive:
         names = archive.namelist()
         info_dir = next((n.split("/")[0] for n in names
                          if n.split("/")[0].endswith(".dist-info")
@@ -197,8 +210,8 @@ def closure(roots: Iterable[str], available: Mapping[str, WheelInfo]) -> list[Wh
     def visit(name: str, spec: str, extras: Iterable[str], who: str) -> None:
         info = available.get(name)
         if info is None:
-            raise BundleError(f"{name}: needed by {who}, but no wheel for it was found "
-                              f"(add it to the bundle's packages)")
+            raise MissingPackage(f"{name}: needed by {who}, but no wheel for it was found "
+                                 f"(add it to the bundle's packages)", name, spec)
         if spec and not SpecifierSet(spec).contains(info.version, prereleases=True):
             raise BundleError(f"conflict: {who} needs {name}{spec}, but the bundle has "
                               f"{name} {info.version}"
