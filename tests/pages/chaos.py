@@ -79,12 +79,13 @@ async def run_chaos(pool, calls=5000, concurrency=32, seed=0, kill_every=(150, 3
     report = {"calls": 0, "results": 0, "wrong_results": 0, "errors": Counter(),
               "untyped_errors": Counter(), "kills": Counter(), "kill_outcomes": Counter()}
     restarts_before = pool.stats().restarts
-    done = asyncio.Event()
+    done = asyncio.Event()  # every call has settled: no more kills
+    watched = asyncio.Event()  # the pool is back to full size: recovery times are in
     episodes, down_since = [], None
 
     async def monitor():
         nonlocal down_since
-        while not done.is_set():
+        while not watched.is_set():
             ready = pool.stats().size
             now = time.monotonic()
             if ready < size and down_since is None:
@@ -170,7 +171,8 @@ async def run_chaos(pool, calls=5000, concurrency=32, seed=0, kill_every=(150, 3
     done.set()
     await killing
     await pool.pool.wait_all_ready()
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # the monitor sees the pool whole (it looks every 5 ms)
+    watched.set()
     await watch
     report["pending"] = len(hanging) + pool.pool.pending() + len(pool.pool.pending_ids())
     report["restarts"] = pool.stats().restarts - restarts_before
