@@ -14,15 +14,12 @@ Works from a fresh machine with python3, node/npm and (for Chromium) apt.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 import time
 import venv
-import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -32,15 +29,6 @@ NODE_MODULES = ROOT / "node_modules"
 VENV_PY = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 # Only what a page needs from the npm packages; no source maps, no Node-only files.
-PYODIDE_FILES = (
-    "pyodide.mjs",
-    "pyodide.asm.mjs",
-    "pyodide.asm.wasm",
-    "python_stdlib.zip",
-    "pyodide-lock.json",
-    "package.json",
-)
-WEB_BUNDLE_FILES = ("worker.mjs", "snapshot.mjs", "preboot.mjs")
 
 
 def log(msg: str) -> None:
@@ -95,90 +83,28 @@ def ensure_npm() -> None:
 # --- build dist/ ---------------------------------------------------------------------------
 
 
-def copy_if_changed(src: Path, dst: Path) -> bool:
-    if dst.exists():
-        s, d = src.stat(), dst.stat()
-        if s.st_size == d.st_size and int(s.st_mtime) <= int(d.st_mtime):
-            return False
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(src, dst)
-    return True
+def bundle_packages() -> list[str]:
+    """``[tool.workerbridge] packages`` of pyproject.toml: what dist/ carries for workers."""
+    import tomllib
 
-
-def python_sources() -> list[tuple[Path, str]]:
-    """(file, path inside the archive) for the runtime package and the worker modules."""
-    out: list[tuple[Path, str]] = []
-    for base, prefix in ((ROOT / "py" / "workerbridge", "workerbridge"),
-                         (ROOT / "workers", "workerbridge/workers")):
-        for f in sorted(base.rglob("*")):
-            if f.is_file() and f.suffix in (".py", ".typed") and "__pycache__" not in f.parts:
-                out.append((f, f"{prefix}/{f.relative_to(base).as_posix()}"))
-    return out
-
-
-def write_package_zip(dst: Path) -> tuple[bool, str]:
-    """The Python package as one zip, unpacked by the worker and by PyScript's `files`."""
-    sources = python_sources()
-    h = hashlib.sha256()
-    for f, arc in sources:
-        h.update(arc.encode())
-        h.update(f.read_bytes())
-    content_hash = h.hexdigest()[:16]
-    stamp = dst.with_suffix(".hash")
-    if dst.exists() and stamp.exists() and stamp.read_text() == content_hash:
-        return False, content_hash
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_suffix(".tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-        for f, arc in sources:
-            # A fixed timestamp keeps the archive byte-identical for identical sources.
-            info = zipfile.ZipInfo(arc, date_time=(2020, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            z.writestr(info, f.read_bytes())
-    tmp.replace(dst)
-    stamp.write_text(content_hash)
-    return True, content_hash
-
-
-def pyodide_build_id(loader: Path) -> str:
-    """The BUILD_ID Pyodide writes into its loader and checks when it restores a snapshot."""
-    found = re.search(r'BUILD_ID:"([0-9a-f]{16,})"', loader.read_text())
-    return found.group(1) if found else digest(loader)
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return list(data.get("tool", {}).get("workerbridge", {}).get("packages", []))
 
 
 def build() -> None:
+    """dist/, through the same code as ``python -m workerbridge bundle dist``, with the
+    runtime from node_modules (``npm ci`` checked it against package-lock.json)."""
+    from workerbridge.bundle.runtime import RuntimeFiles
+    from workerbridge.bundle.wheels import BundleError
+    from workerbridge.bundle.writer import write_bundle
+
     t0 = time.perf_counter()
     ensure_npm()
-    changed = 0
-    pyodide_src = NODE_MODULES / "pyodide"
-    for name in PYODIDE_FILES:
-        changed += copy_if_changed(pyodide_src / name, DIST / "pyodide" / name)
-    pyscript_src = NODE_MODULES / "@pyscript" / "core" / "dist"
-    for f in pyscript_src.rglob("*"):
-        if f.is_file() and not f.name.endswith(".map"):
-            changed += copy_if_changed(f, DIST / "pyscript" / f.relative_to(pyscript_src))
-    for name in WEB_BUNDLE_FILES:
-        changed += copy_if_changed(ROOT / "web" / name, DIST / "workerbridge" / name)
-    zchanged, content_hash = write_package_zip(DIST / "workerbridge" / "workerbridge.zip")
-    changed += zchanged
-    # PyScript resolves `interpreter` against the page but `files` against this config file,
-    # so the two relative URLs below differ on purpose: the page sits beside dist/.
-    config = {
-        "interpreter": "./dist/pyodide/pyodide.mjs",
-        "files": {"./workerbridge/workerbridge.zip": "./*"},
-    }
-    # Workers key their cached memory snapshots by the Pyodide build and the package's
-    # content hash: a snapshot from any other build or bundle is never loaded.
-    meta = {"version": 1, "content_hash": content_hash,
-            "pyodide": json.loads((pyodide_src / "package.json").read_text())["version"],
-            "pyodide_build": pyodide_build_id(pyodide_src / "pyodide.mjs")}
-    outputs = ((DIST / "pyscript.json", config), (DIST / "workerbridge" / "bundle.json", meta))
-    for path, data in outputs:
-        text = json.dumps(data, indent=2) + "\n"
-        if not path.exists() or path.read_text() != text:
-            path.write_text(text)
-            changed += 1
-    log(f"dist/ ready ({changed} files written, {time.perf_counter() - t0:.2f} s)")
+    try:
+        done = write_bundle(DIST, bundle_packages(), runtime=RuntimeFiles(NODE_MODULES))
+    except BundleError as exc:
+        sys.exit(f"build.py: {exc}")
+    log(f"dist/ ready with {len(done.wheels)} packages ({time.perf_counter() - t0:.2f} s)")
 
 
 # --- Chromium ------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ def index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_wheel(src, "fastthing", "1.0", ["six"], ["fastthing/__init__.py"],
                tag="cp314-cp314-pyemscripten_2026_0_wasm32")
     make_wheel(src, "linuxonly", "1.0", tag="cp314-cp314-manylinux_2_17_x86_64")
+    (src / "sdistonly-1.0.tar.gz").write_bytes(b"an sdist and nothing else")
     return src
 
 
@@ -45,11 +46,18 @@ def test_a_version_specifier_picks_the_wheel(tmp_path, index):
     assert [(w.name, w.version) for w in wheels] == [("six", "1.16.0")]
 
 
-def test_a_package_without_a_pyodide_wheel_is_refused_with_the_fix(tmp_path, index):
-    for name in ("linuxonly", "not-on-the-index"):
-        with pytest.raises(BundleError, match="no wheel a Pyodide 314 worker can load") as info:
-            resolve([name], cache(tmp_path, index))
-        assert "packages_base_url" in str(info.value)
+@pytest.mark.parametrize(("name", "says"), [
+    ("linuxonly", "linuxonly: no Pyodide wheel on PyPI (pure Python, or built for "
+                  "pyemscripten_2026_0_wasm32); serve a Pyodide distribution that has it and "
+                  "set packages_base_url="),
+    ("sdistonly", "sdistonly: the index has only source distributions of it, and a worker "
+                  "loads wheels only; build a wheel elsewhere (pip wheel sdistonly"),
+    ("not-on-the-index", "not-on-the-index: not found on the package index; check its name"),
+])
+def test_a_package_without_a_pyodide_wheel_is_refused_with_the_fix(tmp_path, index, name, says):
+    with pytest.raises(BundleError) as info:
+        resolve([name], cache(tmp_path, index))
+    assert str(info.value).startswith(says)
 
 
 def test_a_cached_wheel_that_changed_is_fetched_again(tmp_path, index):

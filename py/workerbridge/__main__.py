@@ -1,4 +1,10 @@
-"""``python -m workerbridge serve --dir DIR [--port N] [--host H]``: the COOP/COEP dev server."""
+"""The command line.
+
+    python -m workerbridge serve --dir DIR [--port N] [--host H]
+        the COOP/COEP dev server
+    python -m workerbridge bundle OUT [--requirements FILE] [--package SPEC ...]
+        write a bundle (Pyodide, PyScript, workerbridge and the packages' wheels) to OUT
+"""
 
 from __future__ import annotations
 
@@ -18,7 +24,15 @@ def main(argv: list[str] | None = None) -> int:
                        help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--no-isolation", action="store_true",
                        help="omit COOP/COEP/CORP (to try the non-isolated fallback)")
+    bundle = sub.add_parser("bundle", help="write a bundle, with packages for the workers")
+    bundle.add_argument("out", help="the folder to write (replaced whole)")
+    bundle.add_argument("--requirements", "-r", action="append", default=[], metavar="FILE",
+                        help="a file of requirements, one a line (repeatable)")
+    bundle.add_argument("--package", "-p", action="append", default=[], metavar="SPEC",
+                        help="a requirement, e.g. attrs or 'msgspec==0.23.0' (repeatable)")
     args = parser.parse_args(argv)
+    if args.command == "bundle":
+        return write_bundle_command(args.out, args.requirements, args.package)
 
     from workerbridge.devserver import make_server, parse_mounts
 
@@ -35,6 +49,26 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         server.server_close()
+    return 0
+
+
+def write_bundle_command(out: str, requirement_files: list[str], specs: list[str]) -> int:
+    from pathlib import Path
+
+    from workerbridge.bundle.wheels import BundleError
+    from workerbridge.bundle.writer import read_requirements, write_bundle
+
+    try:
+        wanted = [r for f in requirement_files for r in read_requirements(Path(f))] + specs
+        done = write_bundle(Path(out), wanted)
+    except OSError as exc:
+        print(f"workerbridge bundle: {exc}", file=sys.stderr)
+        return 1
+    except BundleError as exc:
+        print(f"workerbridge bundle: {exc}", file=sys.stderr)
+        return 2
+    names = ", ".join(f"{w.name} {w.version}" for w in done.wheels)
+    print(f"workerbridge: bundle written to {done.out} (packages: {names})", flush=True)
     return 0
 
 

@@ -62,6 +62,8 @@ class WorkerBridge:
         workers: int = 1,
         base_url: str | None = None,
         modules: Sequence[str] = (),
+        packages: Sequence[str] = (),
+        packages_base_url: str | None = None,
         timeout: float | None = None,
         boot_timeout: float = 120.0,
         fallback: Fallback = "auto",
@@ -73,6 +75,8 @@ class WorkerBridge:
     ) -> None:
         """``workers``: pool size; ``base_url``: the bundle's dist/ URL (found
         automatically in a bundle page); ``modules``: URLs of extra worker modules (.py);
+        ``packages``: packages the workers load from the bundle before the modules
+        (``packages_base_url``: from your own Pyodide distribution instead);
         ``timeout``: default per-call limit in seconds (None: none); ``fallback``:
         "auto" runs handlers on the page's thread if no worker can boot, "main" always
         does, "never" fails instead. Other options go to ``WorkerPool``."""
@@ -82,7 +86,8 @@ class WorkerBridge:
         self.pool = WorkerPool(
             transport_factory or tuple(modules), size=workers, strategy=strategy,
             task_timeout=timeout, max_queue=max_queue, retry=retry, boot_timeout=boot_timeout,
-            fallback=fallback, base_url=base_url, **pool_options)
+            fallback=fallback, base_url=base_url, packages=packages,
+            packages_base_url=packages_base_url, **pool_options)
 
     def key_id(self, key: Any) -> int:
         """A number naming a JS object (a CryptoKey) for this bridge's lifetime."""

@@ -24,6 +24,7 @@ from workerbridge.bundle.wheels import (
     BundleError,
     MissingPackage,
     WheelInfo,
+    canonical,
     closure,
     fits_pyodide,
     parse_wheel_name,
@@ -36,11 +37,49 @@ PIP_TARGET = ("--only-binary=:all:", "--python-version", "3.14", "--platform",
               PYODIDE_PLATFORM, "--abi", "cp314", "--implementation", "cp")
 
 
-def no_wheel(requirement: str) -> BundleError:
+def no_wheel(requirement: str, files: Sequence[str] | None = None) -> BundleError:
+    """Why ``requirement`` cannot go into a bundle, told from the files its index lists
+    (None: the listing could not be read), with what to do instead."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        name = canonical(Requirement(requirement).name)
+    except InvalidRequirement:
+        return BundleError(f"bad package requirement {requirement!r}")
+    serve = ("serve a Pyodide distribution that has it and set packages_base_url=... "
+             "(docs/packages.md)")
+    if files is not None and not files:
+        return BundleError(f"{name}: not found on the package index; check its name")
+    if files is not None and not any(f.endswith(".whl") for f in files):
+        return BundleError(
+            f"{name}: the index has only source distributions of it, and a worker loads "
+            f"wheels only; build a wheel elsewhere (pip wheel {name}, for pure Python) and "
+            + serve)
+    if files is not None and not any(fits_pyodide(parse_wheel_name(f))
+                                      for f in files if f.endswith(".whl")):
+        return BundleError(f"{name}: no Pyodide wheel on PyPI (pure Python, or built for "
+                           f"{PYODIDE_PLATFORM}); " + serve)
     return BundleError(
-        f"{requirement}: no wheel a Pyodide 314 worker can load was found (pure Python, "
+        f"{requirement}: no wheel a Pyodide 314 worker can load matches it (pure Python, "
         f"or built for {PYODIDE_PLATFORM}); a package with none on PyPI (numpy, for one) "
-        "must come from a Pyodide distribution: serve it and set packages_base_url=...")
+        "must come from a Pyodide distribution: " + serve)
+
+
+def pypi_files(name: str) -> list[str] | None:
+    """The file names PyPI's simple API lists for a project (None if it cannot say)."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"https://pypi.org/simple/{canonical(name)}/",
+        headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return [f["filename"] for f in json.loads(response.read())["files"]]
+    except urllib.error.HTTPError as exc:
+        return [] if exc.code == 404 else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 class WheelCache:
@@ -75,6 +114,23 @@ class WheelCache:
         tmp.replace(self._manifest_path)
         return info
 
+    def listing(self, requirement: str) -> list[str] | None:
+        """The files the index holds for ``requirement``'s project, to explain a miss."""
+        from packaging.requirements import InvalidRequirement, Requirement
+
+        try:
+            name = canonical(Requirement(requirement).name)
+        except InvalidRequirement:
+            return None
+        args = list(self.index_args)
+        if "--no-index" in args:  # a folder of wheels stands in for the index
+            if "--find-links" not in args:
+                return None
+            folder = Path(args[args.index("--find-links") + 1])
+            return [f.name for f in folder.iterdir()
+                    if canonical(f.name.split("-")[0]) == name]
+        return pypi_files(name)
+
     def _fetch(self, requirement: str) -> WheelInfo:
         with tempfile.TemporaryDirectory() as tmp:
             cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
@@ -83,10 +139,9 @@ class WheelCache:
             self.pip_runs += 1
             done = subprocess.run(cmd, capture_output=True, text=True, check=False)
             got = sorted(Path(tmp).glob("*.whl"))
-            if done.returncode != 0 or len(got) != 1:
-                raise no_wheel(requirement)
-            if not fits_pyodide(parse_wheel_name(got[0].name)):
-                raise no_wheel(requirement)
+            if done.returncode != 0 or len(got) != 1 \
+                    or not fits_pyodide(parse_wheel_name(got[0].name)):
+                raise no_wheel(requirement, self.listing(requirement))
             target = self.root / got[0].name
             shutil.move(str(got[0]), target)
         return read_wheel(target)

@@ -134,6 +134,20 @@ class NetworkError(WorkerBridgeError):
     code = "network"
 
 
+class PackageError(WorkerBridgeError):
+    """A worker could not load or install a package (a wheel failed to load, or did not
+    match its lock's sha256)."""
+
+    code = "package"
+
+
+class PackageNotFoundError(PackageError, LookupError):
+    """A package a worker was asked for is not in its bundle's lock (or index); the
+    message names it and the bundle command that adds it."""
+
+    code = "missing_package"
+
+
 class ProtocolError(WorkerBridgeError):
     """A message that does not follow the envelope schema, or speaks another version."""
 
@@ -218,6 +232,8 @@ _BY_CODE: dict[str, type[WorkerBridgeError]] = {
         UnsupportedError,
         IntegrityError,
         NetworkError,
+        PackageError,
+        PackageNotFoundError,
         ProtocolError,
         VersionMismatchError,
         UnknownOperationError,

@@ -5,7 +5,9 @@ the pool's other half queues and dispatches calls. The policy: a worker that cra
 closes itself, stops answering heartbeats while idle, or ignores the interrupt after a
 timeout or cancel is terminated and replaced; one that keeps failing to boot is given up
 after ``max_boot_failures`` tries, and when none is left the pool either falls back to
-the page's thread or fails every caller with ``WorkerCrashedError``.
+the page's thread or fails every caller with ``WorkerCrashedError``. A worker that
+refuses to boot for a reason only the page can fix (a package its bundle lacks) fails
+the pool at once, with that typed error: no retry, no fallback.
 """
 
 from __future__ import annotations
@@ -18,12 +20,20 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from workerbridge.core.envelope import PROTOCOL_VERSION
-from workerbridge.core.errors import WorkerCrashedError
+from workerbridge.core.errors import (
+    PackageError,
+    WorkerBridgeError,
+    WorkerCrashedError,
+    error_from_code,
+)
 from workerbridge.pool.connection import Connection
 
 log = logging.getLogger("workerbridge.pool")
 
 SlotState = Literal["booting", "ready", "dead", "failed"]
+
+# Boot errors no retry can cure: every worker of the pool would fail the same way.
+REFUSALS = frozenset({PackageError.code, "missing_package"})
 
 
 class PoolTransport(Protocol):
@@ -88,7 +98,7 @@ class Supervisor:
     def _pump(self) -> None:  # the pool's dispatcher: a worker became ready or has room
         raise NotImplementedError
 
-    def _queue_failed(self, error: WorkerCrashedError) -> None:  # no worker will ever run
+    def _queue_failed(self, error: WorkerBridgeError) -> None:  # no worker will ever run
         raise NotImplementedError
 
     def _boot(self, slot: _Slot) -> None:
@@ -101,7 +111,12 @@ class Supervisor:
             if isinstance(raw, dict) and raw.get("kind") == "error" and raw.get("id") is None \
                     and raw.get("v") == PROTOCOL_VERSION \
                     and (slot.state == "booting" or raw.get("code") == "crashed"):
-                on_crash(str(raw.get("message", "the worker failed to boot")))
+                reason = str(raw.get("message", "the worker failed to boot"))
+                if slot.state == "booting" and raw.get("code") in REFUSALS \
+                        and slot.transport is transport:
+                    self._refused(error_from_code(str(raw["code"]), reason))
+                else:
+                    on_crash(reason)
             elif slot.connection is not None and slot.transport is transport:
                 slot.connection.handle_message(raw)
 
@@ -209,6 +224,22 @@ class Supervisor:
             return
         error = WorkerCrashedError(
             f"no worker could boot after {self.max_boot_failures} tries each: {reason}")
+        if self._first_ready is not None and not self._first_ready.done():
+            self._first_ready.set_exception(error)
+            self._first_ready.exception()  # retrieved here; start() re-raises it
+        self._queue_failed(error)
+
+    def _refused(self, error: WorkerBridgeError) -> None:
+        """A worker refused to boot for a reason every worker shares: fail the pool now."""
+        log.error("the pool's workers cannot boot: %s", error)
+        self._held = []
+        for slot in self._slots:
+            transport, connection = slot.transport, slot.connection
+            slot.transport, slot.connection, slot.state = None, None, "failed"
+            if transport is not None:
+                transport.terminate()
+            if connection is not None:
+                connection.destroy(error)
         if self._first_ready is not None and not self._first_ready.done():
             self._first_ready.set_exception(error)
             self._first_ready.exception()  # retrieved here; start() re-raises it

@@ -80,9 +80,13 @@ class WorkerTransport:
         name: str = "workerbridge",
         snapshot: bool = True,
         shared: dict[str, Any] | None = None,
+        packages: Sequence[str] = (),
+        packages_base_url: str | None = None,
     ) -> None:
         """``snapshot``: boot from a memory snapshot (web/snapshot.mjs); ``shared``: a
-        dict this pool's transports share, to hand a snapshot on to later workers."""
+        dict this pool's transports share, to hand a snapshot on to later workers;
+        ``packages``: loaded at boot from the bundle's lock, or the one at
+        ``packages_base_url`` (web/worker.mjs)."""
         self._on_message = on_message
         self._on_crash = on_crash
         self.control: Any = None
@@ -96,7 +100,12 @@ class WorkerTransport:
         if snapshot and "snapshot_blob" in self._shared:
             kit["snapshot"] = self._shared["snapshot_blob"]
             kit["key"] = self._shared["snapshot_key"]
-        options = {"modules": list(modules), "label": name, "snapshot": snapshot}
+        options: dict[str, Any] = {"modules": list(modules), "label": name,
+                                   "snapshot": snapshot}
+        if packages:
+            options["packages"] = list(packages)
+        if packages_base_url:
+            options["packages_base_url"] = packages_base_url
         adopted = _adopt(script_url, options)  # it has booted without the kit: no need
         self.prebooted = adopted is not None
         posted = not self.prebooted and any(v is not None for v in kit.values())

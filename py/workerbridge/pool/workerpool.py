@@ -32,6 +32,7 @@ from workerbridge.core.errors import (
     InvalidTypeError,
     QueueFullError,
     ShutdownError,
+    WorkerBridgeError,
     WorkerCrashedError,
 )
 from workerbridge.core.futures import PromptFuture
@@ -45,6 +46,16 @@ __all__ = ["PoolStats", "PoolTransport", "Strategy", "TransportFactory", "Worker
 log = logging.getLogger("workerbridge.pool")
 
 Strategy = Literal["least-busy", "round-robin"]
+
+
+def _boot_error(exc: BaseException | None) -> WorkerBridgeError:
+    """A fresh copy of the error that stopped the pool's workers booting, for a caller."""
+    if isinstance(exc, WorkerBridgeError):
+        try:
+            return type(exc)(str(exc))
+        except TypeError:
+            pass
+    return WorkerCrashedError(str(exc))
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +130,8 @@ class WorkerPool(Supervisor):
         fallback_factory: TransportFactory | None = None,
         clock: Callable[[], float] = time.monotonic,
         snapshot: bool = True,
+        packages: Sequence[str] = (),
+        packages_base_url: str | None = None,
     ) -> None:
         """``modules_or_url``: URLs of worker modules (.py) for the bundle's workers, the
         URL of your own worker script (.mjs/.js), or a transport factory.
@@ -127,9 +140,14 @@ class WorkerPool(Supervisor):
         hold at once; ``fallback``: "auto" runs the handlers on the page's thread when no
         worker can boot, "main" always does, "never" fails instead. ``snapshot``: bundle
         workers boot from a cached Pyodide memory snapshot; with none cached the first
-        worker boots normally and makes it, and the others boot once it is ready."""
+        worker boots normally and makes it, and the others boot once it is ready.
+        ``packages``: names of packages every worker loads from the bundle (with their
+        dependencies) before importing the modules; ``start()`` raises
+        ``PackageNotFoundError`` for one the bundle lacks. ``packages_base_url``: the
+        folder of a Pyodide distribution (its ``pyodide-lock.json`` and wheels) to load
+        them from instead (docs/packages.md)."""
         transport_factory, on_main, main_thread = choose(modules_or_url, base_url, fallback,
-                                                         snapshot)
+                                                         snapshot, packages, packages_base_url)
         fallback_factory = fallback_factory or on_main
         size = 1 if main_thread else default_size() if size is None else size
         if main_thread:
@@ -314,7 +332,7 @@ class WorkerPool(Supervisor):
         self._jobs.add(job)
         if self._first_ready is not None and self._first_ready.done() \
                 and self._first_ready.exception() is not None and not self._fallback:
-            self._settle_job(job, None, WorkerCrashedError(str(self._first_ready.exception())))
+            self._settle_job(job, None, _boot_error(self._first_ready.exception()))
             return job
         if pump and not self._queue:
             slot = self._pick()
@@ -399,9 +417,9 @@ class WorkerPool(Supervisor):
     def _fail(self, job: _Job, exc: BaseException) -> None:
         self._settle_job(job, None, exc)
 
-    def _queue_failed(self, error: WorkerCrashedError) -> None:
+    def _queue_failed(self, error: WorkerBridgeError) -> None:
         for _, _, job in list(self._queue):
-            self._fail(job, WorkerCrashedError(str(error)))
+            self._fail(job, _boot_error(error))
         self._queue.clear()
 
     # --- dispatch --------------------------------------------------------------------------

@@ -113,6 +113,14 @@ class Context:
         """Whether the caller listens for progress (worth streaming work to report it)."""
         return self._progress is not None or self._progress_messages
 
+    async def install(self, *requirements: str) -> list[str]:
+        """Install packages into this worker from the bundle's own index (micropip, never
+        PyPI): ``await ctx.install("python-dateutil")``. Returns "name version" of each
+        requirement installed; raises ``PackageNotFoundError`` if the index lacks one."""
+        from workerbridge.runtime.packages import install
+
+        return await install(requirements)
+
     def check_cancelled(self) -> None:
         """Raise ``CancelledError`` if the caller has cancelled this request."""
         if self.cancelled:

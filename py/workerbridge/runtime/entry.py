@@ -62,6 +62,9 @@ def serve(control: Any, user_modules: Any, info: Any) -> Callable[[Any], None]:
     signal.signal(signal.SIGINT, runtime.on_interrupt)
     runtime.watch_unraisable()
     ready_info = info.to_py() if hasattr(info, "to_py") else dict(info or {})
+    from workerbridge.runtime.packages import configure
+
+    configure(ready_info.pop("packages_index", None))
     runtime.ready(**ready_info)
 
     def on_message(data: Any) -> None:

@@ -10,16 +10,18 @@
 
 const CACHE_NAME = "workerbridge-snapshots";
 // Part of every key: bump it when what runs before a snapshot is made changes.
-const FORMAT = 1;
+const FORMAT = 2;
 
 function hex(buffer) {
   return Array.from(new Uint8Array(buffer), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-async function snapshotKey(bundle, sources) {
+async function snapshotKey(bundle, sources, plan) {
   if (!bundle.pyodide_build || !bundle.content_hash) return null;
+  // The packages in it: their lock's hash and which of them this worker loaded.
+  const packages = plan ? [plan.hash, plan.entries.map((e) => [e.name, e.sha256])] : [];
   const text = JSON.stringify([FORMAT, bundle.pyodide_build, bundle.content_hash,
-    sources.map((s) => [s.name, s.text])]);
+    sources.map((s) => [s.name, s.text]), packages]);
   return hex(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text))).slice(0, 32);
 }
 
@@ -35,11 +37,18 @@ export function checksum(bytes) {
 
 /** Where a worker keeps and finds its snapshot; open() says why it cannot. */
 export class SnapshotStore {
-  static async open(opts, bundle, sources, base) {
+  static async open(opts, bundle, sources, base, plan) {
     // -> a store, or { reason } when snapshots cannot be used here.
     if (opts.snapshot === false) return { reason: null };
+    if (plan && plan.compiled.length) {
+      return {
+        reason: `snapshots are off for this pool: ${plan.compiled.join(", ")} `
+          + `${plan.compiled.length > 1 ? "are compiled packages" : "is a compiled package"}, `
+          + "and a restored snapshot cannot bring back a dynamic library",
+      };
+    }
     if (!self.caches || !self.crypto || !crypto.subtle) return { reason: "no Cache Storage here" };
-    const key = await snapshotKey(bundle, sources);
+    const key = await snapshotKey(bundle, sources, plan);
     if (!key) return { reason: "bundle.json names no Pyodide build" };
     try {
       return new SnapshotStore(await caches.open(CACHE_NAME), key, base);

@@ -2,7 +2,14 @@
 //
 // Everything is resolved against this file's own URL, so the bundle works at any path.
 // The page passes its options as JSON in the worker's name:
-// {"modules": [url, ...], "snapshot": true, "posted": false}.
+// {"modules": [url, ...], "packages": [name, ...], "packages_base_url": url,
+//  "snapshot": true, "posted": false}.
+// "packages" are loaded from a Pyodide lock (the bundle's packages/pyodide-lock.json, or
+// the one at "packages_base_url") with everything they depend on, before the modules are
+// imported. Pure wheels are unpacked into site-packages and go into the memory snapshot
+// (the files are unpacked again after a restore: the file system is not in it); a
+// compiled one is loaded by Pyodide and turns snapshots off, since a restore cannot
+// bring back its dynamic library.
 // With "snapshot" (the default) the worker boots from a Pyodide memory snapshot when one
 // matches this Pyodide build, this bundle and these modules (snapshot.mjs); with none it
 // boots normally and makes one right after importing its modules, before it serves.
@@ -70,8 +77,13 @@ function compileOnce(module) {
     : fetch(input, init));
 }
 
+// Set once the package plan is known: where Pyodide resolves packages (never a CDN).
+let packageConfig = {};
+
 async function bootPyodide(extra = {}) {
-  return loadPyodide({ indexURL: new URL("../pyodide/", import.meta.url).href, ...extra });
+  return loadPyodide({
+    indexURL: new URL("../pyodide/", import.meta.url).href, ...packageConfig, ...extra,
+  });
 }
 
 async function fetchOk(url, what) {
@@ -104,6 +116,105 @@ async function fetchUserModules(urls) {
     sources.push({ name, text });
   }
   return sources;
+}
+
+// --- packages ---------------------------------------------------------------------------
+
+/** A boot failure the page reports as a typed error, not as a crash to retry. */
+class BootError extends Error {
+  constructor(message, code, errorType) {
+    super(message);
+    this.code = code;
+    this.errorType = errorType;
+  }
+}
+
+function canonical(name) {
+  return String(name).toLowerCase().replace(/[-_.]+/g, "-");
+}
+
+function hexToBase64(hex) {
+  return btoa(String.fromCharCode(...hex.match(/../g).map((b) => parseInt(b, 16))));
+}
+
+async function packagePlan(opts) {
+  // -> { base, lock, hash, entries (dependency order), compiled: [names] } for the
+  // packages this worker was asked for; a BootError names one the lock does not hold.
+  const base = new URL(opts.packages_base_url
+    ? String(opts.packages_base_url).replace(/\/?$/, "/")
+    : "../packages/", opts.packages_base_url ? self.location.href : import.meta.url).href;
+  const wanted = Array.isArray(opts.packages) ? opts.packages.map(String) : [];
+  const lockURL = new URL("pyodide-lock.json", base).href;
+  let text;
+  try {
+    text = await (await fetchOk(lockURL, "the package lock")).text();
+  } catch (err) {
+    if (!wanted.length) return { base, lock: null, hash: "", entries: [], compiled: [] };
+    throw new BootError(`packages ${wanted.join(", ")} were asked for, but ${lockURL} cannot `
+      + `be read (${message(err)}); build the bundle with: python -m workerbridge bundle OUT `
+      + wanted.map((w) => `--package ${w}`).join(" "), "missing_package", "PackageNotFoundError");
+  }
+  const lock = JSON.parse(text);
+  const packages = new Map(Object.values(lock.packages || {}).map((e) => [canonical(e.name), e]));
+  const entries = [];
+  const seen = new Set();
+  const visit = (name, neededBy) => {
+    const key = canonical(name);
+    const entry = packages.get(key);
+    if (!entry) {
+      throw new BootError(`package "${name}"${neededBy ? ` (needed by ${neededBy})` : ""} is `
+        + `not in this bundle's lock (${lockURL}); add it with: python -m workerbridge bundle `
+        + `OUT --package ${name}`, "missing_package", "PackageNotFoundError");
+    }
+    if (seen.has(key)) return;
+    seen.add(key);
+    for (const dep of entry.depends || []) visit(dep, key);
+    entries.push(entry);
+  };
+  for (const name of wanted) visit(name.split(/[<>=!~ ;[]/)[0], "");
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  const hash = Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0"))
+    .join("").slice(0, 16);
+  const compiled = entries.filter((e) => !/-none-any\.whl$/.test(e.file_name)).map((e) => e.name);
+  return { base, lock, hash, entries, compiled };
+}
+
+async function fetchWheels(plan) {
+  // The pure wheels' bytes, each checked against the lock's sha256 by the browser.
+  if (plan.compiled.length) return [];
+  return Promise.all(plan.entries.map(async (entry) => {
+    const url = new URL(entry.file_name, plan.base);
+    const response = await fetch(url, { integrity: `sha256-${hexToBase64(entry.sha256)}` })
+      .catch((err) => {
+        throw new BootError(`package ${entry.name}: ${url} failed to load or does not match `
+          + `the lock's sha256 (${message(err)})`, "package", "PackageError");
+      });
+    if (!response.ok) {
+      throw new BootError(`package ${entry.name}: ${url}: HTTP ${response.status}`, "package",
+        "PackageError");
+    }
+    return response.arrayBuffer();
+  }));
+}
+
+async function installWheels(pyodide, plan, wheels) {
+  if (!plan.entries.length) return;
+  if (plan.compiled.length) {
+    // Pyodide loads them (and their dependencies) by the lock, checking each sha256; a
+    // failure is only reported to errorCallback, so it is collected and raised here.
+    const errors = [];
+    await pyodide.loadPackage(plan.entries.map((e) => e.name), {
+      checkIntegrity: true, messageCallback: () => {}, errorCallback: (m) => errors.push(m),
+    });
+    const missing = plan.entries.filter((e) => !(e.name in pyodide.loadedPackages));
+    if (errors.length || missing.length) {
+      throw new BootError(`packages failed to load: ${errors.join("; ") || missing.map((e) => e.name).join(", ")}`,
+        "package", "PackageError");
+    }
+    return;
+  }
+  const sitePackages = pyodide.runPython("import site; site.getsitepackages()[0]");
+  for (const bytes of wheels) pyodide.unpackArchive(bytes, "zip", { extractDir: sitePackages });
 }
 
 function installUserModules(pyodide, sources) {
@@ -172,8 +283,12 @@ async function boot() {
   const opts = options();
   const posted = opts.posted ? await postedBoot : {};
   compileOnce(posted.wasm instanceof WebAssembly.Module ? posted.wasm : undefined);
-  const [bundle, sources] = await Promise.all([bundleInfo(), fetchUserModules(opts.modules || [])]);
-  const store = await SnapshotStore.open(opts, bundle, sources, import.meta.url);
+  const [bundle, sources, plan] = await Promise.all([
+    bundleInfo(), fetchUserModules(opts.modules || []), packagePlan(opts)]);
+  const wheels = await fetchWheels(plan);
+  packageConfig = plan.lock ? { lockFileContents: plan.lock, packageBaseUrl: plan.base }
+    : { packageBaseUrl: plan.base };
+  const store = await SnapshotStore.open(opts, bundle, sources, import.meta.url, plan);
   const snapshots = store instanceof SnapshotStore;
   mark("fetch_ms");
   let { pyodide, reason } = snapshots ? await bootFromSnapshot(store, posted) : store;
@@ -181,10 +296,15 @@ async function boot() {
   pyodide ??= await bootPyodide(snapshots ? { _makeSnapshot: true } : {});
   mark("pyodide_ms");
   await installPackage(pyodide);
+  await installWheels(pyodide, plan, wheels);
   let userModules = pyodide.toPy(installUserModules(pyodide, sources));
   mark("install_ms");
   let worker = pyodide.pyimport("workerbridge.runtime.entry");
-  const info = { snapshot, boot_stages: stages, wasm: posted.wasm ? "shared" : "compiled" };
+  const info = {
+    snapshot, boot_stages: stages, wasm: posted.wasm ? "shared" : "compiled",
+    packages: plan.entries.map((e) => `${e.name} ${e.version}`),
+    packages_index: plan.lock ? new URL("simple", plan.base).href : null,
+  };
   if (snapshot === "loaded") {
     worker.after_snapshot();
   } else {
@@ -203,6 +323,7 @@ async function boot() {
           _loadSnapshot: made.bytes, _snapshotDeserializer: builtinDeserializer,
         });
         await installPackage(pyodide);
+        await installWheels(pyodide, plan, wheels);
         userModules = pyodide.toPy(installUserModules(pyodide, sources));
         worker = pyodide.pyimport("workerbridge.runtime.entry");
         worker.after_snapshot();
@@ -223,12 +344,14 @@ async function boot() {
 }
 
 boot().catch((err) => {
+  // A BootError (a package the bundle lacks) is the page's to fix, not a crash to retry.
+  const typed = err instanceof BootError;
   self.postMessage({
     v: PROTOCOL_VERSION,
     kind: "error",
-    code: "crashed",
-    message: `worker failed to boot: ${message(err)}`,
-    error_type: "WorkerCrashedError",
+    code: typed ? err.code : "crashed",
+    message: typed ? message(err) : `worker failed to boot: ${message(err)}`,
+    error_type: typed ? err.errorType : "WorkerCrashedError",
   });
   closeWorker();
 });
