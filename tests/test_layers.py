@@ -3,7 +3,7 @@ into the private names of another subsystem's folder.
 
 Imports are read statically, at module level and inside functions alike; those under
 ``if TYPE_CHECKING:`` are left out (they never run). A folder is one subsystem (``core``,
-``runtime``, ``pool``, ``channels``, ``storage``, ``bundle``); the modules directly in
+``runtime``, ``pool``, ``channels``, ``storage``, ``jobs``, ``bundle``); the modules directly in
 ``workerbridge/`` (the bridge, the dev server, the public re-exports) form one more.
 """
 
@@ -17,7 +17,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "py" / "workerbridge"
 # What each folder may import (besides itself): the layers below it.
-LAYERS = ["core", "runtime", "pool", "channels", "storage", "bundle", "top"]
+LAYERS = ["core", "runtime", "pool", "channels", "storage", "jobs", "bundle", "top"]
 
 
 def module_name(path: Path, pkg: Path = PKG) -> str:

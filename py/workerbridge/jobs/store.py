@@ -1,0 +1,391 @@
+"""The job store: jobs as IndexedDB records, and the transaction programs that move them.
+
+Each function here is a transaction program (``storage.txn``): it yields batches of
+IndexedDB requests and decides from their results, so one call is one atomic
+transaction, whichever tab runs it. Read-write transactions on one store run one at a
+time across tabs, which is what makes a claim safe: the program that reads the waiting
+jobs is the one that writes their leases.
+
+A job's life: ``waiting`` (due at ``due_at``) -> ``active`` (claimed: ``owner`` holds a
+lease until ``lease_until``) -> ``completed`` (its result stored in the transaction that
+ends it) or, after a failed attempt, ``waiting`` again (a retry, due after its backoff)
+or ``failed`` (by its attempts or its recovery table). ``cancelled`` ends a job at the
+caller's request. A lease that ends with no answer (its tab closed, crashed or froze)
+puts the job back to ``waiting`` at the next claim, and so does a crashed worker: the run
+stays in ``attempt`` and the history (the job may have run twice; that is the only way a
+duplicate run happens) but not against ``attempts``, which count failed runs.
+
+Pure: the host tests drive these programs against an in-memory model of IndexedDB.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from workerbridge.core.errors import InvalidInputError, InvalidTypeError
+from workerbridge.jobs.claims import Candidate, QueueLimits, Running, choose, lease_expired
+from workerbridge.jobs.policy import Backoff, Decision, Rule, decide
+from workerbridge.storage.plan import KeyRange
+from workerbridge.storage.txn import Final, Program
+
+JOBS = "jobs"
+META = "meta"
+# The database's stores: jobs by id, with an index on their state; counters by name.
+SCHEMA_SPEC: dict[str, Any] = {JOBS: {"key": "id", "indexes": ["state"]}, META: {"key": "name"}}
+STATES = ("waiting", "active", "completed", "failed", "cancelled")
+TERMINAL = ("completed", "failed", "cancelled")
+HANDLER = re.compile(r"[A-Za-z_][\w-]*\.[A-Za-z_][\w-]*")
+MAX_ID = 200
+MAX_DEPTH = 64
+
+
+def check_value(value: Any, what: str, depth: int = 0) -> None:
+    """A job's payload or result: JSON values and bytes only (InvalidTypeError)."""
+    if depth > MAX_DEPTH:
+        raise InvalidInputError(f"{what} nests deeper than {MAX_DEPTH} levels")
+    if value is None or isinstance(value, bool | str | bytes):
+        return
+    if isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidTypeError(f"{what} holds {value!r}, which JSON cannot carry")
+        return
+    if isinstance(value, list | tuple):
+        for item in value:
+            check_value(item, what, depth + 1)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidTypeError(f"{what} has a {type(key).__name__} key; JSON objects "
+                                       "have string keys")
+            check_value(item, what, depth + 1)
+        return
+    raise InvalidTypeError(f"{what} holds a {type(value).__name__}: a job carries JSON values "
+                           "and bytes only")
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as stored (a tuple is stored as a list)."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple | list):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+    return bool(plain(a) == plain(b))
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """What ``jobs.add`` was given, checked."""
+
+    queue: str
+    handler: str  # "channel.op"
+    payload: Any = None
+    id: str | None = None
+    priority: int = 0
+    delay: float = 0.0
+    attempts: int = 1
+    backoff: Backoff = field(default_factory=Backoff)
+    timeout: float | None = None
+    group: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.queue, str) or not self.queue or len(self.queue) > MAX_ID:
+            raise InvalidInputError("a queue name is a non-empty string")
+        if not isinstance(self.handler, str) or not HANDLER.fullmatch(self.handler):
+            raise InvalidInputError(f"handler must be 'channel.op', not {self.handler!r}")
+        if self.id is not None and (not isinstance(self.id, str) or not self.id
+                                    or len(self.id) > MAX_ID):
+            raise InvalidInputError("job_id must be a non-empty string of at most "
+                                    f"{MAX_ID} characters")
+        if isinstance(self.priority, bool) or not isinstance(self.priority, int):
+            raise InvalidTypeError(f"priority must be an int, not {self.priority!r}")
+        if isinstance(self.delay, bool) or not isinstance(self.delay, int | float) \
+                or not math.isfinite(self.delay) or self.delay < 0:
+            raise InvalidInputError(f"delay must be a number of seconds ≥ 0, not "
+                                    f"{self.delay!r}")
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) \
+                or self.attempts < 1:
+            raise InvalidInputError(f"attempts must be an int ≥ 1, not {self.attempts!r}")
+        if not isinstance(self.backoff, Backoff):
+            raise InvalidTypeError("backoff must be a Backoff(...)")
+        if self.timeout is not None and (isinstance(self.timeout, bool)
+                                         or not isinstance(self.timeout, int | float)
+                                         or not math.isfinite(self.timeout)
+                                         or self.timeout <= 0):
+            raise InvalidInputError(f"timeout must be seconds > 0 or None, not "
+                                    f"{self.timeout!r}")
+        if self.group is not None and (not isinstance(self.group, str) or not self.group):
+            raise InvalidInputError("group must be a non-empty string or None")
+        check_value(self.payload, "the payload")
+
+
+def _only(state: str) -> KeyRange:
+    return KeyRange.only(state)
+
+
+def new_record(spec: JobSpec, seq: int, now: float, make_id: Callable[[], str]) -> dict[str, Any]:
+    return {
+        "id": spec.id or make_id(), "queue": spec.queue, "handler": spec.handler,
+        "payload": spec.payload, "priority": spec.priority, "seq": seq,
+        "due_at": now + spec.delay, "state": "waiting", "attempts": spec.attempts,
+        "attempt": 0, "backoff": {"base": spec.backoff.base, "factor": spec.backoff.factor,
+                                  "max": spec.backoff.max, "jitter": spec.backoff.jitter},
+        "timeout": spec.timeout, "group": spec.group, "owner": None, "lease_until": None,
+        "added_at": now, "finished_at": None, "result": None, "error": None,
+        "history": [], "stalls": 0,
+    }
+
+
+def add(specs: Sequence[JobSpec], now: float,
+        make_id: Callable[[], str] | None = None) -> Program:
+    """Store new jobs in one transaction; returns their records. A ``job_id`` that exists
+    returns the stored job (deduplication), unless it was added with another handler or
+    payload: then InvalidInputError, and nothing of the batch is written."""
+    if make_id is None:
+        import uuid
+
+        make_id = lambda: str(uuid.uuid4())  # noqa: E731
+    known = [s.id for s in specs if s.id is not None]
+    found = yield [["get", JOBS, i] for i in known] + [["get", META, "seq"]]
+    stored = {i: rec for i, rec in zip(known, found[:-1], strict=True) if rec is not None}
+    seq = found[-1]["value"] if found[-1] else 0
+    out: list[dict[str, Any]] = []
+    batch: list[list[Any]] = []
+    for spec in specs:
+        existing = stored.get(spec.id) if spec.id is not None else None
+        if existing is not None:
+            if existing["handler"] != spec.handler or not _same(existing["payload"], spec.payload):
+                raise InvalidInputError(f"job_id {spec.id!r} exists with another handler or "
+                                        "payload; nothing was added")
+            out.append(existing)
+            continue
+        seq += 1
+        record = new_record(spec, seq, now, make_id)
+        batch.append(["add", JOBS, record])
+        out.append(record)
+        if spec.id is not None:
+            stored[spec.id] = record
+    if batch:
+        batch.append(["put", META, {"name": "seq", "value": seq}])
+    yield Final(batch)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A claim's outcome: the jobs it took (leased to its owner) and those whose lease
+    had ended, put back to waiting."""
+
+    jobs: tuple[dict[str, Any], ...]
+    stalled: tuple[str, ...]
+
+
+def claim(now: float, owner: str, lease: float, limits: Mapping[str, QueueLimits],
+          capacity: int | None = None,
+          recent_starts: Mapping[str, Sequence[float]] | None = None) -> Program:
+    """Take the jobs to run now (``claims.choose``), leasing each to ``owner`` until
+    ``now + lease``, in one transaction."""
+    waiting, active = yield [["all", JOBS, "state", _only("waiting").to_wire(), None],
+                             ["all", JOBS, "state", _only("active").to_wire(), None]]
+    batch: list[list[Any]] = []
+    running: list[Running] = []
+    stalled: list[str] = []
+    for job in active:
+        if lease_expired(job["lease_until"], now):
+            job = _stalled(job, now)
+            stalled.append(job["id"])
+            waiting.append(job)
+            batch.append(["put", JOBS, job])
+        else:
+            running.append(Running(job["queue"], job["group"]))
+    by_id = {j["id"]: j for j in waiting}
+    chosen = choose((Candidate(j["id"], j["queue"], j["priority"], j["seq"], j["due_at"],
+                               j["group"]) for j in waiting),
+                    now, limits, running, capacity, recent_starts)
+    taken = []
+    for ident in chosen:
+        job = by_id[ident]
+        attempt = job["attempt"] + 1
+        job = {**job, "state": "active", "owner": owner, "lease_until": now + lease,
+               "attempt": attempt,
+               "history": [*job["history"], {"attempt": attempt, "start": now, "end": None,
+                                             "owner": owner, "error_type": None,
+                                             "worker": None}]}
+        batch.append(["put", JOBS, job])
+        taken.append(job)
+    yield Final(batch)
+    return Claimed(tuple(taken), tuple(stalled))
+
+
+def _stalled(job: dict[str, Any], now: float, reason: str = "Stalled") -> dict[str, Any]:
+    history = [*job["history"]]
+    if history and history[-1]["end"] is None:
+        history[-1] = {**history[-1], "end": now, "error_type": reason}
+    return {**job, "state": "waiting", "owner": None, "lease_until": None, "due_at": now,
+            "stalls": job["stalls"] + 1, "history": history}
+
+
+def _finish_history(job: dict[str, Any], now: float, error_type: str | None,
+                    worker: int | None) -> list[dict[str, Any]]:
+    history = [*job["history"]]
+    if history and history[-1]["end"] is None:
+        history[-1] = {**history[-1], "end": now, "error_type": error_type, "worker": worker}
+    return history
+
+
+def complete(job_id: str, result: Any, now: float, worker: int | None = None) -> Program:
+    """Store a job's result and end it, in one transaction. False when the job had already
+    ended (another run finished it first, or it was cancelled or removed)."""
+    check_value(result, "the result")
+    (job,) = yield [["get", JOBS, job_id]]
+    if job is None or job["state"] in TERMINAL:
+        yield Final([])
+        return False
+    done = {**job, "state": "completed", "result": result, "finished_at": now,
+            "owner": None, "lease_until": None,
+            "history": _finish_history(job, now, None, worker)}
+    yield Final([["put", JOBS, done]])
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A failed attempt's outcome: what was decided, and the job as stored."""
+
+    decision: Decision
+    job: dict[str, Any] | None
+
+
+def fail(job_id: str, error_types: Sequence[str], message: str, now: float,
+         tables: Iterable[Mapping[str, Rule]] = (), worker: int | None = None,
+         rand: Callable[[], float] = random.random) -> Program:
+    """Record a failed attempt and retry the job (due after its backoff) or fail it, by
+    its attempts and the recovery tables (``policy.decide``), in one transaction."""
+    (job,) = yield [["get", JOBS, job_id]]
+    if job is None or job["state"] in TERMINAL:
+        yield Final([])
+        return Failure(Decision("fail", reason="the job had already ended"), None)
+    backoff = Backoff(**job["backoff"])
+    # Runs that ended without an answer (stalls) do not count against the attempts.
+    decision = decide(max(job["attempt"] - job["stalls"], 1), job["attempts"], error_types,
+                      backoff, *tables, rand=rand)
+    kind = error_types[0] if error_types else "Error"
+    error = {"type": kind, "types": list(error_types), "message": message[:500]}
+    history = _finish_history(job, now, kind, worker)
+    if decision.action == "retry":
+        job = {**job, "state": "waiting", "due_at": now + decision.delay, "owner": None,
+               "lease_until": None, "error": error, "history": history}
+    else:
+        job = {**job, "state": "failed", "finished_at": now, "owner": None,
+               "lease_until": None, "error": error, "history": history}
+    yield Final([["put", JOBS, job]])
+    return Failure(decision, job)
+
+
+def requeue(job_id: str, now: float, reason: str, max_stalls: int) -> Program:
+    """Put a running job back to waiting at once (its worker crashed). The run counts in
+    its ``attempt`` and history (a duplicate run shows there) but not against its
+    ``attempts``; after ``max_stalls`` such runs it fails.
+    Returns the new state, or None if the job had already ended."""
+    (job,) = yield [["get", JOBS, job_id]]
+    if job is None or job["state"] in TERMINAL:
+        yield Final([])
+        return None
+    job = _stalled(job, now, reason)
+    if job["stalls"] > max_stalls:
+        job = {**job, "state": "failed", "finished_at": now,
+               "error": {"type": reason, "types": [reason], "message":
+                         f"its run ended {job['stalls']} times without an answer ({reason})"}}
+    yield Final([["put", JOBS, job]])
+    return str(job["state"])
+
+
+def renew(owner: str, job_ids: Sequence[str], now: float, lease: float) -> Program:
+    """Extend ``owner``'s leases; returns the ids it no longer holds (cancelled, removed,
+    or taken by another tab after its lease ended): their runs should stop."""
+    found = yield [["get", JOBS, i] for i in job_ids]
+    batch, lost = [], []
+    for ident, job in zip(job_ids, found, strict=True):
+        if job is None or job["state"] != "active" or job["owner"] != owner:
+            lost.append(ident)
+        else:
+            batch.append(["put", JOBS, {**job, "lease_until": now + lease}])
+    yield Final(batch)
+    return lost
+
+
+def release(owner: str, job_ids: Sequence[str], now: float) -> Program:
+    """Put ``owner``'s running jobs back to waiting, their attempt not counted (a graceful
+    close, or the tab going away); returns the ids put back."""
+    found = yield [["get", JOBS, i] for i in job_ids]
+    batch, back = [], []
+    for ident, job in zip(job_ids, found, strict=True):
+        if job is None or job["state"] != "active" or job["owner"] != owner:
+            continue
+        history = [*job["history"]]
+        if history and history[-1]["end"] is None:
+            history.pop()
+        batch.append(["put", JOBS, {**job, "state": "waiting", "owner": None,
+                                    "lease_until": None, "due_at": now,
+                                    "attempt": job["attempt"] - 1, "history": history}])
+        back.append(ident)
+    yield Final(batch)
+    return back
+
+
+def cancel(job_id: str, now: float) -> Program:
+    """End a waiting or running job as cancelled; its previous state, or None."""
+    (job,) = yield [["get", JOBS, job_id]]
+    if job is None or job["state"] in TERMINAL:
+        yield Final([])
+        return None if job is None else job["state"]
+    yield Final([["put", JOBS, {**job, "state": "cancelled", "finished_at": now,
+                                "owner": None, "lease_until": None,
+                                "history": _finish_history(job, now, "Cancelled", None)}]])
+    return str(job["state"])
+
+
+def retry(job_id: str, now: float) -> Program:
+    """Run a failed or cancelled job again, with its attempts afresh; False otherwise."""
+    (job,) = yield [["get", JOBS, job_id]]
+    if job is None or job["state"] not in ("failed", "cancelled"):
+        yield Final([])
+        return False
+    yield Final([["put", JOBS, {**job, "state": "waiting", "due_at": now, "attempt": 0,
+                                "finished_at": None, "error": None}]])
+    return True
+
+
+def remove(job_id: str) -> Program:
+    """Delete a job that is not running; False if it runs (cancel it first) or is gone."""
+    (job,) = yield [["get", JOBS, job_id]]
+    if job is None or job["state"] == "active":
+        yield Final([])
+        return False
+    yield Final([["del", JOBS, job_id]])
+    return True
+
+
+def get(job_ids: Sequence[str]) -> Program:
+    return (yield Final([["get", JOBS, i] for i in job_ids]))
+
+
+def listing(queue: str | None = None, state: str | None = None,
+            limit: int | None = None) -> Program:
+    """Jobs by state (all states when None) and queue, in claim order."""
+    if state is not None and state not in STATES:
+        raise InvalidInputError(f"state must be one of {', '.join(STATES)}, not {state!r}")
+    request = ["all", JOBS, "state", _only(state).to_wire(), None] if state is not None \
+        else ["all", JOBS, None, None, None]
+    (jobs,) = yield Final([request])
+    jobs = [j for j in jobs if queue is None or j["queue"] == queue]
+    jobs.sort(key=lambda j: (-j["priority"], j["seq"]))
+    return jobs[:limit] if limit is not None else jobs
+

@@ -1,0 +1,232 @@
+"""Host tests of the job store's transaction programs (workerbridge.jobs.store), driven
+against test_storage_programs' in-memory model of IndexedDB with an injected clock."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+import pytest
+
+from test_storage_programs import Memory
+from workerbridge import InvalidInputError, InvalidTypeError
+from workerbridge.jobs import store
+from workerbridge.jobs.claims import QueueLimits
+from workerbridge.jobs.policy import Backoff, Fail, Retry, recovery_table
+from workerbridge.jobs.store import JobSpec
+from workerbridge.storage.plan import IndexSpec
+from workerbridge.storage.query import key_of
+from workerbridge.storage.txn import StoreInfo
+
+SCHEMA = {"jobs": StoreInfo("jobs", "id", (IndexSpec("state", ("state",)),)),
+          "meta": StoreInfo("meta", "name")}
+LIMITS = {"q": QueueLimits(concurrency=10)}
+NO_JITTER = Backoff(base=1, factor=2, jitter=False)
+
+
+@pytest.fixture
+def db() -> Memory:
+    return Memory(SCHEMA)
+
+
+def run(db: Memory, program):
+    return db.run(["jobs", "meta"], program)
+
+
+def stored_job(db: Memory, ident: str) -> dict:
+    return db.data["jobs"][key_of(ident)]
+
+
+def add(db, *specs, now=0.0):
+    counter = itertools.count(1)
+    taken = {j["id"] for j in db.data["jobs"].values()}
+
+    def make_id():
+        while True:
+            ident = f"j{next(counter)}"
+            if ident not in taken:
+                taken.add(ident)
+                return ident
+
+    return run(db, store.add(list(specs), now, make_id))
+
+
+def spec(**kw) -> JobSpec:
+    return JobSpec(**{"queue": "q", "handler": "text.word_count", "payload": {"n": 1}, **kw})
+
+
+def test_add_is_durable_ordered_and_dedups_by_job_id(db):
+    first = add(db, spec(), spec(id="fixed", payload={"n": 2}), spec(priority=5))
+    assert [j["seq"] for j in first] == [1, 2, 3]
+    assert db.data["meta"][key_of("seq")]["value"] == 3
+    again = add(db, spec(id="fixed", payload={"n": 2}))
+    assert again[0] == first[1] and len(db.data["jobs"]) == 3
+    # Same id in one batch: one job.
+    both = add(db, spec(id="twice"), spec(id="twice"))
+    assert both[0]["id"] == both[1]["id"] == "twice" and len(db.data["jobs"]) == 4
+
+
+def test_an_id_clash_with_another_payload_writes_nothing(db):
+    add(db, spec(id="fixed"))
+    before = copy.deepcopy(db.data)
+    with pytest.raises(InvalidInputError, match="exists with another handler or payload"):
+        add(db, spec(), spec(id="fixed", payload={"n": 99}))
+    assert db.data == before
+
+
+@pytest.mark.parametrize(("kw", "error"), [
+    ({"payload": {1, 2}}, InvalidTypeError), ({"payload": {"x": object()}}, InvalidTypeError),
+    ({"payload": float("nan")}, InvalidTypeError), ({"payload": {1: "a"}}, InvalidTypeError),
+    ({"handler": "nodot"}, InvalidInputError), ({"delay": -1}, InvalidInputError),
+    ({"attempts": 0}, InvalidInputError), ({"timeout": 0}, InvalidInputError),
+    ({"priority": 1.5}, InvalidTypeError), ({"id": ""}, InvalidInputError),
+])
+def test_bad_jobs_are_refused_before_anything_is_written(kw, error):
+    with pytest.raises(error):
+        spec(**kw)
+
+
+def test_bytes_and_json_payloads_are_accepted():
+    assert spec(payload={"data": b"\x00\x01", "list": [1, 2.5, None, True, "s"]}).payload
+
+
+def test_claims_take_due_jobs_in_order_and_lease_them(db):
+    add(db, spec(), spec(priority=5), spec(delay=10))
+    claimed = run(db, store.claim(1.0, "tab-a", 50.0, LIMITS))
+    assert [j["priority"] for j in claimed.jobs] == [5, 0]
+    for job in claimed.jobs:
+        stored = stored_job(db, job["id"])
+        assert (stored["state"], stored["owner"], stored["lease_until"], stored["attempt"]) == \
+            ("active", "tab-a", 51.0, 1)
+        assert stored["history"][0]["start"] == 1.0
+    # Nothing else is due; the delayed one is taken once due, by whoever claims.
+    assert run(db, store.claim(2.0, "tab-b", 5.0, LIMITS)).jobs == ()
+    later = run(db, store.claim(10.0, "tab-b", 5.0, LIMITS))
+    assert [j["owner"] for j in later.jobs] == ["tab-b"]
+
+
+def test_concurrency_counts_jobs_leased_by_any_tab(db):
+    add(db, *[spec() for _ in range(5)])
+    limits = {"q": QueueLimits(concurrency=2)}
+    assert len(run(db, store.claim(0, "a", 5, limits)).jobs) == 2
+    assert run(db, store.claim(0, "b", 5, limits)).jobs == ()
+
+
+def test_a_lease_that_ends_puts_the_job_back_and_its_attempt_shows_it(db):
+    (job,) = add(db, spec(attempts=3))
+    run(db, store.claim(0, "dead-tab", 2.0, LIMITS))
+    assert run(db, store.claim(1.9, "b", 2.0, LIMITS)).jobs == ()  # still leased
+    taken = run(db, store.claim(2.0, "b", 2.0, LIMITS))
+    assert taken.stalled == (job["id"],)
+    again = taken.jobs[0]
+    assert (again["owner"], again["attempt"], again["stalls"]) == ("b", 2, 1)
+    assert [h["error_type"] for h in again["history"]] == ["Stalled", None]
+
+
+def test_renewing_keeps_the_lease_and_reports_lost_jobs(db):
+    a, b = add(db, spec(), spec())
+    run(db, store.claim(0, "me", 2.0, LIMITS))
+    run(db, store.cancel(b["id"], 1.0))
+    assert run(db, store.renew("me", [a["id"], b["id"], "gone"], 1.5, 2.0)) == [b["id"], "gone"]
+    assert stored_job(db, a["id"])["lease_until"] == 3.5
+    assert run(db, store.claim(3.0, "other", 2.0, LIMITS)).stalled == ()
+
+
+def test_complete_stores_the_result_with_the_end_once(db):
+    (job,) = add(db, spec())
+    run(db, store.claim(0, "me", 5, LIMITS))
+    assert run(db, store.complete(job["id"], {"words": 3}, 1.0, worker=2)) is True
+    stored = stored_job(db, job["id"])
+    assert (stored["state"], stored["result"], stored["finished_at"]) == \
+        ("completed", {"words": 3}, 1.0)
+    assert stored["history"][-1]["end"] == 1.0 and stored["history"][-1]["worker"] == 2
+    assert run(db, store.complete(job["id"], {"words": 4}, 2.0)) is False  # a duplicate run
+    assert stored_job(db, job["id"])["result"] == {"words": 3}
+    with pytest.raises(InvalidTypeError):
+        run(db, store.complete(job["id"], object(), 2.0))
+
+
+def test_failures_retry_by_backoff_then_fail(db):
+    (job,) = add(db, spec(attempts=3, backoff=NO_JITTER))
+    outcomes = []
+    now = 0.0
+    for _ in range(3):
+        claimed = run(db, store.claim(now, "me", 5, LIMITS))
+        assert len(claimed.jobs) == 1, now
+        failure = run(db, store.fail(job["id"], ["KeyError", "LookupError", "Exception"],
+                                     "boom", now + 0.5))
+        outcomes.append((failure.decision.action, failure.decision.delay))
+        now = failure.job["due_at"]
+    assert outcomes == [("retry", 1.0), ("retry", 2.0), ("fail", 0.0)]
+    stored = stored_job(db, job["id"])
+    assert stored["state"] == "failed" and stored["error"]["type"] == "KeyError"
+    assert [h["error_type"] for h in stored["history"]] == ["KeyError"] * 3
+
+
+def test_the_recovery_table_decides_by_error_type(db):
+    table = recovery_table({"PermissionError": Fail(), "TimeoutError": Retry(5, delay=0)})
+    a, b = add(db, spec(attempts=1), spec(attempts=9))
+    run(db, store.claim(0, "me", 5, LIMITS))
+    retried = run(db, store.fail(a["id"], ["RequestTimeoutError", "WorkerBridgeError",
+                                           "TimeoutError", "OSError", "Exception"], "", 1,
+                                 [table]))
+    ended = run(db, store.fail(b["id"], ["PermissionError", "OSError", "Exception"], "", 1,
+                               [table]))
+    assert (retried.decision.action, retried.job["state"], retried.job["due_at"]) == \
+        ("retry", "waiting", 1)
+    assert (ended.decision.action, ended.job["state"]) == ("fail", "failed")
+
+
+def test_release_puts_running_jobs_back_without_counting_the_attempt(db):
+    a, b = add(db, spec(), spec())
+    run(db, store.claim(0, "me", 5, LIMITS))
+    assert run(db, store.release("me", [a["id"], b["id"]], 1.0)) == [a["id"], b["id"]]
+    stored = stored_job(db, a["id"])
+    assert (stored["state"], stored["attempt"], stored["history"]) == ("waiting", 0, [])
+    assert run(db, store.release("someone-else", [a["id"]], 1.0)) == []
+
+
+def test_cancel_retry_remove_get_and_list(db):
+    a, b, c = add(db, spec(), spec(priority=3), spec(queue="other"))
+    assert run(db, store.cancel(a["id"], 1.0)) == "waiting"
+    assert run(db, store.cancel(a["id"], 1.0)) == "cancelled"
+    assert run(db, store.retry(a["id"], 2.0)) is True
+    assert stored_job(db, a["id"])["state"] == "waiting"
+    assert run(db, store.retry(b["id"], 2.0)) is False  # not ended
+    assert [j["id"] for j in run(db, store.listing("q", "waiting"))] == [b["id"], a["id"]]
+    assert [j["id"] for j in run(db, store.listing(None, None, limit=1))] == [b["id"]]
+    run(db, store.claim(3.0, "me", 5, {"other": QueueLimits(1)}))
+    assert run(db, store.remove(c["id"])) is False  # running: cancel it first
+    assert run(db, store.remove(a["id"])) is True
+    assert run(db, store.get([a["id"], b["id"]])) == [None, stored_job(db, b["id"])]
+    with pytest.raises(InvalidInputError):
+        run(db, store.listing("q", "sleeping"))
+
+
+def test_two_tabs_claiming_in_turn_never_share_a_job(db):
+    add(db, *[spec(group=f"g{i % 3}") for i in range(30)])
+    limits = {"q": QueueLimits(concurrency=30, group_concurrency=30)}
+    seen = []
+    for turn in range(10):
+        owner = "a" if turn % 2 else "b"
+        seen += [j["id"] for j in run(db, store.claim(turn, owner, 100, limits, capacity=4)).jobs]
+    assert len(seen) == len(set(seen)) == 30
+
+
+def test_a_crashed_run_goes_back_at_once_without_using_an_attempt(db):
+    (job,) = add(db, spec(attempts=2, backoff=NO_JITTER))
+    run(db, store.claim(0.0, "me", 5, LIMITS))
+    assert run(db, store.requeue(job["id"], 0.5, "WorkerCrashedError", 2)) == "waiting"
+    (again,) = run(db, store.claim(0.5, "me", 5, LIMITS)).jobs
+    assert again["attempt"] == 2  # the duplicate run shows
+    # Its first real failure still has a retry left: the crash did not use it.
+    assert run(db, store.fail(job["id"], ["KeyError"], "", 1.0)).decision.action == "retry"
+    (job,) = add(db, spec(attempts=1, queue="crash"))
+    for n in range(1, 4):
+        run(db, store.claim(float(n) + 5, "me", 5, {"crash": QueueLimits(concurrency=1)}))
+        assert run(db, store.requeue(job["id"], n + 5.5, "WorkerCrashedError", 2)) == \
+            ("waiting" if n <= 2 else "failed")
+    stored = stored_job(db, job["id"])
+    assert stored["state"] == "failed" and stored["stalls"] == 3
+    assert [h["error_type"] for h in stored["history"]] == ["WorkerCrashedError"] * 3
+    assert run(db, store.requeue(job["id"], 9, "WorkerCrashedError", 2)) is None
