@@ -41,6 +41,8 @@ from workerbridge.core.shared import (
     SharedFlag,
     SharedProgress,
 )
+from workerbridge.jobs.engine import Job, Jobs
+from workerbridge.jobs.policy import Backoff, Fail, Retry
 from workerbridge.pool.connection import Connection, ConnectionStats, RetryPolicy
 from workerbridge.pool.workerpool import PoolStats, WorkerPool
 from workerbridge.runtime.dispatch import Context, handler
@@ -49,16 +51,20 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "Backoff",
     "CancelledError",
     "Connection",
     "ConnectionStats",
     "ConstraintError",
     "Context",
     "CorruptDataError",
+    "Fail",
     "IntegrityError",
     "InvalidFilterError",
     "InvalidInputError",
     "InvalidTypeError",
+    "Job",
+    "Jobs",
     "Kind",
     "NetworkError",
     "NonceReuseError",
@@ -71,6 +77,7 @@ __all__ = [
     "QueueFullError",
     "RemoteError",
     "RequestTimeoutError",
+    "Retry",
     "RetryPolicy",
     "SharedCancellation",
     "SharedCounter",

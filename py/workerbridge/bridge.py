@@ -20,6 +20,7 @@ from workerbridge.core.envelope import Priority
 from workerbridge.core.errors import ShutdownError
 from workerbridge.core.platform import js_global
 from workerbridge.core.shared import SharedCancellation
+from workerbridge.jobs.engine import Jobs
 from workerbridge.pool.connection import ProgressCallback, RetryPolicy
 from workerbridge.pool.factories import Fallback
 from workerbridge.pool.workerpool import PoolStats, Strategy, TransportFactory, WorkerPool
@@ -82,6 +83,7 @@ class WorkerBridge:
         does, "never" fails instead. Other options go to ``WorkerPool``."""
         self.nonces = NonceRegistry()  # every (key, nonce) this bridge encrypted with
         self._key_ids: Any = None  # a JS WeakMap: CryptoKey -> number
+        self._jobs: Jobs | None = None
         self._next_key_id = 0
         self.pool = WorkerPool(
             transport_factory or tuple(modules), size=workers, strategy=strategy,
@@ -107,6 +109,13 @@ class WorkerBridge:
             cls._default = cls()
         return cls._default
 
+    @property
+    def jobs(self) -> Jobs:
+        """This bridge's durable job queues, in the default database (docs/jobs.md)."""
+        if self._jobs is None:
+            self._jobs = Jobs(self.pool)
+        return self._jobs
+
     # --- lifecycle -------------------------------------------------------------------------
 
     @property
@@ -121,7 +130,10 @@ class WorkerBridge:
         return self
 
     async def close(self) -> None:
-        """Reject pending calls with ShutdownError and terminate the workers."""
+        """Reject pending calls with ShutdownError and terminate the workers; running jobs
+        go back to their queues, their attempt not counted."""
+        if self._jobs is not None:
+            await self._jobs.close(timeout=0)
         await self.pool.terminate(force=True)
         storage_pool = state_of(self).pool  # storage's own worker, when the pool is larger
         if storage_pool is not None and storage_pool is not self.pool:

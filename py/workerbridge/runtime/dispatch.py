@@ -74,6 +74,11 @@ def handler(channel: str, op: str) -> Callable[[F], F]:
     return register
 
 
+def lookup(channel: str, op: str) -> Handler | None:
+    """The handler registered for ``(channel, op)``, if any (a job names its handler)."""
+    return _REGISTRY.get((channel, op))
+
+
 def registered_ops() -> list[str]:
     return sorted(f"{c}.{o}" for c, o in _REGISTRY)
 
@@ -82,6 +87,16 @@ def registered_ops() -> list[str]:
 class _Active:
     task: asyncio.Task[Any] | None = None
     cancelled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """What a handler run as a job knows of it (``ctx.job``)."""
+
+    id: str
+    queue: str
+    attempt: int  # this run, counting from 1 (a run after a crash counts too)
+    step: str | None = None
 
 
 @dataclass(slots=True)
@@ -101,6 +116,7 @@ class Context:
     _last_sent: float = 0.0
     _last_yield: float = 0.0
     _total: int = 0
+    job: JobInfo | None = None  # set when the request runs a durable job
 
     @property
     def cancelled(self) -> bool:

@@ -1,0 +1,389 @@
+"""Durable jobs on the page: ``bridge.jobs``.
+
+The page writes the job store (``jobs.store``) itself, in IndexedDB, one transaction per
+operation; the work runs in the pool's workers through ordinary ``@handler``s (the
+``jobs.run`` op calls the job's handler with ``ctx.job`` set). While a tab has declared a
+queue it claims that queue's jobs: a claim is one transaction that leases the jobs to
+this tab, which renews the leases while they run and ends each job in the transaction
+that stores its result. A job whose tab went away is taken again once its lease ends; a
+job whose worker crashed is put back at once.
+
+What each call guarantees is in docs/jobs.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from workerbridge.core.errors import (
+    CancelledError,
+    InvalidInputError,
+    InvalidTypeError,
+    RemoteError,
+    UnknownOperationError,
+    WorkerBridgeError,
+    WorkerCrashedError,
+    error_from_code,
+    known_codes,
+)
+from workerbridge.jobs import store
+from workerbridge.jobs.claims import QueueLimits
+from workerbridge.jobs.policy import Backoff, RecoveryKey, Rule, recovery_table, type_names
+from workerbridge.jobs.store import JobSpec
+from workerbridge.pool.workerpool import WorkerPool
+from workerbridge.storage.txn import Program
+
+log = logging.getLogger("workerbridge.jobs")
+
+DEFAULT_DB = "workerbridge-jobs"
+MAX_STALLS = 5  # a job whose worker crashed this often fails instead of running again
+
+
+class Job:
+    """A handle on one stored job; valid in any tab and after a reload."""
+
+    def __init__(self, jobs: Jobs, job_id: str) -> None:
+        self._jobs = jobs
+        self.id = job_id
+
+    def __repr__(self) -> str:
+        return f"Job({self.id!r})"
+
+    async def status(self) -> dict[str, Any] | None:
+        """The stored job without its payload and result (None once removed): state,
+        attempt, attempts, error, history, timestamps."""
+        record = await self._jobs._record(self.id)
+        if record is None:
+            return None
+        return {k: v for k, v in record.items() if k not in ("payload", "result")}
+
+    async def result(self, timeout: float | None = None) -> Any:
+        """Wait for the job to end; its result, or its error raised (the workerbridge
+        error it failed with, else ``RemoteError`` naming the handler's exception type);
+        ``CancelledError`` if it was cancelled."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            record = await self._jobs._record(self.id)
+            if record is None:
+                raise InvalidInputError(f"no job {self.id[:60]!r} (removed?)")
+            if record["state"] == "completed":
+                return record["result"]
+            if record["state"] == "failed":
+                raise _error_of(record.get("error") or {})
+            if record["state"] == "cancelled":
+                raise CancelledError(f"job {self.id[:60]!r} was cancelled")
+            wait = self._jobs.poll
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"job {self.id[:60]!r} did not end within {timeout} s")
+                wait = min(wait, left)
+            await self._jobs._ended(self.id, wait)
+
+    async def cancel(self) -> bool:
+        """Cancel the job; a run in this tab is stopped through the usual cancel path (a
+        run in another tab stops when that tab next renews its lease). False if it had
+        already ended."""
+        return await self._jobs._cancel(self.id)
+
+    async def retry(self) -> bool:
+        """Run a failed or cancelled job again, with its attempts afresh."""
+        done = bool(await self._jobs._tx(store.retry(self.id, self._jobs.clock())))
+        self._jobs._kick()
+        return done
+
+    async def remove(self) -> bool:
+        """Delete the job (not while it runs: cancel it first)."""
+        return bool(await self._jobs._tx(store.remove(self.id)))
+
+
+def _error_of(error: Mapping[str, Any]) -> WorkerBridgeError:
+    """The exception a failed job raises from ``result()``."""
+    types = list(error.get("types") or [])
+    message = str(error.get("message") or "the job failed")
+    from workerbridge.core import errors as module
+
+    for name in types:
+        cls = getattr(module, name, None)
+        if isinstance(cls, type) and issubclass(cls, WorkerBridgeError) \
+                and cls.code in known_codes() and cls is not RemoteError:
+            return error_from_code(cls.code, message)
+    return RemoteError(message, types[0] if types else "Exception")
+
+
+class Jobs:
+    """The job queues of one IndexedDB database, and this tab's share of running them."""
+
+    def __init__(self, pool: WorkerPool, *, db: str = DEFAULT_DB, lease: float = 5.0,
+                 poll: float = 0.2, capacity: int | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        """``lease``: seconds a claim holds a job without renewal (renewed every third
+        of it); ``poll``: seconds between claims when nothing wakes the loop;
+        ``capacity``: jobs this tab runs at once (default: the pool's size)."""
+        if not isinstance(db, str) or not db:
+            raise InvalidInputError("db must be a database name")
+        for name, value in (("lease", lease), ("poll", poll)):
+            if isinstance(value, bool) or not isinstance(value, int | float) \
+                    or not math.isfinite(value) or value <= 0:
+                raise InvalidInputError(f"{name} must be seconds > 0, not {value!r}")
+        self.pool = pool
+        self.db_name = db
+        self.lease = float(lease)
+        self.poll = float(poll)
+        self.capacity = capacity
+        self.clock = clock
+        self.owner = secrets.token_hex(8)
+        self._queues: dict[str, QueueLimits] = {}
+        self._recovery: dict[str | None, dict[str, Rule]] = {}
+        self._db: Any = None
+        self._running: dict[str, asyncio.Future[Any]] = {}
+        self._wake = asyncio.Event()
+        self._done: dict[str, asyncio.Event] = {}
+        self._loop_task: asyncio.Task[None] | None = None
+        self._renew_task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # --- the store -------------------------------------------------------------------------
+
+    async def _open(self) -> Any:
+        if self._db is None or self._db.closed:
+            from workerbridge.storage.idb import open_database
+            from workerbridge.storage.schema import BLOCKED_TIMEOUT, normalize_schema
+
+            self._db = await open_database(self.db_name, 1,
+                                           normalize_schema(store.SCHEMA_SPEC), BLOCKED_TIMEOUT)
+        return self._db
+
+    async def _tx(self, program: Program, mode: str = "readwrite") -> Any:
+        from workerbridge.storage.idb import run
+
+        result, _ = await run(await self._open(), [store.JOBS, store.META], mode, program,
+                              "the job store")
+        return result
+
+    async def _record(self, job_id: str) -> dict[str, Any] | None:
+        (record,) = await self._tx(store.get([job_id]), "readonly")
+        return record  # type: ignore[no-any-return]
+
+    # --- declaring ---------------------------------------------------------------------------
+
+    async def queue(self, name: str, *, concurrency: int = 1, group_concurrency: int = 1,
+                    rate_limit: tuple[int, float] | None = None) -> None:
+        """Declare (or update) a queue; this tab then runs its jobs. ``concurrency``: jobs
+        of it running at once across every tab; ``group_concurrency``: per ``group`` key;
+        ``rate_limit``: (jobs, seconds) started at most."""
+        if not isinstance(name, str) or not name:
+            raise InvalidInputError("a queue name is a non-empty string")
+        self._queues[name] = QueueLimits(concurrency, group_concurrency, rate_limit)
+        self._ensure_running()
+        self._kick()
+
+    def recovery(self, rules: Mapping[RecoveryKey, Rule], queue: str | None = None) -> None:
+        """What to do by error type: ``{KeyError: Retry(3, delay=1), "ValueError": Fail()}``,
+        for one queue or (None) all; matched on the error's class and its bases."""
+        self._recovery[queue] = recovery_table(rules)
+
+    # --- adding ------------------------------------------------------------------------------
+
+    def _spec(self, queue: str, handler: str, payload: Any, job_id: str | None,
+              priority: int, delay: float, attempts: int, backoff: Backoff | None,
+              timeout: float | None, group: str | None) -> JobSpec:
+        spec = JobSpec(queue, handler, payload, job_id, priority, delay, attempts,
+                       backoff if backoff is not None else Backoff(), timeout, group)
+        ops = self._known_ops()
+        if ops is not None and f"{spec.handler}" not in ops:
+            raise UnknownOperationError(f"no handler {spec.handler[:80]!r} is registered in "
+                                        "the workers (load its module with modules=[...])")
+        return spec
+
+    def _known_ops(self) -> set[str] | None:
+        infos = self.pool.ready_info()
+        ops = infos[0].get("ops") if infos else None
+        return set(ops) if isinstance(ops, list) else None
+
+    async def add(self, queue: str, handler: str, payload: Any = None, *,
+                  job_id: str | None = None, priority: int = 0, delay: float = 0.0,
+                  attempts: int = 1, backoff: Backoff | None = None,
+                  timeout: float | None = None, group: str | None = None) -> Job:
+        """Store a job; returns once it is durable. ``handler``: "channel.op" of a
+        registered handler; ``job_id``: adding an existing id returns that job."""
+        await self.pool.start()
+        spec = self._spec(queue, handler, payload, job_id, priority, delay, attempts,
+                          backoff, timeout, group)
+        (record,) = await self._tx(store.add([spec], self.clock()))
+        self._kick()
+        return Job(self, record["id"])
+
+    async def add_bulk(self, jobs: Sequence[Mapping[str, Any]]) -> list[Job]:
+        """Store many jobs in one transaction: each a dict of ``add``'s arguments
+        (``queue``, ``handler``, ``payload``, ``job_id``, ...)."""
+        await self.pool.start()
+        specs = []
+        for options in jobs:
+            if not isinstance(options, Mapping):
+                raise InvalidTypeError("add_bulk wants a list of dicts of add()'s arguments")
+            unknown = set(options) - {"queue", "handler", "payload", "job_id", "priority",
+                                      "delay", "attempts", "backoff", "timeout", "group"}
+            if unknown:
+                raise InvalidInputError(f"add_bulk: unknown option {sorted(unknown)[0]!r}")
+            specs.append(self._spec(options.get("queue", ""), options.get("handler", ""),
+                                    options.get("payload"), options.get("job_id"),
+                                    options.get("priority", 0), options.get("delay", 0.0),
+                                    options.get("attempts", 1), options.get("backoff"),
+                                    options.get("timeout"), options.get("group")))
+        records = await self._tx(store.add(specs, self.clock()))
+        self._kick()
+        return [Job(self, r["id"]) for r in records]
+
+    async def get(self, job_id: str) -> Job | None:
+        """A handle on a stored job (None if there is none)."""
+        return Job(self, job_id) if await self._record(job_id) is not None else None
+
+    async def list(self, queue: str | None = None, state: str | None = None,
+                   limit: int | None = None) -> list[dict[str, Any]]:
+        """Stored jobs (without payloads and results), in claim order."""
+        jobs = await self._tx(store.listing(queue, state, limit), "readonly")
+        return [{k: v for k, v in j.items() if k not in ("payload", "result")} for j in jobs]
+
+    # --- running -----------------------------------------------------------------------------
+
+    def _kick(self) -> None:
+        self._wake.set()
+
+    def _ensure_running(self) -> None:
+        if self._loop_task is None and not self._closing:
+            self._loop_task = asyncio.ensure_future(self._loop())
+            self._renew_task = asyncio.ensure_future(self._renew_loop())
+
+    def _free(self) -> int:
+        capacity = self.capacity if self.capacity is not None else max(1, self.pool.size)
+        return capacity - len(self._running)
+
+    async def _loop(self) -> None:
+        while not self._closing:
+            self._wake.clear()
+            taken = 0
+            if self._queues and self._free() > 0:
+                try:
+                    claimed = await self._tx(store.claim(
+                        self.clock(), self.owner, self.lease, dict(self._queues), self._free()))
+                except WorkerBridgeError as exc:
+                    log.warning("claiming jobs failed: %s", exc)
+                    claimed = None
+                if claimed is not None:
+                    taken = len(claimed.jobs)
+                    for job in claimed.jobs:
+                        self._start(job)
+            if taken and self._free() > 0:
+                continue
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll)
+
+    def _start(self, job: dict[str, Any]) -> None:
+        request = {"handler": job["handler"], "payload": job["payload"],
+                   "job": {"id": job["id"], "queue": job["queue"], "attempt": job["attempt"]}}
+        # retries=0: a crash puts the job back in the store, not in the pool's queue.
+        future = self.pool.submit("jobs", "run", request, timeout=job["timeout"], retries=0)
+        self._running[job["id"]] = future
+        task = asyncio.ensure_future(self._finish(job, future))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _finish(self, job: dict[str, Any], future: asyncio.Future[Any]) -> None:
+        ident = job["id"]
+        try:
+            try:
+                out = await future
+            except asyncio.CancelledError:
+                return  # cancelled, lost its lease, or put back by close()
+            except WorkerCrashedError:
+                await self._tx(store.requeue(ident, self.clock(), "WorkerCrashedError",
+                                             MAX_STALLS))
+                return
+            except WorkerBridgeError as exc:
+                await self._failed(job, type_names(exc), str(exc))
+                return
+            if isinstance(out, dict) and "ok" in out:
+                await self._tx(store.complete(ident, out["ok"], self.clock()))
+            else:
+                error = out.get("error", {}) if isinstance(out, dict) else {}
+                await self._failed(job, list(error.get("types", ["Exception"])),
+                                   str(error.get("message", "")))
+        except WorkerBridgeError as exc:  # the store itself failed: the lease will lapse
+            log.error("job %s: its outcome could not be stored (%s); it will run again",
+                      ident[:60], exc)
+        finally:
+            self._running.pop(ident, None)
+            event = self._done.pop(ident, None)
+            if event is not None:
+                event.set()
+            self._kick()
+
+    async def _failed(self, job: dict[str, Any], types: Sequence[str], message: str) -> None:
+        tables = [t for t in (self._recovery.get(job["queue"]), self._recovery.get(None))
+                  if t]
+        await self._tx(store.fail(job["id"], types, message, self.clock(), tables))
+
+    async def _renew_loop(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(self.lease / 3)
+            ids = list(self._running)
+            if not ids:
+                continue
+            try:
+                lost = await self._tx(store.renew(self.owner, ids, self.clock(), self.lease))
+            except WorkerBridgeError as exc:
+                log.warning("renewing job leases failed: %s", exc)
+                continue
+            for ident in lost:
+                future = self._running.get(ident)
+                if future is not None:
+                    future.cancel()
+
+    async def _ended(self, job_id: str, wait: float) -> None:
+        """Wait up to ``wait`` seconds, less if this tab ends that job meanwhile."""
+        event = self._done.setdefault(job_id, asyncio.Event()) if job_id in self._running \
+            else None
+        if event is None:
+            await asyncio.sleep(wait)
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(event.wait(), wait)
+
+    async def _cancel(self, job_id: str) -> bool:
+        before = await self._tx(store.cancel(job_id, self.clock()))
+        future = self._running.get(job_id)
+        if future is not None:
+            future.cancel()
+        return before in ("waiting", "active")
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Stop claiming; let running jobs finish for up to ``timeout`` seconds, then put
+        back what still runs, its attempt not counted. Nothing is lost."""
+        self._closing = True
+        self._kick()
+        deadline = time.monotonic() + timeout
+        while self._running and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        left = list(self._running)
+        if left:
+            for ident in left:
+                future = self._running.get(ident)
+                if future is not None:
+                    future.cancel()
+            with contextlib.suppress(WorkerBridgeError):
+                await self._tx(store.release(self.owner, left, self.clock()))
+        for task in (self._loop_task, self._renew_task):
+            if task is not None:
+                task.cancel()
+        if self._db is not None:
+            self._db.close()
+            self._db = None

@@ -1,0 +1,209 @@
+"""Durable jobs in real Chromium: real IndexedDB, real workers, real reloads, real kills.
+
+Each test uses a database of its own. The page's Python drives ``workerbridge.jobs``; the
+handlers are in pages/jobwork.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from conftest import PAGE_HELPERS, Harness
+
+SETUP = """
+import asyncio, js, time
+from workerbridge import WorkerBridge, Backoff, Retry, Fail
+from workerbridge.jobs.engine import Jobs
+B = WorkerBridge(workers=2, modules=["./jobwork.py"], fallback="never")
+await B.start()
+await B.pool.wait_all_ready()
+"""
+
+
+def page(context: Any, origin: str) -> Harness:
+    h = Harness(context.new_page(), origin)
+    h.py(PAGE_HELPERS + SETUP)
+    return h
+
+
+@pytest.fixture(scope="module")
+def ctx(browser: Any) -> Iterator[Any]:
+    context = browser.new_context()
+    yield context
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def h(ctx: Any, server: str) -> Harness:
+    return page(ctx, server)
+
+
+def test_a_job_runs_in_a_worker_and_its_result_is_stored(h: Harness):
+    got = h.py("""
+        J = Jobs(B.pool, db="t-basic")
+        await J.queue("q", concurrency=2)
+        job = await J.add("q", "work.echo", {"x": 1, "data": b"\\x00\\xff"})
+        result = await job.result(timeout=30)
+        status = await job.status()
+        plain = await B.request("work", "echo", {"y": 2})
+        [job.id, result["job"], result["payload"]["data"].hex(), status["state"],
+         status["attempt"], len(status["history"]), plain["job"]]
+    """)
+    ident, seen, data, state, attempt, runs, plain_job = got
+    assert seen == {"id": ident, "queue": "q", "attempt": 1}
+    assert data == "00ff" and state == "completed" and attempt == 1 and runs == 1
+    assert plain_job is None  # a plain call is no job
+
+
+def test_dedup_by_job_id_and_refusals_write_nothing(h: Harness):
+    got = h.py("""
+        J = Jobs(B.pool, db="t-dedup")
+        a = await J.add("q", "work.echo", {"n": 1}, job_id="order-7")
+        b = await J.add("q", "work.echo", {"n": 1}, job_id="order-7")
+        errors = [await failure(J.add("q", "work.echo", {"n": 2}, job_id="order-7")),
+                  await failure(J.add("q", "work.nothing", {})),
+                  await failure(J.add("q", "work.echo", {"s": {1, 2}})),
+                  await failure(J.add("q", "work.echo", {}, delay=-1)),
+                  await failure(J.add("q", "work.echo", {}, attempts=0))]
+        listed = await J.list()
+        [a.id, b.id, [e[0] for e in errors], len(listed)]
+    """)
+    assert got[0] == got[1] == "order-7"
+    assert got[2] == ["InvalidInputError", "UnknownOperationError", "InvalidTypeError",
+                      "InvalidInputError", "InvalidInputError"]
+    assert got[3] == 1
+
+
+def test_retries_and_recovery_by_error_type(h: Harness):
+    got = h.py("""
+        J = Jobs(B.pool, db="t-recovery")
+        J.recovery({"KeyError": Retry(3, delay=0.05), PermissionError: Fail()})
+        await J.queue("q", concurrency=3)
+        ok = await J.add("q", "work.flaky", {"error": "KeyError", "until": 3})
+        denied = await J.add("q", "work.flaky", {"error": "PermissionError", "secret": "s3cr3t"},
+                             attempts=5)
+        plain = await J.add("q", "work.flaky", {"error": "ValueError"}, attempts=2,
+                            backoff=Backoff(base=0.05, jitter=False))
+        first = await ok.result(timeout=30)
+        errs = [await failure(denied.result(timeout=30)), await failure(plain.result(timeout=30))]
+        states = [await x.status() for x in (ok, denied, plain)]
+        [first, errs, [[h["error_type"] for h in s["history"]] for s in states],
+         [s["state"] for s in states]]
+    """)
+    first, errs, histories, states = got
+    assert first == {"attempt": 3}
+    assert histories == [["KeyError", "KeyError", None], ["PermissionError"],
+                         ["ValueError", "ValueError"]]
+    assert states == ["completed", "failed", "failed"]
+    assert errs[0][0] == "RemoteError" and "PermissionError" in errs[0][1]
+    assert "s3cr3t" not in errs[0][1]  # the handler's message quoted the payload: kept out
+    assert errs[1][0] == "RemoteError"
+
+
+def test_a_timeout_stops_running_code_and_counts_as_a_failed_attempt(h: Harness):
+    got = h.py("""
+        J = Jobs(B.pool, db="t-timeout")
+        await J.queue("q")
+        t0 = time.monotonic()
+        job = await J.add("q", "work.spin", {"seconds": 60}, timeout=0.5, attempts=2,
+                          backoff=Backoff(base=0.05, jitter=False))
+        err = await failure(job.result(timeout=60))
+        took = time.monotonic() - t0
+        status = await job.status()
+        after = await B.request("work", "echo", {"z": 1})  # the pool still serves
+        [err[0], took, [h["error_type"] for h in status["history"]], after["payload"]]
+    """)
+    assert got[0] == "RequestTimeoutError"
+    assert got[1] < 20, "the spinning handler was not stopped"
+    assert got[2] == ["RequestTimeoutError", "RequestTimeoutError"]
+    assert got[3] == {"z": 1}
+
+
+def test_a_job_whose_worker_crashed_runs_again_within_a_second(h: Harness):
+    got = h.py("""
+        J = Jobs(B.pool, db="t-crash")
+        await J.queue("q")
+        job = await J.add("q", "work.crash_once", {}, attempts=1)
+        result = await job.result(timeout=60)
+        status = await job.status()
+        [result, status["history"], status["stalls"]]
+    """)
+    result, history, stalls = got
+    assert result["attempt"] == 2  # the duplicate run shows
+    assert [h["error_type"] for h in history] == ["WorkerCrashedError", None]
+    assert stalls == 1
+    assert history[1]["start"] - history[0]["end"] < 1.0
+
+
+def test_groups_run_one_at_a_time_per_key(h: Harness):
+    got = h.py("""
+        J = Jobs(B.pool, db="t-groups", capacity=4)
+        await J.queue("g", concurrency=4, group_concurrency=1)
+        jobs = await J.add_bulk([{"queue": "g", "handler": "work.span",
+                                  "payload": {"seconds": 0.15, "group": k}, "group": k}
+                                 for k in ["a"] * 4 + ["b"] * 2])
+        [await j.result(timeout=30) for j in jobs]
+    """)
+    for key in ("a", "b"):
+        spans = sorted((r["start"], r["end"]) for r in got if r["group"] == key)
+        assert all(s2 >= e1 for (_, e1), (s2, _) in itertools.pairwise(spans)), spans
+    a = sorted((r["start"], r["end"]) for r in got if r["group"] == "a")
+    b = sorted((r["start"], r["end"]) for r in got if r["group"] == "b")
+    assert b[0][0] < a[0][1] or a[0][0] < b[0][1], "the two groups never ran side by side"
+
+
+def test_jobs_added_before_a_reload_run_after_it(ctx: Any, server: str):
+    first = page(ctx, server)
+    ids = first.py("""
+        J = Jobs(B.pool, db="t-reload")   # no queue declared here: nothing runs yet
+        jobs = await J.add_bulk([{"queue": "later", "handler": "work.echo",
+                                  "payload": {"n": i}} for i in range(20)])
+        [j.id for j in jobs]
+    """)
+    first.page.reload()
+    first.page.wait_for_function("window.pyReady === true", timeout=120_000)
+    first.py(PAGE_HELPERS + SETUP)
+    got = first.py(f"""
+        J = Jobs(B.pool, db="t-reload")
+        await J.queue("later", concurrency=4)
+        results = [await (await J.get(i)).result(timeout=60) for i in {ids!r}]
+        [r["payload"]["n"] for r in results]
+    """)
+    assert got == list(range(20))
+    first.page.close()
+
+
+def test_another_tab_takes_over_a_job_whose_tab_closed(ctx: Any, server: str):
+    a = page(ctx, server)
+    ident = a.py("""
+        J = Jobs(B.pool, db="t-failover", lease=1.5)
+        await J.queue("x")
+        job = await J.add("x", "work.span", {"seconds": 600})
+        while (await job.status())["state"] != "active":
+            await asyncio.sleep(0.05)
+        job.id
+    """)
+    b = page(ctx, server)
+    a.page.close()  # the tab and its workers are gone; its lease is not renewed
+    got = b.py(f"""
+        t0 = time.monotonic()
+        J = Jobs(B.pool, db="t-failover", lease=1.5)
+        await J.queue("x")
+        job = await J.get({ident!r})
+        while (await job.status())["attempt"] < 2:
+            await asyncio.sleep(0.05)
+        taken = time.monotonic() - t0
+        await job.cancel()
+        status = await job.status()
+        [taken, status["state"], [h["error_type"] for h in status["history"]]]
+    """)
+    taken, state, history = got
+    # The lease (1.5 s) ends at most 1.5 s after the last renewal; within 2 s of that the
+    # other tab runs it.
+    assert taken < 1.5 + 2.0, taken
+    assert history[0] == "Stalled" and state == "cancelled"
+    b.page.close()

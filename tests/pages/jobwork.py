@@ -1,0 +1,54 @@
+"""Test-only job handlers (tests/browser/test_jobs.py): each reports what it saw."""
+
+import asyncio
+import time
+
+from workerbridge import Context, handler
+
+
+@handler("work", "echo")
+async def echo(ctx: Context, payload: dict) -> dict:
+    job = ctx.job
+    return {"payload": payload, "job": None if job is None else
+            {"id": job.id, "queue": job.queue, "attempt": job.attempt}}
+
+
+@handler("work", "flaky")
+async def flaky(ctx: Context, payload: dict) -> dict:
+    """Raises ``payload["error"]`` (a builtin exception's name) until attempt ``until``."""
+    import builtins
+
+    if ctx.job.attempt < payload.get("until", 10**9):
+        raise getattr(builtins, payload["error"])("a message that quotes the payload: "
+                                                  + payload.get("secret", ""))
+    return {"attempt": ctx.job.attempt}
+
+
+@handler("work", "span")
+async def span(ctx: Context, payload: dict) -> dict:
+    """Sleeps a while; returns when it ran (the page's clock, in ms)."""
+    import js
+
+    start = js.Date.now()
+    await asyncio.sleep(payload.get("seconds", 0.2))
+    return {"start": start, "end": js.Date.now(), "group": payload.get("group")}
+
+
+@handler("work", "spin")
+async def spin(ctx: Context, payload: dict) -> int:
+    """A pure-Python busy loop that never awaits: only the interrupt can stop it."""
+    n = 0
+    deadline = time.monotonic() + payload.get("seconds", 30.0)
+    while time.monotonic() < deadline:
+        n += 1
+    return n
+
+
+@handler("work", "crash_once")
+async def crash_once(ctx: Context, payload: dict) -> dict:
+    """Closes its own worker on the job's first attempt; succeeds after."""
+    import js
+
+    if ctx.job.attempt == 1 and not payload.get("crashed"):
+        js.close()
+    return {"attempt": ctx.job.attempt, "history_ok": True}

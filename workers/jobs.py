@@ -1,0 +1,38 @@
+"""The ``jobs`` channel: running a job's handler in a worker.
+
+``run`` calls the job's own registered handler with ``ctx.job`` set (its id, queue and
+attempt). A handler's exception comes back as a result that names its type and its
+bases, for the recovery table, and not its message, which may quote the payload (a
+workerbridge error's own message is kept: it never does). The job store itself is
+written by the page.
+
+Its page half: ``workerbridge.jobs.engine``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workerbridge.core.errors import CancelledError, UnknownOperationError, WorkerBridgeError
+from workerbridge.jobs.policy import type_names
+from workerbridge.runtime.dispatch import Context, JobInfo, handler, lookup
+
+
+@handler("jobs", "run")
+async def run_job(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
+    """Run a job's handler; {"ok": result} or {"error": {"types", "message"}}."""
+    channel, _, op = str(payload["handler"]).partition(".")
+    fn = lookup(channel, op)
+    if fn is None:
+        raise UnknownOperationError(f"no handler {channel[:40]}.{op[:40]} in this worker")
+    job = payload["job"]
+    ctx.job = JobInfo(job["id"], job["queue"], int(job["attempt"]), job.get("step"))
+    try:
+        return {"ok": await fn(ctx, payload.get("payload"))}
+    except CancelledError:
+        raise
+    except WorkerBridgeError as exc:  # our own messages never quote data
+        return {"error": {"types": type_names(exc), "message": str(exc)}}
+    except Exception as exc:
+        return {"error": {"types": type_names(exc),
+                          "message": f"the handler raised {type(exc).__name__}"}}
