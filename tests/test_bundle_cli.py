@@ -41,7 +41,8 @@ def test_an_installed_workerbridge_writes_a_bundle(python: Path, tmp_path: Path)
     assert done.returncode == 0, done.stderr
     out = tmp_path / "site" / "dist"
     lock = json.loads((out / "packages" / "pyodide-lock.json").read_text())
-    assert sorted(lock["packages"]) == ["micropip", "msgspec", "python-dateutil", "six"]
+    assert sorted(lock["packages"]) == ["cronsim", "micropip", "msgspec", "python-dateutil",
+                                        "six", "tzdata"]
     assert lock["packages"]["msgspec"]["file_name"] == \
         "msgspec-0.23.0-cp314-cp314-pyemscripten_2026_0_wasm32.whl"
     for entry in lock["packages"].values():

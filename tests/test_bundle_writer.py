@@ -31,6 +31,8 @@ NODE_MODULES = ROOT / "node_modules"
 def index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = tmp_path_factory.mktemp("index")
     make_wheel(src, "micropip", "0.11.1", files=["micropip/__init__.py"])
+    make_wheel(src, "cronsim", "2.8", files=["cronsim/__init__.py"])
+    make_wheel(src, "tzdata", "2026.6", files=["tzdata/__init__.py"])
     make_wheel(src, "python-dateutil", "2.9.0", ["six>=1.5"], ["dateutil/__init__.py"])
     make_wheel(src, "six", "1.17.0", files=["six.py"])
     make_wheel(src, "oldsix-user", "1.0", ["six<1.10"], ["oldsix_user.py"])
@@ -66,7 +68,8 @@ def test_a_bundle_holds_the_runtime_the_package_and_the_wheels_with_lock_and_ind
     for name in ("worker.mjs", "snapshot.mjs", "preboot.mjs", "workerbridge.zip"):
         assert (out / "workerbridge" / name).is_file()
     lock = json.loads((out / "packages" / "pyodide-lock.json").read_text())
-    assert sorted(lock["packages"]) == ["fastthing", "micropip", "python-dateutil", "six"]
+    assert sorted(lock["packages"]) == ["cronsim", "fastthing", "micropip", "python-dateutil",
+                                        "six", "tzdata"]
     assert lock["info"]["abi_version"] == "2026_0"
     for entry in lock["packages"].values():
         wheel = out / "packages" / entry["file_name"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from datetime import UTC, datetime
 
 import pytest
 
@@ -230,3 +231,71 @@ def test_a_crashed_run_goes_back_at_once_without_using_an_attempt(db):
     assert stored["state"] == "failed" and stored["stalls"] == 3
     assert [h["error_type"] for h in stored["history"]] == ["WorkerCrashedError"] * 3
     assert run(db, store.requeue(job["id"], 9, "WorkerCrashedError", 2)) is None
+
+
+# --- schedules -------------------------------------------------------------------------------
+
+SCHED_SCHEMA = {**SCHEMA, "schedules": StoreInfo("schedules", "name")}
+T0 = datetime(2026, 1, 1, 10, 0, tzinfo=UTC).timestamp()
+
+
+@pytest.fixture
+def sdb() -> Memory:
+    return Memory(SCHED_SCHEMA)
+
+
+def srun(db: Memory, program):
+    return db.run(["jobs", "meta", "schedules"], program)
+
+
+def declare(db, name="tick", cron="*/10 * * * *", catch_up="skip", now=T0, **kw):
+    from workerbridge.jobs.schedule import first_run
+
+    nxt = first_run(cron, "UTC", datetime.fromtimestamp(now, UTC)).timestamp()
+    rec = store.schedule_record(name, "cron", spec(**kw), nxt, now, cron=cron,
+                                catch_up=catch_up, max_catch_up=3)
+    return srun(db, store.put_schedule(rec))
+
+
+def test_a_schedule_fires_each_run_once_whoever_asks(sdb):
+    declare(sdb)
+    assert srun(sdb, store.fire(T0 + 599)) == []  # 10:09:59: nothing due
+    first = srun(sdb, store.fire(T0 + 600.5))
+    assert first == [("tick", ["2026-01-01T10:10:00+00:00"])]
+    assert srun(sdb, store.fire(T0 + 601)) == []  # the next tab finds it taken
+    assert [j["id"] for j in sdb.data["jobs"].values()] == \
+        ["schedule:tick:2026-01-01T10:10:00+00:00"]
+    (row,) = sdb.data["schedules"].values()
+    assert row["fired"] == 1 and row["next_run"] == T0 + 1200
+
+
+def test_declaring_again_keeps_the_next_run(sdb):
+    declare(sdb)
+    declare(sdb, now=T0 + 300)  # a reload, five minutes later
+    (row,) = sdb.data["schedules"].values()
+    assert row["next_run"] == T0 + 600 and row["created_at"] == T0
+    declare(sdb, cron="*/5 * * * *", now=T0 + 300)  # new timing: a new next run
+    (row,) = sdb.data["schedules"].values()
+    assert row["next_run"] == T0 + 600 and row["cron"] == "*/5 * * * *"
+
+
+@pytest.mark.parametrize(("policy", "jobs"), [("skip", 0), ("once", 1), ("all", 3)])
+def test_missed_runs_follow_the_catch_up_policy(sdb, policy, jobs):
+    declare(sdb, catch_up=policy)
+    # No tab for an hour: runs at 10:10 … 11:00 were missed (6), the page opens at 11:05.
+    fired = srun(sdb, store.fire(T0 + 3900))
+    assert len(fired[0][1]) == jobs
+    assert len(sdb.data["jobs"]) == jobs
+    (row,) = sdb.data["schedules"].values()
+    assert row["dropped"] == 6 - jobs and row["next_run"] == T0 + 4200
+
+
+def test_one_time_schedules_fire_once_and_stop(sdb):
+    rec = store.schedule_record("once", "once", spec(), T0 + 60, T0, catch_up="once")
+    srun(sdb, store.put_schedule(rec))
+    assert srun(sdb, store.fire(T0 + 30)) == []
+    assert srun(sdb, store.fire(T0 + 3600)) == [("once", ["2026-01-01T10:01:00+00:00"])]
+    assert srun(sdb, store.fire(T0 + 7200)) == []
+    assert len(sdb.data["jobs"]) == 1
+    assert srun(sdb, store.drop_schedule("once")) is True
+    assert srun(sdb, store.schedules()) == []

@@ -7,6 +7,7 @@ handlers are in pages/jobwork.py.
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,15 +19,15 @@ SETUP = """
 import asyncio, js, time
 from workerbridge import WorkerBridge, Backoff, Retry, Fail
 from workerbridge.jobs.engine import Jobs
-B = WorkerBridge(workers=2, modules=["./jobwork.py"], fallback="never")
+B = WorkerBridge(workers=WORKERS, modules=["./jobwork.py"], fallback="never")
 await B.start()
 await B.pool.wait_all_ready()
 """
 
 
-def page(context: Any, origin: str) -> Harness:
+def page(context: Any, origin: str, workers: int = 2) -> Harness:
     h = Harness(context.new_page(), origin)
-    h.py(PAGE_HELPERS + SETUP)
+    h.py(PAGE_HELPERS + SETUP.replace("WORKERS", str(workers)))
     return h
 
 
@@ -166,7 +167,7 @@ def test_jobs_added_before_a_reload_run_after_it(ctx: Any, server: str):
     """)
     first.page.reload()
     first.page.wait_for_function("window.pyReady === true", timeout=120_000)
-    first.py(PAGE_HELPERS + SETUP)
+    first.py(PAGE_HELPERS + SETUP.replace("WORKERS", "2"))
     got = first.py(f"""
         J = Jobs(B.pool, db="t-reload")
         await J.queue("later", concurrency=4)
@@ -207,3 +208,68 @@ def test_another_tab_takes_over_a_job_whose_tab_closed(ctx: Any, server: str):
     assert taken < 1.5 + 2.0, taken
     assert history[0] == "Stalled" and state == "cancelled"
     b.page.close()
+
+
+def test_each_run_of_a_schedule_fires_once_with_three_tabs_open(ctx: Any, server: str):
+    tabs = [page(ctx, server, workers=1) for _ in range(3)]
+    for tab in tabs:  # every tab declares the same schedule, as every page load would
+        tab.py("""
+            J = Jobs(B.pool, db="t-cron", poll=0.05)
+            await J.queue("ticks", concurrency=3)
+            info = await J.schedule("tick", cron="* * * * * *", handler="work.echo",
+                                    queue="ticks", payload={"tick": True})
+        """)
+    time.sleep(4.0)
+    fired = [tab.py("[run for name, run in J.fired]") for tab in tabs]
+    stored = tabs[0].py("""
+        await J.unschedule("tick")
+        [j["id"] for j in await J.list("ticks")]
+    """)
+    runs = [run for f in fired for run in f]
+    assert len(runs) >= 3, fired
+    assert len(runs) == len(set(runs)), "a run was fired twice"
+    # Every job the schedule added was fired by exactly one tab, and each run made one.
+    assert sorted(stored) == sorted(f"schedule:tick:{run}" for run in runs)
+    assert sum(1 for f in fired if f) >= 1
+    for tab in tabs:
+        tab.page.close()
+
+
+def test_missed_runs_are_caught_up_by_policy(h: Harness):
+    got = h.py("""
+        from datetime import datetime, timezone
+        start = datetime(2026, 1, 1, 10, 30, tzinfo=timezone.utc).timestamp()
+        T = [start]
+        out = {}
+        for policy in ("all", "once", "skip"):
+            T[0] = start
+            J = Jobs(B.pool, db=f"t-catchup-{policy}", clock=lambda: T[0], poll=0.05)
+            await J.schedule("hourly", cron="0 * * * *", handler="work.echo", queue="h",
+                             catch_up=policy)
+            # No tab from 10:30 to 15:45: the runs at 11:00 … 15:00 were missed.
+            T[0] = start + 5.25 * 3600
+            for _ in range(200):
+                sched = (await J.schedules())[0]
+                if sched["fired"] + sched["dropped"] >= 5:
+                    break
+                await asyncio.sleep(0.05)
+            sched = (await J.schedules())[0]
+            out[policy] = [sched["fired"], sched["dropped"], len(await J.list("h"))]
+            await J.close(timeout=0)
+        out
+    """)
+    assert got == {"all": [5, 0, 5], "once": [1, 4, 1], "skip": [0, 5, 0]}
+
+
+def test_bad_schedules_are_refused_and_write_nothing(h: Harness):
+    got = h.py("""
+        J = Jobs(B.pool, db="t-badsched")
+        errs = [await failure(J.schedule("x", cron="61 * * * *", handler="work.echo", queue="q")),
+                await failure(J.schedule("x", cron="* * * * *", tz="Mars/Base", handler="work.echo", queue="q")),
+                await failure(J.schedule("x", cron="* * * * *", handler="work.none", queue="q")),
+                await failure(J.schedule("x", cron="* * * * *", handler="work.echo", queue="q", catch_up="some")),
+                await failure(J.schedule_once("y", at=-5, handler="work.echo", queue="q"))]
+        [[e[0] for e in errs], await J.schedules()]
+    """)
+    assert got == [["InvalidInputError", "InvalidInputError", "UnknownOperationError",
+                    "InvalidInputError", "InvalidInputError"], []]

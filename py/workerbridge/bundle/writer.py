@@ -32,6 +32,9 @@ from workerbridge.bundle.wheels import BundleError, WheelInfo
 # micropip, for installs at run time from the bundle's own index (ctx.install). PyPI's
 # wheel, with its own hash in the bundle's lock: Pyodide's lock names another build.
 MICROPIP = "micropip==0.11.1"
+# What every bundle carries besides its packages: micropip, and for job schedules the
+# cron parser and the time zone database (the page loads them when it needs them).
+ALWAYS = (MICROPIP, "cronsim==2.8", "tzdata==2026.6")
 WEB_FILES = ("worker.mjs", "snapshot.mjs", "preboot.mjs")
 MARKER = Path("workerbridge") / "bundle.json"  # a folder holding it is a bundle
 
@@ -132,8 +135,8 @@ class Bundle:
 
 
 def plan(requirements: Sequence[str], cache: WheelCache) -> list[WheelInfo]:
-    """Every wheel the bundle holds: the requirements' closure, and micropip."""
-    return resolve([*requirements, MICROPIP], cache)
+    """Every wheel the bundle holds: the requirements' closure, and ``ALWAYS``."""
+    return resolve([*requirements, *ALWAYS], cache)
 
 
 def write_bundle(out: Path, requirements: Sequence[str] = (), *,

@@ -20,14 +20,17 @@ import math
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from workerbridge.core.errors import (
     CancelledError,
     InvalidInputError,
     InvalidTypeError,
+    PackageError,
     RemoteError,
     UnknownOperationError,
+    UnsupportedError,
     WorkerBridgeError,
     WorkerCrashedError,
     error_from_code,
@@ -36,6 +39,7 @@ from workerbridge.core.errors import (
 from workerbridge.jobs import store
 from workerbridge.jobs.claims import QueueLimits
 from workerbridge.jobs.policy import Backoff, RecoveryKey, Rule, recovery_table, type_names
+from workerbridge.jobs.schedule import CatchUp, check_catch_up, check_cron, first_run, zone
 from workerbridge.jobs.store import JobSpec
 from workerbridge.pool.workerpool import WorkerPool
 from workerbridge.storage.txn import Program
@@ -118,6 +122,54 @@ def _error_of(error: Mapping[str, Any]) -> WorkerBridgeError:
     return RemoteError(message, types[0] if types else "Exception")
 
 
+async def need_cron() -> None:
+    """Make cronsim and the time zone database importable: on the page they are loaded,
+    once, from the bundle (which always carries them)."""
+    try:
+        import cronsim  # noqa: F401
+
+        zone("Europe/Paris")
+        return
+    except (ImportError, InvalidInputError):
+        pass
+    from workerbridge.core.platform import IN_PYODIDE
+
+    if not IN_PYODIDE:
+        raise UnsupportedError("schedules need cronsim and tzdata (pip install cronsim tzdata)")
+    import js
+    import pyodide_js
+    from pyodide.ffi import create_proxy, to_js
+
+    errors: list[str] = []
+    on_error = create_proxy(lambda message: errors.append(str(message)))
+    quiet = create_proxy(lambda message: None)
+    try:
+        await pyodide_js.loadPackage(to_js(["cronsim", "tzdata"]), to_js(
+            {"errorCallback": on_error, "messageCallback": quiet, "checkIntegrity": True},
+            dict_converter=js.Object.fromEntries))
+    finally:
+        on_error.destroy()
+        quiet.destroy()
+    if errors:
+        raise PackageError(f"schedules need cronsim and tzdata from the bundle: {errors[0]}")
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not name or len(name) > store.MAX_ID:
+        raise InvalidInputError("a schedule name is a non-empty string")
+
+
+def _described(record: dict[str, Any]) -> dict[str, Any]:
+    def iso(ts: float | None) -> str | None:
+        return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
+
+    return {"name": record["name"], "kind": record["kind"], "cron": record["cron"],
+            "tz": record["tz"], "catch_up": record["catch_up"], "queue": record["queue"],
+            "handler": record["handler"], "next_run": iso(record["next_run"]),
+            "last_run": iso(record["last_run"]), "fired": record["fired"],
+            "dropped": record["dropped"]}
+
+
 class Jobs:
     """The job queues of one IndexedDB database, and this tab's share of running them."""
 
@@ -150,6 +202,8 @@ class Jobs:
         self._renew_task: asyncio.Task[None] | None = None
         self._closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._fire_task: asyncio.Task[None] | None = None
+        self.fired: list[tuple[str, str]] = []  # (schedule, run) this tab fired
 
     # --- the store -------------------------------------------------------------------------
 
@@ -158,14 +212,14 @@ class Jobs:
             from workerbridge.storage.idb import open_database
             from workerbridge.storage.schema import BLOCKED_TIMEOUT, normalize_schema
 
-            self._db = await open_database(self.db_name, 1,
+            self._db = await open_database(self.db_name, store.DB_VERSION,
                                            normalize_schema(store.SCHEMA_SPEC), BLOCKED_TIMEOUT)
         return self._db
 
     async def _tx(self, program: Program, mode: str = "readwrite") -> Any:
         from workerbridge.storage.idb import run
 
-        result, _ = await run(await self._open(), [store.JOBS, store.META], mode, program,
+        result, _ = await run(await self._open(), store.STORES, mode, program,
                               "the job store")
         return result
 
@@ -243,6 +297,86 @@ class Jobs:
         self._kick()
         return [Job(self, r["id"]) for r in records]
 
+    # --- schedules ---------------------------------------------------------------------------
+
+    async def schedule(self, name: str, *, cron: str, handler: str, queue: str,
+                       payload: Any = None, tz: str = "UTC", catch_up: CatchUp = "skip",
+                       max_catch_up: int = 100, priority: int = 0, attempts: int = 1,
+                       backoff: Backoff | None = None, timeout: float | None = None,
+                       group: str | None = None) -> dict[str, Any]:
+        """Add a job to ``queue`` at every run of ``cron`` (5 fields, or 6 with seconds
+        first) in time zone ``tz``; ``catch_up``: what to do with runs missed while no tab
+        was open ("skip", "once", "all", at most ``max_catch_up``). Declaring it again
+        with the same timing keeps its next run."""
+        await need_cron()
+        _check_name(name)
+        check_cron(cron)
+        zone(tz)
+        check_catch_up(catch_up, max_catch_up)
+        await self.pool.start()
+        spec = self._spec(queue, handler, payload, None, priority, 0.0, attempts, backoff,
+                          timeout, group)
+        now = self.clock()
+        next_run = first_run(cron, tz, datetime.fromtimestamp(now, UTC)).timestamp()
+        record = await self._tx(store.put_schedule(store.schedule_record(
+            name, "cron", spec, next_run, now, cron=cron, tz=tz, catch_up=catch_up,
+            max_catch_up=max_catch_up)))
+        self._ensure_running()
+        return _described(record)
+
+    async def schedule_once(self, name: str, *, at: datetime | float, handler: str,
+                            queue: str, payload: Any = None, catch_up: CatchUp = "once",
+                            priority: int = 0, attempts: int = 1,
+                            backoff: Backoff | None = None, timeout: float | None = None,
+                            group: str | None = None) -> dict[str, Any]:
+        """Add one job at ``at`` (an aware datetime, or seconds from now). Missed while no
+        tab was open, it still runs ("once"), or is dropped ("skip")."""
+        _check_name(name)
+        check_catch_up(catch_up, 1)
+        now = self.clock()
+        if isinstance(at, datetime):
+            if at.tzinfo is None:
+                raise InvalidInputError("at must be an aware datetime (with a time zone)")
+            when = at.timestamp()
+        elif isinstance(at, int | float) and not isinstance(at, bool) and math.isfinite(at) \
+                and at >= 0:
+            when = now + float(at)
+        else:
+            raise InvalidInputError(f"at must be a datetime or seconds ≥ 0, not {at!r}")
+        await self.pool.start()
+        spec = self._spec(queue, handler, payload, None, priority, 0.0, attempts, backoff,
+                          timeout, group)
+        record = await self._tx(store.put_schedule(store.schedule_record(
+            name, "once", spec, when, now, catch_up=catch_up)))
+        self._ensure_running()
+        return _described(record)
+
+    async def unschedule(self, name: str) -> bool:
+        """Remove a schedule; jobs it already added stay."""
+        return bool(await self._tx(store.drop_schedule(name)))
+
+    async def schedules(self) -> list[dict[str, Any]]:
+        """Every schedule: name, timing, next run (ISO, UTC), runs fired and dropped."""
+        return [_described(r) for r in await self._tx(store.schedules(), "readonly")]
+
+    async def _fire_loop(self) -> None:
+        """Fire the schedules' due runs, in one transaction per pass (store.fire)."""
+        ready = False
+        while not self._closing:
+            try:
+                if not ready:
+                    await need_cron()
+                    ready = True
+                fired = await self._tx(store.fire(self.clock()))
+            except WorkerBridgeError as exc:
+                log.warning("firing schedules failed: %s", exc)
+                fired = []
+            for name, runs in fired:
+                self.fired.extend((name, run) for run in runs)
+            if any(runs for _, runs in fired):
+                self._kick()
+            await asyncio.sleep(self.poll)
+
     async def get(self, job_id: str) -> Job | None:
         """A handle on a stored job (None if there is none)."""
         return Job(self, job_id) if await self._record(job_id) is not None else None
@@ -262,6 +396,7 @@ class Jobs:
         if self._loop_task is None and not self._closing:
             self._loop_task = asyncio.ensure_future(self._loop())
             self._renew_task = asyncio.ensure_future(self._renew_loop())
+            self._fire_task = asyncio.ensure_future(self._fire_loop())
 
     def _free(self) -> int:
         capacity = self.capacity if self.capacity is not None else max(1, self.pool.size)
@@ -381,7 +516,7 @@ class Jobs:
                     future.cancel()
             with contextlib.suppress(WorkerBridgeError):
                 await self._tx(store.release(self.owner, left, self.clock()))
-        for task in (self._loop_task, self._renew_task):
+        for task in (self._loop_task, self._renew_task, self._fire_task):
             if task is not None:
                 task.cancel()
         if self._db is not None:

@@ -25,18 +25,24 @@ import random
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from workerbridge.core.errors import InvalidInputError, InvalidTypeError
 from workerbridge.jobs.claims import Candidate, QueueLimits, Running, choose, lease_expired
 from workerbridge.jobs.policy import Backoff, Decision, Rule, decide
 from workerbridge.storage.plan import KeyRange
-from workerbridge.storage.txn import Final, Program
+from workerbridge.storage.txn import Final, Program, inner
 
 JOBS = "jobs"
 META = "meta"
-# The database's stores: jobs by id, with an index on their state; counters by name.
-SCHEMA_SPEC: dict[str, Any] = {JOBS: {"key": "id", "indexes": ["state"]}, META: {"key": "name"}}
+SCHEDULES = "schedules"
+STORES = [JOBS, META, SCHEDULES]
+DB_VERSION = 2  # the IndexedDB version of SCHEMA_SPEC (2: schedules)
+# The database's stores: jobs by id, with an index on their state; counters and
+# schedules by name.
+SCHEMA_SPEC: dict[str, Any] = {JOBS: {"key": "id", "indexes": ["state"]},
+                               META: {"key": "name"}, SCHEDULES: {"key": "name"}}
 STATES = ("waiting", "active", "completed", "failed", "cancelled")
 TERMINAL = ("completed", "failed", "cancelled")
 HANDLER = re.compile(r"[A-Za-z_][\w-]*\.[A-Za-z_][\w-]*")
@@ -389,3 +395,94 @@ def listing(queue: str | None = None, state: str | None = None,
     jobs.sort(key=lambda j: (-j["priority"], j["seq"]))
     return jobs[:limit] if limit is not None else jobs
 
+
+
+# --- schedules ------------------------------------------------------------------------------
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def schedule_record(name: str, kind: str, spec: JobSpec, next_run: float, now: float, *,
+                    cron: str | None = None, tz: str = "UTC", catch_up: str = "skip",
+                    max_catch_up: int = 100) -> dict[str, Any]:
+    """A schedule as stored: what it fires (a job like ``spec``) and when next."""
+    return {
+        "name": name, "kind": kind, "cron": cron, "tz": tz, "catch_up": catch_up,
+        "max_catch_up": max_catch_up, "next_run": next_run, "created_at": now,
+        "queue": spec.queue, "handler": spec.handler, "payload": spec.payload,
+        "job": {"priority": spec.priority, "attempts": spec.attempts,
+                "backoff": {"base": spec.backoff.base, "factor": spec.backoff.factor,
+                            "max": spec.backoff.max, "jitter": spec.backoff.jitter},
+                "timeout": spec.timeout, "group": spec.group},
+        "fired": 0, "dropped": 0, "last_run": None,
+    }
+
+
+def put_schedule(record: dict[str, Any]) -> Program:
+    """Declare a schedule, or update one: a schedule that exists with the same timing
+    keeps its ``next_run`` (declaring it again on every page load moves nothing)."""
+    (found,) = yield [["get", SCHEDULES, record["name"]]]
+    if found is not None and all(found[k] == record[k] for k in
+                                 ("kind", "cron", "tz")) and found["next_run"] is not None:
+        record = {**record, "next_run": found["next_run"], "fired": found["fired"],
+                  "dropped": found["dropped"], "last_run": found["last_run"],
+                  "created_at": found["created_at"]}
+    yield Final([["put", SCHEDULES, record]])
+    return record
+
+
+def drop_schedule(name: str) -> Program:
+    (found,) = yield [["get", SCHEDULES, name]]
+    yield Final([["del", SCHEDULES, name]] if found is not None else [])
+    return found is not None
+
+
+def schedules() -> Program:
+    (rows,) = yield Final([["all", SCHEDULES, None, None, None]])
+    return rows
+
+
+def fire(now: float, make_id: Callable[[], str] | None = None) -> Program:
+    """Take every schedule's due runs in one transaction: add their jobs and move each
+    ``next_run`` on, so one tab fires each run. A run's job id names the schedule and
+    the run (``schedule:NAME:TIME``): a run is never added twice. Returns
+    [(schedule, [run times, ISO])] for what was fired."""
+    from workerbridge.jobs.schedule import due, once_due
+
+    (rows,) = yield [["all", SCHEDULES, None, None, None]]
+    specs: list[JobSpec] = []
+    updates: list[list[Any]] = []
+    fired: list[tuple[str, list[str]]] = []
+    moment = _utc(now)
+    for row in rows:
+        if row["next_run"] is None or row["next_run"] > now:
+            continue
+        if row["kind"] == "cron":
+            fires = due(row["cron"], row["tz"], _utc(row["next_run"]), moment,
+                        row["catch_up"], row["max_catch_up"])
+            runs, next_run, dropped = list(fires.runs), fires.next_run.timestamp(), \
+                fires.dropped
+        else:
+            at = _utc(row["next_run"])
+            runs = [at] if once_due(at, moment, row["catch_up"]) else []
+            next_run, dropped = None, 1 - len(runs)
+        job = row["job"]
+        for run in runs:
+            specs.append(JobSpec(row["queue"], row["handler"], row["payload"],
+                                 f"schedule:{row['name']}:{run.isoformat()}",
+                                 job["priority"], 0.0, job["attempts"],
+                                 Backoff(**job["backoff"]), job["timeout"], job["group"]))
+        updates.append(["put", SCHEDULES, {
+            **row, "next_run": next_run, "fired": row["fired"] + len(runs),
+            "dropped": row["dropped"] + dropped,
+            "last_run": runs[-1].timestamp() if runs else row["last_run"]}])
+        fired.append((row["name"], [r.isoformat() for r in runs]))
+    if not updates:
+        yield Final([])
+        return []
+    if specs:
+        yield from inner(add(specs, now, make_id))
+    yield Final(updates)
+    return fired
