@@ -299,3 +299,30 @@ def test_one_time_schedules_fire_once_and_stop(sdb):
     assert len(sdb.data["jobs"]) == 1
     assert srun(sdb, store.drop_schedule("once")) is True
     assert srun(sdb, store.schedules()) == []
+
+
+def test_retention_keeps_the_newest_or_the_young(db):
+    jobs = add(db, *[spec() for _ in range(5)])
+    for n, job in enumerate(jobs):
+        run(db, store.claim(float(n), "me", 50, LIMITS))
+        run(db, store.complete(job["id"], n, float(n) + 0.5))
+    assert run(db, store.prune("q", "completed", 3, None, 10.0)) == 2
+    assert sorted(stored_job(db, j["id"])["result"] for j in jobs[2:]) == [2, 3, 4]
+    assert run(db, store.prune("q", "completed", None, 7.0, 10.0)) == 1  # ended at 2.5
+    assert run(db, store.prune("other", "completed", 0, None, 10.0)) == 0
+    with pytest.raises(InvalidInputError):
+        run(db, store.prune("q", "active", 0, None, 10.0))
+
+
+def test_metrics_count_states_retries_and_run_times(db):
+    jobs = add(db, spec(), spec(), spec(attempts=2, backoff=NO_JITTER), spec(delay=100))
+    run(db, store.claim(0.0, "me", 50, LIMITS))
+    run(db, store.complete(jobs[0]["id"], 1, 2.0))
+    run(db, store.complete(jobs[1]["id"], 1, 4.0))
+    run(db, store.fail(jobs[2]["id"], ["KeyError"], "", 1.0))
+    rows = run(db, store.listing())
+    m = store.metrics_of(rows, now=30.0)["q"]
+    assert (m["completed"], m["waiting"], m["delayed"], m["active"]) == (2, 1, 1, 0)
+    assert m["retried"] == 0  # its retry has not run yet
+    assert m["run_time_mean"] == 3.0 and m["run_time_p95"] == 4.0
+    assert m["throughput_per_minute"] == 2.0

@@ -273,3 +273,72 @@ def test_bad_schedules_are_refused_and_write_nothing(h: Harness):
     """)
     assert got == [["InvalidInputError", "InvalidInputError", "UnknownOperationError",
                     "InvalidInputError", "InvalidInputError"], []]
+
+
+def test_events_reach_every_tab_after_the_commit(ctx: Any, server: str, h: Harness):
+    other = page(ctx, server, workers=1)
+    other.py("""
+        SEEN = []
+        W = Jobs(B.pool, db="t-events")
+        for name in ("added", "active", "completed", "failed", "retrying", "progress"):
+            W.on(name, lambda e: SEEN.append([e["event"], e.get("id"), e.get("error_type")]))
+    """)
+    got = h.py("""
+        J = Jobs(B.pool, db="t-events")
+        LOCAL = []
+        off = J.on("completed", lambda e: LOCAL.append(e["id"]))
+        await J.queue("q", concurrency=2)
+        ok = await J.add("q", "work.echo", {"n": 1})
+        bad = await J.add("q", "work.flaky", {"error": "KeyError"}, attempts=2,
+                          backoff=Backoff(base=0.01, jitter=False))
+        await ok.result(timeout=30)
+        await failure(bad.result(timeout=30))
+        # the record is committed before the event: a listener can read it
+        state = (await ok.status())["state"]
+        off()
+        await J.add("q", "work.echo", {"n": 2})
+        await asyncio.sleep(0.5)
+        [ok.id, bad.id, LOCAL, state]
+    """)
+    ok, bad, local, state = got
+    assert local == [ok] and state == "completed"
+    seen = other.py("""
+        for _ in range(100):
+            if any(e[0] == "failed" for e in SEEN):
+                break
+            await asyncio.sleep(0.05)
+        SEEN
+    """)
+    mine = [e for e in seen if e[1] in (ok, bad)]
+    assert ["added", ok, None] in mine and ["active", ok, None] in mine
+    assert ["completed", ok, None] in mine
+    assert ["retrying", bad, "KeyError"] in mine and ["failed", bad, "KeyError"] in mine
+    assert mine.index(["added", ok, None]) < mine.index(["completed", ok, None])
+    other.page.close()
+
+
+def test_metrics_health_and_retention(h: Harness):
+    got = h.py("""
+        J = Jobs(B.pool, db="t-metrics", capacity=2)
+        await J.queue("m", concurrency=2, remove_on_complete=3, remove_on_fail={"count": 1})
+        jobs = await J.add_bulk([{"queue": "m", "handler": "work.span",
+                                  "payload": {"seconds": 0.05}} for _ in range(6)])
+        bad = await J.add_bulk([{"queue": "m", "handler": "work.flaky",
+                                 "payload": {"error": "ValueError"}} for _ in range(2)])
+        later = await J.add("m", "work.echo", {}, delay=3600)
+        for j in jobs:
+            await j.result(timeout=30)
+        for j in bad:
+            await failure(j.result(timeout=30))
+        await asyncio.sleep(0.5)
+        metrics = await J.metrics()
+        health = await J.health()
+        strict = await J.health(max_waiting=-1)
+        [metrics["queues"]["m"], metrics["workers"], health, strict]
+    """)
+    m, workers, health, strict = got
+    assert (m["completed"], m["failed"], m["delayed"], m["waiting"]) == (3, 1, 1, 0)
+    assert m["run_time_mean"] is not None and m["run_time_p95"] >= m["run_time_mean"] > 0.04
+    assert m["throughput_per_minute"] >= 3
+    assert workers == 2 and health == {"status": "healthy", "reasons": []}
+    assert strict["status"] == "degraded" and "jobs waiting" in strict["reasons"][0]

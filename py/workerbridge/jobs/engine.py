@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import secrets
@@ -36,6 +37,8 @@ from workerbridge.core.errors import (
     error_from_code,
     known_codes,
 )
+from workerbridge.core.platform import IN_PYODIDE
+from workerbridge.core.shared import ProgressInfo
 from workerbridge.jobs import store
 from workerbridge.jobs.claims import QueueLimits
 from workerbridge.jobs.policy import Backoff, RecoveryKey, Rule, recovery_table, type_names
@@ -47,6 +50,9 @@ from workerbridge.storage.txn import Program
 log = logging.getLogger("workerbridge.jobs")
 
 DEFAULT_DB = "workerbridge-jobs"
+EVENTS = ("added", "active", "progress", "completed", "failed", "retrying", "stalled")
+PROGRESS_EVERY = 0.5  # seconds between stored progress reports of one job
+Listener = Callable[[dict[str, Any]], Any]
 MAX_STALLS = 5  # a job whose worker crashed this often fails instead of running again
 
 
@@ -136,22 +142,32 @@ async def need_cron() -> None:
 
     if not IN_PYODIDE:
         raise UnsupportedError("schedules need cronsim and tzdata (pip install cronsim tzdata)")
-    import js
-    import pyodide_js
-    from pyodide.ffi import create_proxy, to_js
+    from workerbridge.runtime.packages import load_from_bundle
 
-    errors: list[str] = []
-    on_error = create_proxy(lambda message: errors.append(str(message)))
-    quiet = create_proxy(lambda message: None)
-    try:
-        await pyodide_js.loadPackage(to_js(["cronsim", "tzdata"]), to_js(
-            {"errorCallback": on_error, "messageCallback": quiet, "checkIntegrity": True},
-            dict_converter=js.Object.fromEntries))
-    finally:
-        on_error.destroy()
-        quiet.destroy()
+    errors = await load_from_bundle(["cronsim", "tzdata"])
     if errors:
         raise PackageError(f"schedules need cronsim and tzdata from the bundle: {errors[0]}")
+
+
+def _retention(option: int | Mapping[str, float] | None) -> tuple[int | None, float | None]:
+    """``remove_on_complete`` / ``remove_on_fail`` as (keep, max_age)."""
+    if option is None:
+        return None, None
+    if isinstance(option, int) and not isinstance(option, bool):
+        if option < 0:
+            raise InvalidInputError("a count of jobs to keep is ≥ 0")
+        return option, None
+    if isinstance(option, Mapping) and option and set(option) <= {"count", "age"}:
+        count, age = option.get("count"), option.get("age")
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int)
+                                  or count < 0):
+            raise InvalidInputError("count must be an int ≥ 0")
+        if age is not None and (isinstance(age, bool) or not isinstance(age, int | float)
+                                or not math.isfinite(age) or age < 0):
+            raise InvalidInputError("age must be seconds ≥ 0")
+        return count, None if age is None else float(age)
+    raise InvalidTypeError("remove_on_complete / remove_on_fail take a count, or "
+                           "{'count': n, 'age': seconds}")
 
 
 def _check_name(name: str) -> None:
@@ -204,6 +220,11 @@ class Jobs:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._fire_task: asyncio.Task[None] | None = None
         self.fired: list[tuple[str, str]] = []  # (schedule, run) this tab fired
+        self._listeners: dict[str, list[Listener]] = {}
+        self._channel: Any = None
+        self._channel_proxy: Any = None
+        self._retention: dict[tuple[str, str], tuple[int | None, float | None]] = {}
+        self._progress_at: dict[str, float] = {}
 
     # --- the store -------------------------------------------------------------------------
 
@@ -230,13 +251,20 @@ class Jobs:
     # --- declaring ---------------------------------------------------------------------------
 
     async def queue(self, name: str, *, concurrency: int = 1, group_concurrency: int = 1,
-                    rate_limit: tuple[int, float] | None = None) -> None:
+                    rate_limit: tuple[int, float] | None = None,
+                    remove_on_complete: int | Mapping[str, float] | None = None,
+                    remove_on_fail: int | Mapping[str, float] | None = None) -> None:
         """Declare (or update) a queue; this tab then runs its jobs. ``concurrency``: jobs
         of it running at once across every tab; ``group_concurrency``: per ``group`` key;
-        ``rate_limit``: (jobs, seconds) started at most."""
+        ``rate_limit``: (jobs, seconds) started at most. ``remove_on_complete`` /
+        ``remove_on_fail``: keep that many ended jobs (the newest), or ``{"count": n,
+        "age": seconds}`` for either bound or both."""
         if not isinstance(name, str) or not name:
             raise InvalidInputError("a queue name is a non-empty string")
-        self._queues[name] = QueueLimits(concurrency, group_concurrency, rate_limit)
+        limits = QueueLimits(concurrency, group_concurrency, rate_limit)
+        for state, option in (("completed", remove_on_complete), ("failed", remove_on_fail)):
+            self._retention[(name, state)] = _retention(option)
+        self._queues[name] = limits
         self._ensure_running()
         self._kick()
 
@@ -272,9 +300,10 @@ class Jobs:
         await self.pool.start()
         spec = self._spec(queue, handler, payload, job_id, priority, delay, attempts,
                           backoff, timeout, group)
-        (record,) = await self._tx(store.add([spec], self.clock()))
-        self._kick()
-        return Job(self, record["id"])
+        now = self.clock()
+        records = await self._tx(store.add([spec], now))
+        self._added(records, now)
+        return Job(self, records[0]["id"])
 
     async def add_bulk(self, jobs: Sequence[Mapping[str, Any]]) -> list[Job]:
         """Store many jobs in one transaction: each a dict of ``add``'s arguments
@@ -293,8 +322,9 @@ class Jobs:
                                     options.get("priority", 0), options.get("delay", 0.0),
                                     options.get("attempts", 1), options.get("backoff"),
                                     options.get("timeout"), options.get("group")))
-        records = await self._tx(store.add(specs, self.clock()))
-        self._kick()
+        now = self.clock()
+        records = await self._tx(store.add(specs, now))
+        self._added(records, now)
         return [Job(self, r["id"]) for r in records]
 
     # --- schedules ---------------------------------------------------------------------------
@@ -373,6 +403,8 @@ class Jobs:
                 fired = []
             for name, runs in fired:
                 self.fired.extend((name, run) for run in runs)
+                for run in runs:
+                    self._emit("added", id=f"schedule:{name}:{run}", schedule=name)
             if any(runs for _, runs in fired):
                 self._kick()
             await asyncio.sleep(self.poll)
@@ -415,7 +447,11 @@ class Jobs:
                     claimed = None
                 if claimed is not None:
                     taken = len(claimed.jobs)
+                    for ident in claimed.stalled:
+                        self._emit("stalled", id=ident, reason="its lease ended")
                     for job in claimed.jobs:
+                        self._emit("active", id=job["id"], queue=job["queue"],
+                                   attempt=job["attempt"])
                         self._start(job)
             if taken and self._free() > 0:
                 continue
@@ -426,7 +462,13 @@ class Jobs:
         request = {"handler": job["handler"], "payload": job["payload"],
                    "job": {"id": job["id"], "queue": job["queue"], "attempt": job["attempt"]}}
         # retries=0: a crash puts the job back in the store, not in the pool's queue.
-        future = self.pool.submit("jobs", "run", request, timeout=job["timeout"], retries=0)
+        ident = job["id"]
+
+        def progress(info: ProgressInfo) -> None:
+            self._progress(ident, info)
+
+        future = self.pool.submit("jobs", "run", request, timeout=job["timeout"], retries=0,
+                                  on_progress=progress)
         self._running[job["id"]] = future
         task = asyncio.ensure_future(self._finish(job, future))
         self._tasks.add(task)
@@ -440,14 +482,23 @@ class Jobs:
             except asyncio.CancelledError:
                 return  # cancelled, lost its lease, or put back by close()
             except WorkerCrashedError:
-                await self._tx(store.requeue(ident, self.clock(), "WorkerCrashedError",
-                                             MAX_STALLS))
+                state = await self._tx(store.requeue(ident, self.clock(), "WorkerCrashedError",
+                                                     MAX_STALLS))
+                if state == "waiting":
+                    self._emit("stalled", id=ident, queue=job["queue"],
+                               reason="WorkerCrashedError")
+                elif state == "failed":
+                    self._emit("failed", id=ident, queue=job["queue"],
+                               error_type="WorkerCrashedError", notify=False)
+                    self._prune_soon(job["queue"], "failed")
                 return
             except WorkerBridgeError as exc:
                 await self._failed(job, type_names(exc), str(exc))
                 return
             if isinstance(out, dict) and "ok" in out:
-                await self._tx(store.complete(ident, out["ok"], self.clock()))
+                if await self._tx(store.complete(ident, out["ok"], self.clock())):
+                    self._emit("completed", id=ident, queue=job["queue"])
+                    self._prune_soon(job["queue"], "completed")
             else:
                 error = out.get("error", {}) if isinstance(out, dict) else {}
                 await self._failed(job, list(error.get("types", ["Exception"])),
@@ -465,7 +516,17 @@ class Jobs:
     async def _failed(self, job: dict[str, Any], types: Sequence[str], message: str) -> None:
         tables = [t for t in (self._recovery.get(job["queue"]), self._recovery.get(None))
                   if t]
-        await self._tx(store.fail(job["id"], types, message, self.clock(), tables))
+        failure = await self._tx(store.fail(job["id"], types, message, self.clock(), tables))
+        if failure.job is None:
+            return
+        kind = types[0] if types else "Exception"
+        if failure.decision.action == "retry":
+            self._emit("retrying", id=job["id"], queue=job["queue"], error_type=kind,
+                       delay=failure.decision.delay)
+        else:
+            self._emit("failed", id=job["id"], queue=job["queue"], error_type=kind,
+                       notify=failure.decision.notify)
+            self._prune_soon(job["queue"], "failed")
 
     async def _renew_loop(self) -> None:
         while not self._closing:
@@ -500,6 +561,120 @@ class Jobs:
             future.cancel()
         return before in ("waiting", "active")
 
+    # --- events -------------------------------------------------------------------------------
+
+    def on(self, event: str, callback: Listener) -> Callable[[], None]:
+        """Call ``callback(event_dict)`` on ``event`` ("added", "active", "progress",
+        "completed", "failed", "retrying", "stalled") in this tab or any other tab of the
+        origin using this database, after the change committed. Returns a function that
+        stops it. The dict holds ``event``, ``id`` and, as they apply, ``queue``,
+        ``attempt``, ``error_type``, ``delay``, ``done``, ``total``."""
+        if event not in EVENTS:
+            raise InvalidInputError(f"unknown event {event!r}; one of {', '.join(EVENTS)}")
+        if not callable(callback):
+            raise InvalidTypeError("the callback must be callable")
+        self._listeners.setdefault(event, []).append(callback)
+        self._open_channel()
+
+        def off() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners[event].remove(callback)
+
+        return off
+
+    def _open_channel(self) -> Any:
+        if self._channel is None and IN_PYODIDE and not self._closing:
+            import js
+            from pyodide.ffi import create_proxy
+
+            self._channel = js.BroadcastChannel.new(f"workerbridge-jobs:{self.db_name}")
+            self._channel_proxy = create_proxy(
+                lambda event: self._deliver(json.loads(str(event.data))))
+            self._channel.addEventListener("message", self._channel_proxy)
+        return self._channel
+
+    def _emit(self, event: str, **fields: Any) -> None:
+        message = {"event": event, **fields}
+        self._deliver(message)
+        channel = self._open_channel()
+        if channel is not None:
+            channel.postMessage(json.dumps(message))
+
+    def _deliver(self, message: dict[str, Any]) -> None:
+        for callback in list(self._listeners.get(str(message.get("event")), ())):
+            try:
+                outcome = callback(message)
+                if asyncio.iscoroutine(outcome):
+                    task = asyncio.ensure_future(outcome)
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+            except Exception:
+                log.exception("a jobs.on(%r) callback raised", message.get("event"))
+
+    def _added(self, records: Sequence[dict[str, Any]], now: float) -> None:
+        for record in records:
+            if record["added_at"] == now:  # new, not an existing job_id
+                self._emit("added", id=record["id"], queue=record["queue"])
+        self._kick()
+
+    def _progress(self, ident: str, info: ProgressInfo) -> None:
+        self._emit("progress", id=ident, done=info.done, total=info.total)
+        now = time.monotonic()
+        if now - self._progress_at.get(ident, 0.0) < PROGRESS_EVERY and not info.final:
+            return
+        self._progress_at[ident] = now
+        task = asyncio.ensure_future(self._tx(store.set_progress(ident, info.done, info.total)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- retention, metrics, health ------------------------------------------------------------
+
+    def _prune_soon(self, queue: str, state: str) -> None:
+        keep, age = self._retention.get((queue, state), (None, None))
+        if keep is None and age is None:
+            return
+
+        async def prune() -> None:
+            with contextlib.suppress(WorkerBridgeError):
+                await self._tx(store.prune(queue, state, keep, age, self.clock()))
+
+        task = asyncio.ensure_future(prune())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def metrics(self) -> dict[str, Any]:
+        """Per queue: jobs waiting, delayed, active, completed, failed, cancelled; how
+        many were retried; run time mean and p95 (seconds) and completions per minute;
+        and the pool's utilisation (busy workers / ready workers)."""
+        rows = await self._tx(store.listing(), "readonly")
+        stats = self.pool.stats()
+        return {"queues": store.metrics_of(rows, self.clock()),
+                "workers": stats.size, "busy": stats.busy,
+                "utilisation": stats.busy / stats.size if stats.size else 0.0,
+                "running_here": len(self._running)}
+
+    async def health(self, *, max_waiting: int = 1000,
+                     max_failure_rate: float = 0.5) -> dict[str, Any]:
+        """"healthy", "degraded" or "unhealthy", with the reasons: no ready worker
+        (unhealthy); a queue with more than ``max_waiting`` due jobs, or whose ended jobs
+        failed more often than ``max_failure_rate`` (degraded)."""
+        metrics = await self.metrics()
+        reasons: list[str] = []
+        status = "healthy"
+        if metrics["workers"] == 0:
+            status = "unhealthy"
+            reasons.append("no worker is ready")
+        for name, q in sorted(metrics["queues"].items()):
+            if q["waiting"] > max_waiting:
+                reasons.append(f"queue {name[:60]!r}: {q['waiting']} jobs waiting")
+            ended = q["completed"] + q["failed"]
+            if ended >= 10 and q["failed"] / ended > max_failure_rate:
+                reasons.append(f"queue {name[:60]!r}: {q['failed'] / ended:.0%} of its ended "
+                               "jobs failed")
+        if reasons and status == "healthy":
+            status = "degraded"
+        return {"status": status, "reasons": reasons}
+
     async def close(self, timeout: float = 10.0) -> None:
         """Stop claiming; let running jobs finish for up to ``timeout`` seconds, then put
         back what still runs, its attempt not counted. Nothing is lost."""
@@ -522,3 +697,9 @@ class Jobs:
         if self._db is not None:
             self._db.close()
             self._db = None
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+        if self._channel_proxy is not None:
+            self._channel_proxy.destroy()
+            self._channel_proxy = None

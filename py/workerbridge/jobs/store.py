@@ -486,3 +486,67 @@ def fire(now: float, make_id: Callable[[], str] | None = None) -> Program:
         yield from inner(add(specs, now, make_id))
     yield Final(updates)
     return fired
+
+
+# --- progress, retention, metrics ------------------------------------------------------------
+
+
+def set_progress(job_id: str, done: float, total: float | None) -> Program:
+    """Store a running job's progress (the page throttles how often)."""
+    (job,) = yield [["get", JOBS, job_id]]
+    if job is None or job["state"] != "active":
+        yield Final([])
+        return False
+    yield Final([["put", JOBS, {**job, "progress": {"done": done, "total": total}}]])
+    return True
+
+
+def prune(queue: str, state: str, keep: int | None, max_age: float | None,
+          now: float) -> Program:
+    """Delete a queue's ended jobs in ``state`` beyond the newest ``keep``, or that ended
+    more than ``max_age`` seconds ago; returns how many."""
+    if state not in TERMINAL:
+        raise InvalidInputError(f"only ended jobs are pruned, not {state!r} ones")
+    (rows,) = yield [["all", JOBS, "state", _only(state).to_wire(), None]]
+    rows = sorted((r for r in rows if r["queue"] == queue),
+                  key=lambda r: (r["finished_at"] or 0, r["seq"]), reverse=True)
+    doomed = []
+    for i, row in enumerate(rows):
+        if (keep is not None and i >= keep) or \
+                (max_age is not None and (row["finished_at"] or now) < now - max_age):
+            doomed.append(["del", JOBS, row["id"]])
+    yield Final(doomed)
+    return len(doomed)
+
+
+def metrics_of(jobs: Iterable[dict[str, Any]], now: float,
+               window: float = 60.0) -> dict[str, dict[str, Any]]:
+    """Per queue: jobs by state (waiting split into due and ``delayed``), how many were
+    retried, run times of the completed runs (mean and p95, seconds), and completions
+    in the last ``window`` seconds (per minute)."""
+    out: dict[str, dict[str, Any]] = {}
+    times: dict[str, list[float]] = {}
+    for job in jobs:
+        q = out.setdefault(job["queue"], {
+            "waiting": 0, "delayed": 0, "active": 0, "completed": 0, "failed": 0,
+            "cancelled": 0, "retried": 0, "completed_last_minute": 0})
+        state = job["state"]
+        if state == "waiting" and job["due_at"] > now:
+            state = "delayed"
+        q[state] += 1
+        history = job.get("history") or []
+        if len(history) > 1:
+            q["retried"] += 1
+        if job["state"] == "completed":
+            last = history[-1] if history else None
+            if last is not None and last.get("end") is not None:
+                times.setdefault(job["queue"], []).append(last["end"] - last["start"])
+            if job.get("finished_at") is not None and job["finished_at"] >= now - window:
+                q["completed_last_minute"] += 1
+    for name, q in out.items():
+        runs = sorted(times.get(name, []))
+        q["run_time_mean"] = sum(runs) / len(runs) if runs else None
+        q["run_time_p95"] = runs[min(len(runs) - 1, math.ceil(0.95 * len(runs)) - 1)] \
+            if runs else None
+        q["throughput_per_minute"] = q.pop("completed_last_minute") * 60.0 / window
+    return out

@@ -30,7 +30,10 @@ def configure(index: str | None) -> None:
     index_url = index or None
 
 
-async def _load_micropip() -> None:
+async def load_from_bundle(names: Sequence[str]) -> list[str]:
+    """Load packages with Pyodide's ``loadPackage``, by this interpreter's lock (the
+    bundle's), checking each sha256; returns the errors it reported, since a failure
+    does not reject the call."""
     import js
     import pyodide_js
     from pyodide.ffi import create_proxy, to_js
@@ -39,12 +42,17 @@ async def _load_micropip() -> None:
     on_error = create_proxy(lambda message: errors.append(str(message)))
     quiet = create_proxy(lambda message: None)
     try:
-        await pyodide_js.loadPackage("micropip", to_js(
+        await pyodide_js.loadPackage(to_js(list(names)), to_js(
             {"errorCallback": on_error, "messageCallback": quiet, "checkIntegrity": True},
             dict_converter=js.Object.fromEntries))
     finally:
         on_error.destroy()
         quiet.destroy()
+    return errors
+
+
+async def _load_micropip() -> None:
+    errors = await load_from_bundle(["micropip"])
     if errors:
         raise PackageError(f"micropip could not be loaded from the bundle: {errors[0]}")
 
