@@ -136,12 +136,12 @@ def test_renewing_keeps_the_lease_and_reports_lost_jobs(db):
 def test_complete_stores_the_result_with_the_end_once(db):
     (job,) = add(db, spec())
     run(db, store.claim(0, "me", 5, LIMITS))
-    assert run(db, store.complete(job["id"], {"words": 3}, 1.0, worker=2)) is True
+    assert run(db, store.complete(job["id"], {"words": 3}, 1.0, worker=2))
     stored = stored_job(db, job["id"])
     assert (stored["state"], stored["result"], stored["finished_at"]) == \
         ("completed", {"words": 3}, 1.0)
     assert stored["history"][-1]["end"] == 1.0 and stored["history"][-1]["worker"] == 2
-    assert run(db, store.complete(job["id"], {"words": 4}, 2.0)) is False  # a duplicate run
+    assert not run(db, store.complete(job["id"], {"words": 4}, 2.0))  # a duplicate run
     assert stored_job(db, job["id"])["result"] == {"words": 3}
     with pytest.raises(InvalidTypeError):
         run(db, store.complete(job["id"], object(), 2.0))
@@ -326,3 +326,70 @@ def test_metrics_count_states_retries_and_run_times(db):
     assert m["retried"] == 0  # its retry has not run yet
     assert m["run_time_mean"] == 3.0 and m["run_time_p95"] == 4.0
     assert m["throughput_per_minute"] == 2.0
+
+
+# --- workflows -------------------------------------------------------------------------------
+
+WF_SCHEMA = {**SCHED_SCHEMA, "workflows": StoreInfo("workflows", "id")}
+STEPS = [store.StepSpec("validate", "inv.validate"), store.StepSpec("charge", "inv.charge", 2),
+         store.StepSpec("notify", "inv.notify")]
+WF_LIMITS = {"workflow:inv": QueueLimits(concurrency=5)}
+
+
+@pytest.fixture
+def wdb() -> Memory:
+    return Memory(WF_SCHEMA)
+
+
+def wrun(db: Memory, program):
+    return db.run(["jobs", "meta", "schedules", "workflows"], program)
+
+
+def start(db, wf_id="w1", data=None):
+    record = store.workflow_record(wf_id, "inv", "workflow:inv", STEPS, data or {"n": 0}, 0.0)
+    return wrun(db, store.start_workflow(record, 0.0))
+
+
+def run_step(db, now, result):
+    (job,) = wrun(db, store.claim(now, "me", 50, WF_LIMITS)).jobs
+    return job, wrun(db, store.complete(job["id"], result, now + 0.5))
+
+
+def test_a_workflow_goes_step_by_step_each_result_the_next_input(wdb):
+    start(wdb)
+    assert start(wdb, data={"other": 1})["input"] == {"n": 0}  # the same id: the same one
+    job, ended = run_step(wdb, 1.0, {"n": 1})
+    assert job["id"] == "workflow:w1:0" and job["workflow"]["step"] == "validate"
+    assert ended.workflow == {"id": "w1", "name": "inv", "state": "running"}
+    job, _ = run_step(wdb, 2.0, {"n": 2})
+    assert job["payload"] == {"n": 1} and job["attempts"] == 2
+    job, ended = run_step(wdb, 3.0, {"n": 3})
+    assert job["payload"] == {"n": 2}
+    assert ended.workflow["state"] == "completed"
+    wf = wrun(wdb, store.get_workflow("w1"))
+    assert wf["result"] == {"n": 3} and [s["state"] for s in wf["steps"]] == ["done"] * 3
+    assert [s["result"] for s in wf["steps"]] == [{"n": 1}, {"n": 2}, {"n": 3}]
+
+
+def test_a_finished_step_is_never_run_again(wdb):
+    start(wdb)
+    job, _ = run_step(wdb, 1.0, {"n": 1})
+    # A duplicate run of step 0 (its tab had lost the lease) finishes later: ignored.
+    assert not wrun(wdb, store.complete(job["id"], {"n": 99}, 5.0))
+    jobs = wrun(wdb, store.listing())
+    assert sorted(j["id"] for j in jobs) == ["workflow:w1:0", "workflow:w1:1"]
+    assert wrun(wdb, store.get_workflow("w1"))["steps"][0]["result"] == {"n": 1}
+
+
+def test_a_step_that_fails_for_good_fails_its_workflow(wdb):
+    start(wdb)
+    run_step(wdb, 1.0, {"n": 1})
+    (job,) = wrun(wdb, store.claim(2.0, "me", 50, WF_LIMITS)).jobs
+    first = wrun(wdb, store.fail(job["id"], ["KeyError"], "", 2.5))
+    assert first.decision.action == "retry" and first.workflow is None
+    (job,) = wrun(wdb, store.claim(100.0, "me", 50, WF_LIMITS)).jobs
+    last = wrun(wdb, store.fail(job["id"], ["KeyError"], "", 100.5))
+    assert last.decision.action == "fail" and last.workflow["state"] == "failed"
+    wf = wrun(wdb, store.get_workflow("w1"))
+    assert [s["state"] for s in wf["steps"]] == ["done", "failed", "pending"]
+    assert wf["error"]["type"] == "KeyError"

@@ -41,7 +41,7 @@ from workerbridge.core.shared import (
     SharedFlag,
     SharedProgress,
 )
-from workerbridge.jobs.engine import Job, Jobs
+from workerbridge.jobs.engine import Job, Jobs, Step, Workflow
 from workerbridge.jobs.policy import Backoff, Fail, Retry
 from workerbridge.pool.connection import Connection, ConnectionStats, RetryPolicy
 from workerbridge.pool.workerpool import PoolStats, WorkerPool
@@ -84,6 +84,7 @@ __all__ = [
     "SharedFlag",
     "SharedProgress",
     "ShutdownError",
+    "Step",
     "StorageBlockedError",
     "StorageError",
     "StorageQuotaError",
@@ -96,6 +97,7 @@ __all__ = [
     "WorkerBridgeError",
     "WorkerCrashedError",
     "WorkerPool",
+    "Workflow",
     "__version__",
     "handler",
 ]

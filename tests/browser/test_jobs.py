@@ -7,6 +7,7 @@ handlers are in pages/jobwork.py.
 from __future__ import annotations
 
 import itertools
+import textwrap
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -342,3 +343,80 @@ def test_metrics_health_and_retention(h: Harness):
     assert m["throughput_per_minute"] >= 3
     assert workers == 2 and health == {"status": "healthy", "reasons": []}
     assert strict["status"] == "degraded" and "jobs waiting" in strict["reasons"][0]
+
+
+WORKFLOW = """
+from workerbridge.jobs.engine import Step
+DONE = []
+J = Jobs(B.pool, db="t-wf", lease=1.5)
+J.workflow("invoice", [Step("validate", "work.step"),
+                       Step("charge", "work.step", retry=Retry(2, delay=0.1)),
+                       Step("notify", "work.step")],
+           on_success=lambda e: DONE.append(e["id"]))
+"""
+
+EXECUTIONS_JS = """async () => {
+    const keys = await (await caches.open("wf-exec")).keys();
+    const counts = {};
+    for (const k of keys) {
+        const job = decodeURIComponent(new URL(k.url).pathname.split("/")[2]);
+        counts[job] = (counts[job] || 0) + 1;
+    }
+    return counts;
+}"""
+
+
+def test_a_workflow_resumes_after_a_reload_and_never_reruns_a_finished_step(ctx: Any,
+                                                                            server: str):
+    tab = page(ctx, server)
+    tab.py(WORKFLOW + textwrap.dedent("""
+        wf = await J.start_workflow("invoice", {"slow_step": "charge", "slow": 3},
+                                    workflow_id="inv-1")
+        while (await wf.status())["steps"][1].get("job") != "active":
+            await asyncio.sleep(0.05)
+    """))
+    tab.page.reload()  # in the middle of "charge"
+    tab.page.wait_for_function("window.pyReady === true", timeout=120_000)
+    tab.py(PAGE_HELPERS + SETUP.replace("WORKERS", "2"))
+    got = tab.py(WORKFLOW + textwrap.dedent("""
+        wf = await J.start_workflow("invoice", {"other": "input"}, workflow_id="inv-1")
+        result = await wf.result(timeout=60)
+        status = await wf.status()
+        for _ in range(40):
+            if DONE:
+                break
+            await asyncio.sleep(0.05)
+        [result, status, DONE]
+    """))
+    result, status, done = got
+    assert result["trail"] == ["validate", "charge", "notify"]
+    assert result["slow_step"] == "charge"  # the first start's input: the id found it
+    assert status["state"] == "completed"
+    assert [s["state"] for s in status["steps"]] == ["done", "done", "done"]
+    assert done == ["inv-1"]
+    runs = tab.js(EXECUTIONS_JS)
+    # The step that was running when the page went away ran again; the finished one never.
+    assert runs == {"workflow:inv-1:0": 1, "workflow:inv-1:1": 2, "workflow:inv-1:2": 1}
+    tab.page.close()
+
+
+def test_a_failed_step_fails_its_workflow(h: Harness):
+    got = h.py("""
+        from workerbridge.jobs.engine import Step
+        ERR = []
+        J = Jobs(B.pool, db="t-wf-fail")
+        J.workflow("w", [Step("a", "work.step"), Step("b", "work.step")],
+                   on_error=lambda e: ERR.append(e["id"]))
+        wf = await J.start_workflow("w", {"fail_step": "b"})
+        err = await failure(wf.result(timeout=30))
+        status = await wf.status()
+        for _ in range(40):
+            if ERR:
+                break
+            await asyncio.sleep(0.05)
+        [err[0], [s["state"] for s in status["steps"]], status["state"], ERR == [wf.id],
+         await failure(J.start_workflow("nope", {}))]
+    """)
+    assert got[0] == "RemoteError"
+    assert got[1] == ["done", "failed"] and got[2] == "failed" and got[3] is True
+    assert got[4][0] == "InvalidInputError"

@@ -52,3 +52,18 @@ async def crash_once(ctx: Context, payload: dict) -> dict:
     if ctx.job.attempt == 1 and not payload.get("crashed"):
         js.close()
     return {"attempt": ctx.job.attempt, "history_ok": True}
+
+
+@handler("work", "step")
+async def step(ctx: Context, payload: dict) -> dict:
+    """A workflow step: records that it ran in Cache Storage (a side channel that
+    survives a reload), sleeps if it is the slow one, and passes its input on."""
+    import js
+
+    cache = await js.caches.open("wf-exec")
+    await cache.put(f"/exec/{ctx.job.id}/{js.crypto.randomUUID()}", js.Response.new("1"))
+    if ctx.job.step == payload.get("slow_step"):
+        await asyncio.sleep(payload.get("slow", 0))
+    if ctx.job.step == payload.get("fail_step"):
+        raise PermissionError("no")
+    return {**payload, "trail": [*payload.get("trail", []), ctx.job.step]}

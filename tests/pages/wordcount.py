@@ -21,3 +21,9 @@ async def count_into(ctx: Context, payload: dict) -> int:
 
     counter = SharedCounter.from_buffer(payload["counter"])
     return counter.increment(len(payload["text"].split()))
+
+
+@handler("text", "describe")
+async def describe(ctx: Context, payload: int) -> str:
+    """A workflow's second step (docs/jobs.md): the first step's count, in words."""
+    return f"{payload} words"

@@ -21,6 +21,7 @@ import math
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,7 +42,14 @@ from workerbridge.core.platform import IN_PYODIDE
 from workerbridge.core.shared import ProgressInfo
 from workerbridge.jobs import store
 from workerbridge.jobs.claims import QueueLimits
-from workerbridge.jobs.policy import Backoff, RecoveryKey, Rule, recovery_table, type_names
+from workerbridge.jobs.policy import (
+    Backoff,
+    RecoveryKey,
+    Retry,
+    Rule,
+    recovery_table,
+    type_names,
+)
 from workerbridge.jobs.schedule import CatchUp, check_catch_up, check_cron, first_run, zone
 from workerbridge.jobs.store import JobSpec
 from workerbridge.pool.workerpool import WorkerPool
@@ -50,7 +58,8 @@ from workerbridge.storage.txn import Program
 log = logging.getLogger("workerbridge.jobs")
 
 DEFAULT_DB = "workerbridge-jobs"
-EVENTS = ("added", "active", "progress", "completed", "failed", "retrying", "stalled")
+EVENTS = ("added", "active", "progress", "completed", "failed", "retrying", "stalled",
+          "workflow_completed", "workflow_failed")
 PROGRESS_EVERY = 0.5  # seconds between stored progress reports of one job
 Listener = Callable[[dict[str, Any]], Any]
 MAX_STALLS = 5  # a job whose worker crashed this often fails instead of running again
@@ -170,6 +179,13 @@ def _retention(option: int | Mapping[str, float] | None) -> tuple[int | None, fl
                            "{'count': n, 'age': seconds}")
 
 
+def _for_workflow(name: str, callback: Listener) -> Listener:
+    def filtered(event: dict[str, Any]) -> Any:
+        return callback(event) if event.get("workflow") == name else None
+
+    return filtered
+
+
 def _check_name(name: str) -> None:
     if not isinstance(name, str) or not name or len(name) > store.MAX_ID:
         raise InvalidInputError("a schedule name is a non-empty string")
@@ -184,6 +200,74 @@ def _described(record: dict[str, Any]) -> dict[str, Any]:
             "handler": record["handler"], "next_run": iso(record["next_run"]),
             "last_run": iso(record["last_run"]), "fired": record["fired"],
             "dropped": record["dropped"]}
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """A step of a declarative workflow: ``handler`` ("channel.op") gets the previous
+    step's result (the first step, the workflow's input); ``retry``: its retry policy."""
+
+    name: str
+    handler: str
+    retry: Retry | None = None
+    timeout: float | None = None
+
+    def spec(self) -> store.StepSpec:
+        if not isinstance(self.name, str) or not self.name:
+            raise InvalidInputError("a step's name is a non-empty string")
+        if self.retry is not None and not isinstance(self.retry, Retry):
+            raise InvalidTypeError("a step's retry is a Retry(...)")
+        retry = self.retry or Retry(1)
+        delay = retry.delay
+        backoff = delay if isinstance(delay, Backoff) else Backoff() if delay is None \
+            else Backoff(base=float(delay), factor=1.0, max=float(delay), jitter=False)
+        return store.StepSpec(self.name, self.handler, retry.attempts, backoff, self.timeout)
+
+
+class Workflow:
+    """A handle on one stored workflow; valid in any tab and after a reload."""
+
+    def __init__(self, jobs: Jobs, wf_id: str) -> None:
+        self._jobs = jobs
+        self.id = wf_id
+
+    def __repr__(self) -> str:
+        return f"Workflow({self.id!r})"
+
+    async def status(self) -> dict[str, Any] | None:
+        """Its state ("running", "completed", "failed", "cancelled") and each step's
+        (``pending``, ``done``, ``failed``, ``cancelled``; the running step's job state
+        as ``job``)."""
+        wf = await self._jobs._tx(store.get_workflow(self.id), "readonly")
+        if wf is None:
+            return None
+        steps = []
+        for i, step in enumerate(wf["steps"]):
+            entry = {"name": step["name"], "state": step["state"]}
+            if i == wf["current"] and wf["state"] == "running":
+                job = await self._jobs._record(f"workflow:{self.id}:{i}")
+                entry["job"] = None if job is None else job["state"]
+                entry["attempt"] = None if job is None else job["attempt"]
+            steps.append(entry)
+        return {"id": wf["id"], "name": wf["name"], "state": wf["state"], "steps": steps}
+
+    async def result(self, timeout: float | None = None) -> Any:
+        """Wait for the workflow to end: its last step's result, or the failed step's
+        error raised (``CancelledError`` if a step was cancelled)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wf = await self._jobs._tx(store.get_workflow(self.id), "readonly")
+            if wf is None:
+                raise InvalidInputError(f"no workflow {self.id[:60]!r}")
+            if wf["state"] == "completed":
+                return wf["result"]
+            if wf["state"] == "failed":
+                raise _error_of(wf.get("error") or {})
+            if wf["state"] == "cancelled":
+                raise CancelledError(f"workflow {self.id[:60]!r} was cancelled")
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"workflow {self.id[:60]!r} did not end within {timeout} s")
+            await asyncio.sleep(self._jobs.poll)
 
 
 class Jobs:
@@ -225,6 +309,7 @@ class Jobs:
         self._channel_proxy: Any = None
         self._retention: dict[tuple[str, str], tuple[int | None, float | None]] = {}
         self._progress_at: dict[str, float] = {}
+        self._workflows: dict[str, tuple[str, list[store.StepSpec]]] = {}
 
     # --- the store -------------------------------------------------------------------------
 
@@ -326,6 +411,68 @@ class Jobs:
         records = await self._tx(store.add(specs, now))
         self._added(records, now)
         return [Job(self, r["id"]) for r in records]
+
+    # --- workflows ---------------------------------------------------------------------------
+
+    def workflow(self, name: str, steps: Sequence[Step], *, concurrency: int = 4,
+                 on_success: Listener | None = None,
+                 on_error: Listener | None = None) -> None:
+        """Declare a workflow: ``steps`` run one after another, each on the previous one's
+        result, each stored done with its result in the transaction that ends it. This tab
+        then runs the steps of any workflow of that name (queue ``workflow:NAME``);
+        ``on_success`` / ``on_error`` get the "workflow_completed" / "workflow_failed"
+        event of each of them."""
+        if not isinstance(name, str) or not name:
+            raise InvalidInputError("a workflow name is a non-empty string")
+        if not isinstance(steps, Sequence) or not steps or \
+                not all(isinstance(s, Step) for s in steps):
+            raise InvalidTypeError("steps must be a non-empty list of Step(...)")
+        specs = [s.spec() for s in steps]
+        if len({s.name for s in specs}) != len(specs):
+            raise InvalidInputError("the steps of a workflow need distinct names")
+        queue = f"workflow:{name}"
+        self._workflows[name] = (queue, specs)
+        self._queues[queue] = QueueLimits(concurrency)
+        for event, callback in (("workflow_completed", on_success),
+                                ("workflow_failed", on_error)):
+            if callback is not None:
+                self.on(event, _for_workflow(name, callback))
+        self._ensure_running()
+        self._kick()
+
+    async def start_workflow(self, name: str, data: Any = None, *,
+                             workflow_id: str | None = None) -> Workflow:
+        """Start a declared workflow on ``data``; returns once it is stored. Starting an
+        existing ``workflow_id`` again returns that workflow (also after a reload)."""
+        if name not in self._workflows:
+            raise InvalidInputError(f"no workflow {name[:60]!r} was declared in this tab "
+                                    "(jobs.workflow(...))")
+        queue, specs = self._workflows[name]
+        await self.pool.start()
+        ops = self._known_ops()
+        for step in specs:
+            if ops is not None and step.handler not in ops:
+                raise UnknownOperationError(f"step {step.name[:60]!r}: no handler "
+                                            f"{step.handler[:80]!r} in the workers")
+        if workflow_id is not None and (not isinstance(workflow_id, str) or not workflow_id
+                                        or len(workflow_id) > store.MAX_ID):
+            raise InvalidInputError("workflow_id must be a non-empty string")
+        wf_id = workflow_id or secrets.token_hex(12)
+        now = self.clock()
+        record = await self._tx(store.start_workflow(
+            store.workflow_record(wf_id, name, queue, specs, data, now), now))
+        self._kick()
+        return Workflow(self, record["id"])
+
+    async def get_workflow(self, workflow_id: str) -> Workflow | None:
+        found = await self._tx(store.get_workflow(workflow_id), "readonly")
+        return Workflow(self, workflow_id) if found is not None else None
+
+    def _flow_ended(self, flow: dict[str, Any] | None) -> None:
+        if flow is not None and flow["state"] in ("completed", "failed", "cancelled"):
+            self._emit("workflow_completed" if flow["state"] == "completed"
+                       else "workflow_failed", id=flow["id"], workflow=flow["name"],
+                       state=flow["state"])
 
     # --- schedules ---------------------------------------------------------------------------
 
@@ -460,7 +607,8 @@ class Jobs:
 
     def _start(self, job: dict[str, Any]) -> None:
         request = {"handler": job["handler"], "payload": job["payload"],
-                   "job": {"id": job["id"], "queue": job["queue"], "attempt": job["attempt"]}}
+                   "job": {"id": job["id"], "queue": job["queue"], "attempt": job["attempt"],
+                           "step": (job.get("workflow") or {}).get("step")}}
         # retries=0: a crash puts the job back in the store, not in the pool's queue.
         ident = job["id"]
 
@@ -496,8 +644,10 @@ class Jobs:
                 await self._failed(job, type_names(exc), str(exc))
                 return
             if isinstance(out, dict) and "ok" in out:
-                if await self._tx(store.complete(ident, out["ok"], self.clock())):
+                ended = await self._tx(store.complete(ident, out["ok"], self.clock()))
+                if ended:
                     self._emit("completed", id=ident, queue=job["queue"])
+                    self._flow_ended(ended.workflow)
                     self._prune_soon(job["queue"], "completed")
             else:
                 error = out.get("error", {}) if isinstance(out, dict) else {}
@@ -526,6 +676,7 @@ class Jobs:
         else:
             self._emit("failed", id=job["id"], queue=job["queue"], error_type=kind,
                        notify=failure.decision.notify)
+            self._flow_ended(failure.workflow)
             self._prune_soon(job["queue"], "failed")
 
     async def _renew_loop(self) -> None:

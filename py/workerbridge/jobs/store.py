@@ -37,12 +37,14 @@ from workerbridge.storage.txn import Final, Program, inner
 JOBS = "jobs"
 META = "meta"
 SCHEDULES = "schedules"
-STORES = [JOBS, META, SCHEDULES]
-DB_VERSION = 2  # the IndexedDB version of SCHEMA_SPEC (2: schedules)
+WORKFLOWS = "workflows"
+STORES = [JOBS, META, SCHEDULES, WORKFLOWS]
+DB_VERSION = 3  # the IndexedDB version of SCHEMA_SPEC (2: schedules, 3: workflows)
 # The database's stores: jobs by id, with an index on their state; counters and
 # schedules by name.
 SCHEMA_SPEC: dict[str, Any] = {JOBS: {"key": "id", "indexes": ["state"]},
-                               META: {"key": "name"}, SCHEDULES: {"key": "name"}}
+                               META: {"key": "name"}, SCHEDULES: {"key": "name"},
+                               WORKFLOWS: {"key": "id"}}
 STATES = ("waiting", "active", "completed", "failed", "cancelled")
 TERMINAL = ("completed", "failed", "cancelled")
 HANDLER = re.compile(r"[A-Za-z_][\w-]*\.[A-Za-z_][\w-]*")
@@ -100,6 +102,7 @@ class JobSpec:
     backoff: Backoff = field(default_factory=Backoff)
     timeout: float | None = None
     group: str | None = None
+    workflow: dict[str, Any] | None = None  # {"id", "step", "index"} for a workflow's step
 
     def __post_init__(self) -> None:
         if not isinstance(self.queue, str) or not self.queue or len(self.queue) > MAX_ID:
@@ -145,7 +148,7 @@ def new_record(spec: JobSpec, seq: int, now: float, make_id: Callable[[], str]) 
                                   "max": spec.backoff.max, "jitter": spec.backoff.jitter},
         "timeout": spec.timeout, "group": spec.group, "owner": None, "lease_until": None,
         "added_at": now, "finished_at": None, "result": None, "error": None,
-        "history": [], "stalls": 0,
+        "history": [], "stalls": 0, "workflow": spec.workflow,
     }
 
 
@@ -246,19 +249,68 @@ def _finish_history(job: dict[str, Any], now: float, error_type: str | None,
     return history
 
 
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """How a job's end went: whether this call ended it, and, for a workflow's step, the
+    workflow's id, name and state after it."""
+
+    ended: bool
+    workflow: dict[str, Any] | None = None
+
+    def __bool__(self) -> bool:
+        return self.ended
+
+
 def complete(job_id: str, result: Any, now: float, worker: int | None = None) -> Program:
-    """Store a job's result and end it, in one transaction. False when the job had already
-    ended (another run finished it first, or it was cancelled or removed)."""
+    """Store a job's result and end it, in one transaction; for a workflow's step, mark
+    the step done with its result and add the next step's job (or end the workflow) in
+    that same transaction, so a finished step never runs again. False when the job had
+    already ended (another run finished it first, or it was cancelled or removed)."""
     check_value(result, "the result")
     (job,) = yield [["get", JOBS, job_id]]
     if job is None or job["state"] in TERMINAL:
         yield Final([])
-        return False
+        return Ended(False)
     done = {**job, "state": "completed", "result": result, "finished_at": now,
             "owner": None, "lease_until": None,
             "history": _finish_history(job, now, None, worker)}
-    yield Final([["put", JOBS, done]])
-    return True
+    flow = job.get("workflow")
+    if flow is None:
+        yield Final([["put", JOBS, done]])
+        return Ended(True)
+    (wf,) = yield [["get", WORKFLOWS, flow["id"]]]
+    if wf is None or wf["state"] != "running":
+        yield Final([["put", JOBS, done]])
+        return Ended(True)
+    index = flow["index"]
+    steps = [*wf["steps"]]
+    steps[index] = {**steps[index], "state": "done", "result": result, "finished_at": now}
+    if index + 1 < len(steps):
+        wf = {**wf, "steps": steps, "current": index + 1}
+        yield from inner(add([step_job(wf, index + 1, result)], now))
+    else:
+        wf = {**wf, "steps": steps, "state": "completed", "result": result,
+              "finished_at": now}
+    yield Final([["put", JOBS, done], ["put", WORKFLOWS, wf]])
+    return Ended(True, _flow_summary(wf))
+
+
+def _flow_summary(wf: dict[str, Any]) -> dict[str, Any]:
+    return {"id": wf["id"], "name": wf["name"], "state": wf["state"]}
+
+
+def _end_flow(job: dict[str, Any], state: str, now: float,
+              error: dict[str, Any] | None) -> Program:
+    """A failed or cancelled step ends its workflow (a part of a larger program)."""
+    flow = job.get("workflow")
+    if flow is None:
+        return None
+    (wf,) = yield [["get", WORKFLOWS, flow["id"]]]
+    if wf is None or wf["state"] != "running":
+        return None
+    steps = [*wf["steps"]]
+    steps[flow["index"]] = {**steps[flow["index"]], "state": state, "finished_at": now}
+    return {**wf, "steps": steps, "state": state, "error": error, "finished_at": now}
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +319,7 @@ class Failure:
 
     decision: Decision
     job: dict[str, Any] | None
+    workflow: dict[str, Any] | None = None  # the workflow it ended, as for Ended
 
 
 def fail(job_id: str, error_types: Sequence[str], message: str, now: float,
@@ -288,11 +341,13 @@ def fail(job_id: str, error_types: Sequence[str], message: str, now: float,
     if decision.action == "retry":
         job = {**job, "state": "waiting", "due_at": now + decision.delay, "owner": None,
                "lease_until": None, "error": error, "history": history}
-    else:
-        job = {**job, "state": "failed", "finished_at": now, "owner": None,
-               "lease_until": None, "error": error, "history": history}
-    yield Final([["put", JOBS, job]])
-    return Failure(decision, job)
+        yield Final([["put", JOBS, job]])
+        return Failure(decision, job)
+    job = {**job, "state": "failed", "finished_at": now, "owner": None,
+           "lease_until": None, "error": error, "history": history}
+    wf = yield from _end_flow(job, "failed", now, error)
+    yield Final([["put", JOBS, job]] + ([["put", WORKFLOWS, wf]] if wf else []))
+    return Failure(decision, job, _flow_summary(wf) if wf else None)
 
 
 def requeue(job_id: str, now: float, reason: str, max_stalls: int) -> Program:
@@ -305,11 +360,13 @@ def requeue(job_id: str, now: float, reason: str, max_stalls: int) -> Program:
         yield Final([])
         return None
     job = _stalled(job, now, reason)
+    wf = None
     if job["stalls"] > max_stalls:
         job = {**job, "state": "failed", "finished_at": now,
                "error": {"type": reason, "types": [reason], "message":
                          f"its run ended {job['stalls']} times without an answer ({reason})"}}
-    yield Final([["put", JOBS, job]])
+        wf = yield from _end_flow(job, "failed", now, job["error"])
+    yield Final([["put", JOBS, job]] + ([["put", WORKFLOWS, wf]] if wf else []))
     return str(job["state"])
 
 
@@ -352,9 +409,11 @@ def cancel(job_id: str, now: float) -> Program:
     if job is None or job["state"] in TERMINAL:
         yield Final([])
         return None if job is None else job["state"]
+    wf = yield from _end_flow(job, "cancelled", now, None)
     yield Final([["put", JOBS, {**job, "state": "cancelled", "finished_at": now,
                                 "owner": None, "lease_until": None,
-                                "history": _finish_history(job, now, "Cancelled", None)}]])
+                                "history": _finish_history(job, now, "Cancelled", None)}]]
+                + ([["put", WORKFLOWS, wf]] if wf else []))
     return str(job["state"])
 
 
@@ -550,3 +609,60 @@ def metrics_of(jobs: Iterable[dict[str, Any]], now: float,
             if runs else None
         q["throughput_per_minute"] = q.pop("completed_last_minute") * 60.0 / window
     return out
+
+
+# --- workflows -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StepSpec:
+    """One step of a declarative workflow: its handler and its retry policy."""
+
+    name: str
+    handler: str
+    attempts: int = 1
+    backoff: Backoff = field(default_factory=Backoff)
+    timeout: float | None = None
+
+
+def workflow_record(wf_id: str, name: str, queue: str, steps: Sequence[StepSpec], data: Any,
+                    now: float) -> dict[str, Any]:
+    """A workflow as stored: its steps (with what each needs to run, so any tab can go
+    on with it), their states and results, and its own state."""
+    check_value(data, "the workflow's input")
+    return {
+        "id": wf_id, "name": name, "queue": queue, "state": "running", "input": data,
+        "result": None, "error": None, "created_at": now, "finished_at": None,
+        "current": 0,
+        "steps": [{"name": s.name, "handler": s.handler, "attempts": s.attempts,
+                   "backoff": {"base": s.backoff.base, "factor": s.backoff.factor,
+                               "max": s.backoff.max, "jitter": s.backoff.jitter},
+                   "timeout": s.timeout, "state": "pending", "result": None,
+                   "finished_at": None} for s in steps],
+    }
+
+
+def step_job(wf: dict[str, Any], index: int, payload: Any) -> JobSpec:
+    """The job that runs step ``index`` of a workflow on ``payload``."""
+    step = wf["steps"][index]
+    return JobSpec(wf["queue"], step["handler"], payload, f"workflow:{wf['id']}:{index}", 0,
+                   0.0, step["attempts"], Backoff(**step["backoff"]), step["timeout"], None,
+                   {"id": wf["id"], "step": step["name"], "index": index})
+
+
+def start_workflow(record: dict[str, Any], now: float,
+                   make_id: Callable[[], str] | None = None) -> Program:
+    """Store a workflow and its first step's job in one transaction; a workflow id that
+    exists returns that workflow, unchanged."""
+    (found,) = yield [["get", WORKFLOWS, record["id"]]]
+    if found is not None:
+        yield Final([])
+        return found
+    yield from inner(add([step_job(record, 0, record["input"])], now, make_id))
+    yield Final([["put", WORKFLOWS, record]])
+    return record
+
+
+def get_workflow(wf_id: str) -> Program:
+    (found,) = yield Final([["get", WORKFLOWS, wf_id]])
+    return found
