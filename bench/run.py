@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from boot import bench_boot, boot_rows, write_report  # noqa: E402
 from chaos import bench_chaos, chaos_rows  # noqa: E402
+from jobs import bench_jobs, jobs_rows  # noqa: E402
 from packages import bench_packages, packages_rows  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 from storage_anchor import (  # noqa: E402
@@ -509,6 +510,8 @@ def table(result: dict[str, Any]) -> str:
         rows.extend(boot_rows(f["boot"]))
     if f.get("packages"):
         rows.extend(packages_rows(f["packages"]))
+    if f.get("jobs"):
+        rows.extend(jobs_rows(f["jobs"]))
     if f.get("chaos"):
         rows.extend(chaos_rows(f["chaos"]))
     aes, par = f.get("aes_gcm"), f.get("parallel_hash")
@@ -610,12 +613,12 @@ def bench_rest(origin: str, chromium: str) -> dict[str, Any]:
 
 
 def main() -> int:
-    """``--only boot`` (or ``packages``, ``chaos``) runs just that section and merges it
-    into the last results."""
+    """``--only boot`` (or ``packages``, ``jobs``, ``chaos``) runs just that section and
+    merges it into the last results."""
     args = sys.argv[1:]
     only = args[args.index("--only") + 1] if "--only" in args else None
-    if only not in (None, "boot", "packages", "chaos"):
-        sys.exit(f"bench: --only takes 'boot', 'packages' or 'chaos', not {only!r}")
+    if only not in (None, "boot", "packages", "jobs", "chaos"):
+        sys.exit(f"bench: --only takes 'boot', 'packages', 'jobs' or 'chaos', not {only!r}")
     bench_pages = ROOT / "bench" / "pages"
     server, origin = start_server(
         isolation=True, extra=(f"/bench={bench_pages}", f"/bench/dist={ROOT / 'dist'}",
@@ -635,6 +638,8 @@ def main() -> int:
             figures["boot"] = bench_boot(browser, origin)
         if only in (None, "packages"):
             figures["packages"] = bench_packages(browser, origin)
+        if only in (None, "jobs"):
+            figures["jobs"] = bench_jobs(browser, origin)
         if only == "chaos":
             context = browser.new_context()
             figures["chaos"] = bench_chaos(context, origin)

@@ -67,3 +67,8 @@ async def step(ctx: Context, payload: dict) -> dict:
     if ctx.job.step == payload.get("fail_step"):
         raise PermissionError("no")
     return {**payload, "trail": [*payload.get("trail", []), ctx.job.step]}
+
+
+@handler("work", "noop")
+async def noop(ctx: Context, payload: object) -> None:
+    """Nothing at all (the jobs benchmark's no-op job)."""

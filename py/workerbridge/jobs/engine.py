@@ -20,7 +20,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -87,24 +87,9 @@ class Job:
         """Wait for the job to end; its result, or its error raised (the workerbridge
         error it failed with, else ``RemoteError`` naming the handler's exception type);
         ``CancelledError`` if it was cancelled."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            record = await self._jobs._record(self.id)
-            if record is None:
-                raise InvalidInputError(f"no job {self.id[:60]!r} (removed?)")
-            if record["state"] == "completed":
-                return record["result"]
-            if record["state"] == "failed":
-                raise _error_of(record.get("error") or {})
-            if record["state"] == "cancelled":
-                raise CancelledError(f"job {self.id[:60]!r} was cancelled")
-            wait = self._jobs.poll
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"job {self.id[:60]!r} did not end within {timeout} s")
-                wait = min(wait, left)
-            await self._jobs._ended(self.id, wait)
+        return await _until_ended(lambda: self._jobs._record(self.id), f"job {self.id[:60]!r}",
+                                  timeout, lambda wait: self._jobs._ended(self.id, wait),
+                                  self._jobs.poll)
 
     async def cancel(self) -> bool:
         """Cancel the job; a run in this tab is stopped through the usual cancel path (a
@@ -121,6 +106,30 @@ class Job:
     async def remove(self) -> bool:
         """Delete the job (not while it runs: cancel it first)."""
         return bool(await self._jobs._tx(store.remove(self.id)))
+
+
+async def _until_ended(load: Callable[[], Awaitable[dict[str, Any] | None]], what: str,
+                       timeout: float | None, wait: Callable[[float], Awaitable[Any]],
+                       poll: float) -> Any:
+    """Read a job or workflow until it ends: its result, or its error raised."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        record = await load()
+        if record is None:
+            raise InvalidInputError(f"no {what} (removed?)")
+        if record["state"] == "completed":
+            return record["result"]
+        if record["state"] == "failed":
+            raise _error_of(record.get("error") or {})
+        if record["state"] == "cancelled":
+            raise CancelledError(f"{what} was cancelled")
+        pause = poll
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{what} did not end within {timeout} s")
+            pause = min(pause, left)
+        await wait(pause)
 
 
 def _error_of(error: Mapping[str, Any]) -> WorkerBridgeError:
@@ -254,20 +263,9 @@ class Workflow:
     async def result(self, timeout: float | None = None) -> Any:
         """Wait for the workflow to end: its last step's result, or the failed step's
         error raised (``CancelledError`` if a step was cancelled)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            wf = await self._jobs._tx(store.get_workflow(self.id), "readonly")
-            if wf is None:
-                raise InvalidInputError(f"no workflow {self.id[:60]!r}")
-            if wf["state"] == "completed":
-                return wf["result"]
-            if wf["state"] == "failed":
-                raise _error_of(wf.get("error") or {})
-            if wf["state"] == "cancelled":
-                raise CancelledError(f"workflow {self.id[:60]!r} was cancelled")
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"workflow {self.id[:60]!r} did not end within {timeout} s")
-            await asyncio.sleep(self._jobs.poll)
+        return await _until_ended(
+            lambda: self._jobs._tx(store.get_workflow(self.id), "readonly"),
+            f"workflow {self.id[:60]!r}", timeout, asyncio.sleep, self._jobs.poll)
 
 
 class Jobs:
@@ -275,10 +273,12 @@ class Jobs:
 
     def __init__(self, pool: WorkerPool, *, db: str = DEFAULT_DB, lease: float = 5.0,
                  poll: float = 0.2, capacity: int | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, max_stalls: int = MAX_STALLS) -> None:
         """``lease``: seconds a claim holds a job without renewal (renewed every third
         of it); ``poll``: seconds between claims when nothing wakes the loop;
-        ``capacity``: jobs this tab runs at once (default: the pool's size)."""
+        ``capacity``: jobs this tab runs at once (default: the pool's size);
+        ``max_stalls``: runs of one job that may end without an answer (a crashed
+        worker) before it fails."""
         if not isinstance(db, str) or not db:
             raise InvalidInputError("db must be a database name")
         for name, value in (("lease", lease), ("poll", poll)):
@@ -291,6 +291,7 @@ class Jobs:
         self.poll = float(poll)
         self.capacity = capacity
         self.clock = clock
+        self.max_stalls = max_stalls
         self.owner = secrets.token_hex(8)
         self._queues: dict[str, QueueLimits] = {}
         self._recovery: dict[str | None, dict[str, Rule]] = {}
@@ -631,7 +632,7 @@ class Jobs:
                 return  # cancelled, lost its lease, or put back by close()
             except WorkerCrashedError:
                 state = await self._tx(store.requeue(ident, self.clock(), "WorkerCrashedError",
-                                                     MAX_STALLS))
+                                                     self.max_stalls))
                 if state == "waiting":
                     self._emit("stalled", id=ident, queue=job["queue"],
                                reason="WorkerCrashedError")
