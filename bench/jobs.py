@@ -73,6 +73,15 @@ J = Jobs(B.pool, db="bench-jobs", poll=0.05, capacity=32)
 DONE = [0]
 J.on("completed", lambda e: DONE.__setitem__(0, DONE[0] + 1))
 
+async def latency(jobs, queue, samples):
+    # add -> the handler starting (its own clock), one job at a time; sorted, in ms
+    out = []
+    for _ in range(samples):
+        t0 = js.Date.now()
+        job = await jobs.add(queue, "work.span", {"seconds": 0})
+        out.append((await job.result(timeout=30))["start"] - t0)
+    return sorted(out)
+
 async def run_noops(n):
     start = DONE[0]
     t0 = time.perf_counter()
@@ -106,16 +115,8 @@ def bench_jobs(browser: Any, origin: str) -> dict[str, Any]:
         """, timeout=600)
         out["bulk_per_s"] = BULK / out["bulk_s"]
         # add -> the handler starting, one job at a time, in this tab.
-        lat = h.py(f"""
-            await J.queue("lat", concurrency=4)
-            samples = []
-            for _ in range({LATENCY_SAMPLES}):
-                t0 = js.Date.now()
-                job = await J.add("lat", "work.span", {{"seconds": 0}})
-                r = await job.result(timeout=30)
-                samples.append(r["start"] - t0)
-            sorted(samples)
-        """)
+        h.py("await J.queue('lat', concurrency=4)")
+        lat = h.py(f"await latency(J, 'lat', {LATENCY_SAMPLES})")
         out["claim_p50_ms"] = lat[len(lat) // 2]
         out["claim_p95_ms"] = lat[int(0.95 * (len(lat) - 1))]
         # from another tab: this one adds, the other one runs.
@@ -123,15 +124,7 @@ def bench_jobs(browser: Any, origin: str) -> dict[str, Any]:
         other.py(SETUP.replace('db="bench-jobs"', 'db="bench-jobs-x"'))
         other.py("await J.queue('far', concurrency=4)")
         h.py("K = Jobs(B.pool, db='bench-jobs-x')")
-        far = h.py(f"""
-            samples = []
-            for _ in range({LATENCY_SAMPLES}):
-                t0 = js.Date.now()
-                job = await K.add("far", "work.span", {{"seconds": 0}})
-                r = await job.result(timeout=30)
-                samples.append(r["start"] - t0)
-            sorted(samples)
-        """)
+        far = h.py(f"await latency(K, 'far', {LATENCY_SAMPLES})")
         out["claim_other_tab_p95_ms"] = far[int(0.95 * (len(far) - 1))]
         crash = h.py("""
             await J.queue("crash")

@@ -364,13 +364,18 @@ class Jobs:
     def _spec(self, queue: str, handler: str, payload: Any, job_id: str | None,
               priority: int, delay: float, attempts: int, backoff: Backoff | None,
               timeout: float | None, group: str | None) -> JobSpec:
-        spec = JobSpec(queue, handler, payload, job_id, priority, delay, attempts,
+        return JobSpec(queue, handler, payload, job_id, priority, delay, attempts,
                        backoff if backoff is not None else Backoff(), timeout, group)
+
+    def _check_handlers(self, specs: Sequence[JobSpec]) -> None:
+        """UnknownOperationError for a handler the workers did not register (the workers'
+        registry is read once per call, not once per job)."""
         ops = self._known_ops()
-        if ops is not None and f"{spec.handler}" not in ops:
-            raise UnknownOperationError(f"no handler {spec.handler[:80]!r} is registered in "
-                                        "the workers (load its module with modules=[...])")
-        return spec
+        for spec in specs:
+            if ops is not None and spec.handler not in ops:
+                raise UnknownOperationError(f"no handler {spec.handler[:80]!r} is registered "
+                                            "in the workers (load its module with "
+                                            "modules=[...])")
 
     def _known_ops(self) -> set[str] | None:
         infos = self.pool.ready_info()
@@ -386,6 +391,7 @@ class Jobs:
         await self.pool.start()
         spec = self._spec(queue, handler, payload, job_id, priority, delay, attempts,
                           backoff, timeout, group)
+        self._check_handlers([spec])
         now = self.clock()
         records = await self._tx(store.add([spec], now))
         self._added(records, now)
@@ -408,6 +414,7 @@ class Jobs:
                                     options.get("priority", 0), options.get("delay", 0.0),
                                     options.get("attempts", 1), options.get("backoff"),
                                     options.get("timeout"), options.get("group")))
+        self._check_handlers(specs)
         now = self.clock()
         records = await self._tx(store.add(specs, now))
         self._added(records, now)
@@ -494,6 +501,7 @@ class Jobs:
         await self.pool.start()
         spec = self._spec(queue, handler, payload, None, priority, 0.0, attempts, backoff,
                           timeout, group)
+        self._check_handlers([spec])
         now = self.clock()
         next_run = first_run(cron, tz, datetime.fromtimestamp(now, UTC)).timestamp()
         record = await self._tx(store.put_schedule(store.schedule_record(
@@ -524,6 +532,7 @@ class Jobs:
         await self.pool.start()
         spec = self._spec(queue, handler, payload, None, priority, 0.0, attempts, backoff,
                           timeout, group)
+        self._check_handlers([spec])
         record = await self._tx(store.put_schedule(store.schedule_record(
             name, "once", spec, when, now, catch_up=catch_up)))
         self._ensure_running()
