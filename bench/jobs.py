@@ -11,10 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from conftest import Harness
+from job_kills import run_kills
 
 N = 1000
 BULK = 5000
 CHURN = 10_000
+KILLS = 1000
 LATENCY_SAMPLES = 40
 
 NAIVE_JS = """async ([n, name]) => {
@@ -62,13 +64,16 @@ NAIVE_JS = """async ([n, name]) => {
     return out;
 }"""
 
-SETUP = """
+BASE = """
 import asyncio, js, time
 from workerbridge import WorkerBridge
 from workerbridge.jobs.engine import Jobs
 B = WorkerBridge(workers=2, modules=["./jobwork.py"], fallback="never")
 await B.start()
 await B.pool.wait_all_ready()
+"""
+
+SETUP = BASE + """
 J = Jobs(B.pool, db="bench-jobs", poll=0.05, capacity=32)
 DONE = [0]
 J.on("completed", lambda e: DONE.__setitem__(0, DONE[0] + 1))
@@ -149,9 +154,22 @@ def bench_jobs(browser: Any, origin: str) -> dict[str, Any]:
         """)
         out["plain_job_ms"], out["workflow_step_ms"] = wf
         out["checkpoint_overhead_ms"] = wf[1] - wf[0]
+        out["chaos"] = bench_jobs_chaos(browser, origin)
         out["ratio_throughput"] = out["jobs_per_s"] / out["naive_jobs_per_s"]
         out["ratio_bulk"] = out["bulk_per_s"] / out["naive_bulk_per_s"]
         return out
+    finally:
+        context.close()
+
+
+def bench_jobs_chaos(browser: Any, origin: str) -> dict[str, Any]:
+    """KILLS worker kills across two tabs, one closed a fifth of the way (job_kills)."""
+    context = browser.new_context()
+    try:
+        a, b = (Harness(context.new_page(), origin) for _ in range(2))
+        for h in (a, b):
+            h.py(BASE)
+        return run_kills(a, b, "bench-kills", KILLS)
     finally:
         context.close()
 
@@ -161,7 +179,13 @@ def _mark(ok: bool) -> str:
 
 
 def jobs_rows(j: dict[str, Any]) -> list[str]:
-    return [
+    c = j.get("chaos")
+    chaos = [] if c is None else [
+        f"| jobs: chaos, {c['kills']:,} worker kills over two tabs (one closed) | "
+        f"{c['lost']} of {c['acknowledged']:,} acknowledged jobs lost; "
+        f"{c['extra_per_kill']:.2f} extra runs per kill | — | — | 0 lost "
+        f"{_mark(c['lost'] == 0 and c['states'] == ['completed'])} |"]
+    return [*chaos,
         f"| jobs: no-op jobs end to end, one tab ({N:,}, after {CHURN:,} churned) | "
         f"{j['jobs_per_s']:,.0f} jobs/s | naive JS queue, 2 transactions a job "
         f"{j['naive_jobs_per_s']:,.0f} jobs/s | {j['ratio_throughput']:.2f}× | ≥ 1,000 jobs/s "

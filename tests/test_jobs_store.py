@@ -15,12 +15,13 @@ from workerbridge.jobs import store
 from workerbridge.jobs.claims import QueueLimits
 from workerbridge.jobs.policy import Backoff, Fail, Retry, recovery_table
 from workerbridge.jobs.store import JobSpec
-from workerbridge.storage.plan import IndexSpec
+from workerbridge.storage.idb import schema_from
 from workerbridge.storage.query import key_of
-from workerbridge.storage.txn import StoreInfo
+from workerbridge.storage.schema import normalize_schema
 
-SCHEMA = {"jobs": StoreInfo("jobs", "id", (IndexSpec("state", ("state",)),)),
-          "meta": StoreInfo("meta", "name")}
+# The stores as the browser creates them from store.SCHEMA_SPEC.
+FULL_SCHEMA = schema_from(normalize_schema(store.SCHEMA_SPEC))
+SCHEMA = {k: FULL_SCHEMA[k] for k in ("jobs", "meta")}
 LIMITS = {"q": QueueLimits(concurrency=10)}
 NO_JITTER = Backoff(base=1, factor=2, jitter=False)
 
@@ -124,6 +125,18 @@ def test_a_lease_that_ends_puts_the_job_back_and_its_attempt_shows_it(db):
     assert [h["error_type"] for h in again["history"]] == ["Stalled", None]
 
 
+def test_a_tab_that_said_it_went_away_has_its_jobs_put_back_at_once(db):
+    a, b = add(db, spec(attempts=1), spec())
+    run(db, store.claim(0, "gone-tab", 60.0, {"q": QueueLimits(concurrency=1)}))
+    run(db, store.claim(0, "live-tab", 60.0, LIMITS))
+    taken = run(db, store.claim(2.0, "other", 60.0, LIMITS, gone={"gone-tab"}))
+    assert taken.stalled == (a["id"],) and [j["id"] for j in taken.jobs] == [a["id"]]
+    job = stored_job(db, a["id"])
+    assert (job["attempt"], job["stalls"], [h["error_type"] for h in job["history"]]) == \
+        (2, 0, ["Released", None])
+    assert stored_job(db, b["id"])["owner"] == "live-tab"  # another tab's lease: kept
+
+
 def test_renewing_keeps_the_lease_and_reports_lost_jobs(db):
     a, b = add(db, spec(), spec())
     run(db, store.claim(0, "me", 2.0, LIMITS))
@@ -131,6 +144,66 @@ def test_renewing_keeps_the_lease_and_reports_lost_jobs(db):
     assert run(db, store.renew("me", [a["id"], b["id"], "gone"], 1.5, 2.0)) == [b["id"], "gone"]
     assert stored_job(db, a["id"])["lease_until"] == 3.5
     assert run(db, store.claim(3.0, "other", 2.0, LIMITS)).stalled == ()
+
+
+def test_a_claim_reads_only_its_queues_first_jobs_through_the_claim_index(db):
+    add(db, *[spec(queue="idle") for _ in range(300)], *[spec() for _ in range(300)])
+    db.requests.clear()
+    taken = run(db, store.claim(1.0, "a", 5.0, LIMITS, capacity=4, page=16))
+    assert [j["seq"] for j in taken.jobs] == [301, 302, 303, 304]
+    reads = [r for r in db.requests if r[0] == "all" and r[1] == "jobs"]
+    assert reads and all(r[2] == store.CLAIM_INDEX and r[3]["lo"][0] == "q" for r in reads)
+    assert [r[4] for r in reads] == [None, 16]  # the running jobs, then one page
+
+
+def test_a_claim_reads_on_past_jobs_it_cannot_start(db):
+    # 40 delayed jobs of a higher priority and 40 of one busy group come first in claim
+    # order; the due job of another group behind them is still found, a page at a time.
+    add(db, *[spec(priority=9, delay=100) for _ in range(40)],
+        *[spec(priority=5, group="busy") for _ in range(40)], spec(group="free"))
+    limits = {"q": QueueLimits(concurrency=10)}
+    first = run(db, store.claim(1.0, "a", 5.0, limits, capacity=4, page=8))
+    assert [j["group"] for j in first.jobs] == ["busy", "free"]
+    db.requests.clear()
+    assert run(db, store.claim(1.0, "a", 5.0, limits, capacity=4, page=8)).jobs == ()
+    # Nothing it can start: it reads all 79 waiting jobs, 8 at a time (the running ones,
+    # then 10 pages, the last not full).
+    assert sum(1 for r in db.requests if r[0] == "all" and r[1] == "jobs") == 11
+
+
+def test_a_rate_limit_holds_across_tabs(db):
+    add(db, *[spec() for _ in range(6)])
+    limits = {"q": QueueLimits(concurrency=10, rate_limit=(2, 10.0))}
+    assert len(run(db, store.claim(0.0, "a", 50.0, limits)).jobs) == 2
+    assert run(db, store.claim(1.0, "b", 50.0, limits)).jobs == ()
+    assert run(db, store.claim(9.9, "a", 50.0, limits)).jobs == ()
+    assert len(run(db, store.claim(10.5, "b", 50.0, limits)).jobs) == 2
+
+
+def test_an_older_database_is_migrated_once(db):
+    add(db, spec(priority=3), spec())
+    for key, job in db.data["jobs"].items():  # as written before the claim index
+        db.data["jobs"][key] = {k: v for k, v in job.items() if k != "rank"}
+    assert run(db, store.claim(1.0, "a", 5.0, LIMITS)).jobs == ()  # not in the index
+    assert run(db, store.migrate()) is True
+    assert run(db, store.migrate()) is False
+    assert [j["priority"] for j in run(db, store.claim(1.0, "a", 5.0, LIMITS)).jobs] == [3, 0]
+
+
+def test_complete_many_ends_several_jobs_in_one_transaction(db):
+    a, b, c = add(db, spec(), spec(), spec())
+    run(db, store.claim(0.0, "me", 5.0, LIMITS))
+    run(db, store.cancel(c["id"], 0.5))
+    before = db.transactions
+    ended = run(db, store.complete_many([(a["id"], 1), (b["id"], {"x": b"\x01"}),
+                                         (c["id"], 3)], 1.0))
+    assert [bool(e) for e in ended] == [True, True, False] and db.transactions == before + 1
+    assert [stored_job(db, i)["result"] for i in (a["id"], b["id"])] == [1, {"x": b"\x01"}]
+    assert stored_job(db, c["id"])["state"] == "cancelled"
+    snapshot = copy.deepcopy(db.data)
+    with pytest.raises(InvalidTypeError):
+        run(db, store.complete_many([(a["id"], 1), (b["id"], {1, 2})], 2.0))
+    assert db.data == snapshot
 
 
 def test_complete_stores_the_result_with_the_end_once(db):
@@ -235,7 +308,7 @@ def test_a_crashed_run_goes_back_at_once_without_using_an_attempt(db):
 
 # --- schedules -------------------------------------------------------------------------------
 
-SCHED_SCHEMA = {**SCHEMA, "schedules": StoreInfo("schedules", "name")}
+SCHED_SCHEMA = {**SCHEMA, "schedules": FULL_SCHEMA["schedules"]}
 T0 = datetime(2026, 1, 1, 10, 0, tzinfo=UTC).timestamp()
 
 
@@ -330,7 +403,7 @@ def test_metrics_count_states_retries_and_run_times(db):
 
 # --- workflows -------------------------------------------------------------------------------
 
-WF_SCHEMA = {**SCHED_SCHEMA, "workflows": StoreInfo("workflows", "id")}
+WF_SCHEMA = FULL_SCHEMA
 STEPS = [store.StepSpec("validate", "inv.validate"), store.StepSpec("charge", "inv.charge", 2),
          store.StepSpec("notify", "inv.notify")]
 WF_LIMITS = {"workflow:inv": QueueLimits(concurrency=5)}

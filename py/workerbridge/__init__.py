@@ -33,6 +33,7 @@ from workerbridge.core.errors import (
     VersionMismatchError,
     WorkerBridgeError,
     WorkerCrashedError,
+    WorkflowError,
 )
 from workerbridge.core.shared import (
     ProgressInfo,
@@ -42,6 +43,7 @@ from workerbridge.core.shared import (
     SharedProgress,
 )
 from workerbridge.jobs.engine import Job, Jobs, Step, Workflow
+from workerbridge.jobs.flow import Flow, workflow
 from workerbridge.jobs.policy import Backoff, Fail, Retry
 from workerbridge.pool.connection import Connection, ConnectionStats, RetryPolicy
 from workerbridge.pool.workerpool import PoolStats, WorkerPool
@@ -59,6 +61,7 @@ __all__ = [
     "Context",
     "CorruptDataError",
     "Fail",
+    "Flow",
     "IntegrityError",
     "InvalidFilterError",
     "InvalidInputError",
@@ -98,6 +101,8 @@ __all__ = [
     "WorkerCrashedError",
     "WorkerPool",
     "Workflow",
+    "WorkflowError",
     "__version__",
     "handler",
+    "workflow",
 ]

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from conftest import PAGE_HELPERS, Harness
+from job_kills import run_kills
 
 SETUP = """
 import asyncio, js, time
@@ -199,7 +200,7 @@ def test_jobs_added_before_a_reload_run_after_it(ctx: Any, server: str):
     first.page.close()
 
 
-def test_another_tab_takes_over_a_job_whose_tab_closed(ctx: Any, server: str):
+def test_another_tab_takes_over_a_job_whose_tab_crashed(ctx: Any, server: str):
     a = page(ctx, server)
     ident = a.py("""
         J = Jobs(B.pool, db="t-failover", lease=1.5)
@@ -210,7 +211,12 @@ def test_another_tab_takes_over_a_job_whose_tab_closed(ctx: Any, server: str):
         job.id
     """)
     b = page(ctx, server)
-    a.page.close()  # the tab and its workers are gone; its lease is not renewed
+    # The tab closes as a crashed one would: without letting its jobs go (its pagehide
+    # listener removed), so its lease has to end before another tab takes the job. (A
+    # tab that closes normally lets them go at once: the next test. CDP's Page.crash
+    # never returned here.)
+    a.py("js.window.removeEventListener('pagehide', J._lifecycle)")
+    a.page.close()
     got = b.py(f"""
         t0 = time.monotonic()
         J = Jobs(B.pool, db="t-failover", lease=1.5)
@@ -229,6 +235,60 @@ def test_another_tab_takes_over_a_job_whose_tab_closed(ctx: Any, server: str):
     assert taken < 1.5 + 2.0, taken
     assert history[0] == "Stalled" and state == "cancelled"
     b.page.close()
+
+
+RUN_LONG = """
+J = Jobs(B.pool, db="DB", lease=60)
+await J.queue("x")
+job = await J.add("x", "work.span", {"seconds": SECONDS})
+while (await job.status())["state"] != "active":
+    await asyncio.sleep(0.05)
+job.id
+"""
+
+TAKEN_HERE = """
+t0 = time.monotonic()
+J = Jobs(B.pool, db="DB", lease=60)
+await J.queue("x")
+job = await J.get(IDENT)
+while (await job.status())["owner"] != J.owner and time.monotonic() - t0 < 20:
+    await asyncio.sleep(0.05)
+status = await job.status()
+[time.monotonic() - t0, status["owner"] == J.owner, status["attempt"],
+ [h["error_type"] for h in status["history"]]]
+"""
+
+
+def test_a_reloaded_tab_puts_its_running_jobs_back_at_once(ctx: Any, server: str):
+    tab = page(ctx, server)
+    ident = tab.py(RUN_LONG.replace("DB", "t-hide").replace("SECONDS", "600"))
+    tab.page.reload()  # pagehide: the lease (60 s) is given back, not left to run out
+    tab.page.wait_for_function("window.pyReady === true", timeout=120_000)
+    tab.py(PAGE_HELPERS + SETUP.replace("WORKERS", "2"))
+    taken, mine, attempt, runs = tab.py(TAKEN_HERE.replace("DB", "t-hide")
+                                        .replace("IDENT", repr(ident)))
+    # Taken at the first claim after the reload; with the lease left to run out, it would
+    # wait 60 s (the loop gives up at 20). The run the reload cut short is in the history
+    # but is not counted as a stall.
+    assert mine and taken < 10, taken
+    assert (attempt, runs) == (2, ["Released", None]), (attempt, runs)
+    tab.py("await job.cancel()")
+    tab.page.close()
+
+
+def test_an_add_in_one_tab_wakes_the_claim_loop_of_another(ctx: Any, server: str,
+                                                            h: Harness):
+    other = page(ctx, server)
+    other.py('J = Jobs(B.pool, db="t-wake", poll=60)\nawait J.queue("w")')
+    got = h.py("""
+        J = Jobs(B.pool, db="t-wake")  # adds only: this tab declares no queue
+        t0 = time.monotonic()
+        result = await (await J.add("w", "work.echo", {"n": 1})).result(timeout=30)
+        [time.monotonic() - t0, result["payload"]]
+    """)
+    # The other tab polls only once a minute: its BroadcastChannel woke it.
+    assert got[0] < 10 and got[1] == {"n": 1}, got
+    other.page.close()
 
 
 def test_each_run_of_a_schedule_fires_once_with_three_tabs_open(ctx: Any, server: str):
@@ -423,6 +483,39 @@ def test_a_workflow_resumes_after_a_reload_and_never_reruns_a_finished_step(ctx:
     tab.page.close()
 
 
+def test_a_code_workflow_sleeps_durably_through_a_reload(ctx: Any, server: str):
+    tab = page(ctx, server)
+    declare = 'J = Jobs(B.pool, db="t-wf-code", lease=1.5)\nJ.workflow("invoice-code")\n'
+    slept_at = tab.py(declare + textwrap.dedent("""
+        wf = await J.start_workflow("invoice-code", {"nap": 2.5}, workflow_id="code-1")
+        while len((await J._tx(_engine.store.get_workflow("code-1"), "readonly"))["steps"]) < 2:
+            await asyncio.sleep(0.05)
+        time.time()
+    """))
+    tab.page.reload()  # while it sleeps
+    tab.page.wait_for_function("window.pyReady === true", timeout=120_000)
+    tab.py(PAGE_HELPERS + SETUP.replace("WORKERS", "2"))
+    got = tab.py(declare + textwrap.dedent("""
+        wf = await J.start_workflow("invoice-code", {"other": 1}, workflow_id="code-1")
+        result = await wf.result(timeout=60)
+        record = await J._tx(_engine.store.get_workflow("code-1"), "readonly")
+        charge = await J._record("workflow:code-1:2")
+        [result, [(s["kind"], s["name"], s["state"]) for s in record["steps"]],
+         record["steps"][1]["wake_at"], charge["history"][0]["start"],
+         await failure(J.start_workflow("nope-code", {})),
+         await failure(B.request("workflow", "invoice-code", {}))]
+    """))
+    result, steps, wake_at, charge_start, undeclared, as_call = got
+    assert result["trail"] == ["validate", "charge", "notify"] and result["nap"] == 2.5
+    assert steps == [["step", "validate", "done"], ["sleep", "sleep", "done"],
+                     ["step", "charge", "done"], ["step", "notify", "done"]]
+    assert wake_at >= slept_at + 2.0 and charge_start >= wake_at
+    runs = {k: v for k, v in tab.js(EXECUTIONS_JS).items() if k.startswith("workflow:code-1")}
+    assert runs == {"workflow:code-1:0": 1, "workflow:code-1:2": 1, "workflow:code-1:3": 1}
+    assert undeclared[0] == "InvalidInputError" and as_call[0] == "InvalidInputError"
+    tab.page.close()
+
+
 def test_a_failed_step_fails_its_workflow(h: Harness):
     got = h.py("""
         from workerbridge.jobs.engine import Step
@@ -448,55 +541,11 @@ def test_a_failed_step_fails_its_workflow(h: Harness):
 def test_no_acknowledged_job_is_lost_over_200_worker_kills(ctx: Any, server: str):
     """Workers terminated at random while jobs run, and one of the two tabs closed half
     way: every job that add() acknowledged completes; duplicates are counted per kill."""
-    a = page(ctx, server)
     b = page(ctx, server)
-    setup = """
-        import random
-        IDS = []
-        J = Jobs(B.pool, db="t-kills", lease=1.0, poll=0.05, capacity=4, max_stalls=10_000)
-        await J.queue("k", concurrency=8)
-
-        async def supply():
-            # keep work waiting, so that there is always a running job to kill
-            if not await J.list("k", "waiting", limit=1):
-                jobs = await J.add_bulk([{"queue": "k", "handler": "work.span",
-                                          "payload": {"seconds": 0.05}} for _ in range(20)])
-                IDS.extend(j.id for j in jobs)
-
-        async def kills(n, seed):
-            rng = random.Random(seed)
-            done = 0
-            while done < n:
-                await supply()
-                await asyncio.sleep(rng.uniform(0.01, 0.08))
-                busy = [i for i, s in enumerate(B.pool._slots) if s.state == "ready" and s.load]
-                if busy and B.pool.restart_worker(rng.choice(busy), "killed by the test"):
-                    done += 1
-            return done
-    """
-    a.py(setup)
-    b.py(setup)
-    # Each kill waits for a worker that runs a job, and every killed worker boots again:
-    # on two cores that takes a while, hence the long limits.
-    assert a.py("await kills(40, 1)", timeout=600) == 40
-    added_by_a = a.py("IDS")
-    a.page.close()  # a tab with leased jobs goes away
-    assert b.py("await kills(160, 2)", timeout=600) == 160
-    got = b.py(f"""
-        ids = set(IDS) | set({added_by_a!r})
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            rows = await J.list("k")
-            if all(r["state"] == "completed" for r in rows):
-                break
-            await asyncio.sleep(0.2)
-        rows = await J.list("k")
-        [len(ids), len(rows), sorted({{r["state"] for r in rows}}),
-         sum(r["attempt"] - 1 for r in rows), ids <= {{r["id"] for r in rows}}]
-    """, timeout=300)
-    acknowledged, stored, states, extra_runs, all_there = got
-    assert all_there and stored == acknowledged, "an acknowledged job is missing"
-    assert states == ["completed"], states
-    print(f"200 kills, {acknowledged} jobs: {extra_runs} extra runs "
-          f"({extra_runs / 200:.2f} per kill)")
+    got = run_kills(page(ctx, server), b, "t-kills", 200)
+    assert got["kills"] == 200
+    assert got["lost"] == 0, "an acknowledged job is missing"
+    assert got["states"] == ["completed"], got["states"]
+    print(f"200 kills, {got['acknowledged']} jobs: {got['extra_runs']} extra runs "
+          f"({got['extra_per_kill']:.2f} per kill)")
     b.page.close()

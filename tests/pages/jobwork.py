@@ -3,7 +3,7 @@
 import asyncio
 import time
 
-from workerbridge import Context, handler
+from workerbridge import Context, Flow, Retry, handler, workflow
 
 
 @handler("work", "echo")
@@ -72,3 +72,12 @@ async def step(ctx: Context, payload: dict) -> dict:
 @handler("work", "noop")
 async def noop(ctx: Context, payload: object) -> None:
     """Nothing at all (the jobs benchmark's no-op job)."""
+
+
+@workflow("invoice-code")
+async def invoice_code(w: Flow, data: dict) -> dict:
+    """The code form of the invoice workflow: three steps with a durable sleep."""
+    checked = await w.step("validate", "work.step", data)
+    await w.sleep(data.get("nap", 0))
+    charged = await w.step("charge", "work.step", checked, retry=Retry(2, delay=0.1))
+    return await w.step("notify", "work.step", charged)

@@ -148,6 +148,13 @@ class PackageNotFoundError(PackageError, LookupError):
     code = "missing_package"
 
 
+class WorkflowError(WorkerBridgeError):
+    """A code workflow called its steps in another order than when it last ran (it must
+    call the same steps in the same order each time it is replayed)."""
+
+    code = "workflow_diverged"
+
+
 class ProtocolError(WorkerBridgeError):
     """A message that does not follow the envelope schema, or speaks another version."""
 
@@ -234,6 +241,7 @@ _BY_CODE: dict[str, type[WorkerBridgeError]] = {
         NetworkError,
         PackageError,
         PackageNotFoundError,
+        WorkflowError,
         ProtocolError,
         VersionMismatchError,
         UnknownOperationError,

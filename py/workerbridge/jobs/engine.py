@@ -31,6 +31,7 @@ from workerbridge.core.errors import (
     InvalidTypeError,
     PackageError,
     RemoteError,
+    StorageError,
     UnknownOperationError,
     UnsupportedError,
     WorkerBridgeError,
@@ -42,6 +43,7 @@ from workerbridge.core.platform import IN_PYODIDE
 from workerbridge.core.shared import ProgressInfo
 from workerbridge.jobs import store
 from workerbridge.jobs.claims import QueueLimits
+from workerbridge.jobs.flow import CHANNEL, retry_fields
 from workerbridge.jobs.policy import (
     Backoff,
     RecoveryKey,
@@ -60,6 +62,7 @@ log = logging.getLogger("workerbridge.jobs")
 DEFAULT_DB = "workerbridge-jobs"
 EVENTS = ("added", "active", "progress", "completed", "failed", "retrying", "stalled",
           "workflow_completed", "workflow_failed")
+WAKE = ("added", "completed", "failed", "stalled")  # events after which a claim may find work
 PROGRESS_EVERY = 0.5  # seconds between stored progress reports of one job
 Listener = Callable[[dict[str, Any]], Any]
 MAX_STALLS = 5  # a job whose worker crashed this often fails instead of running again
@@ -224,13 +227,8 @@ class Step:
     def spec(self) -> store.StepSpec:
         if not isinstance(self.name, str) or not self.name:
             raise InvalidInputError("a step's name is a non-empty string")
-        if self.retry is not None and not isinstance(self.retry, Retry):
-            raise InvalidTypeError("a step's retry is a Retry(...)")
-        retry = self.retry or Retry(1)
-        delay = retry.delay
-        backoff = delay if isinstance(delay, Backoff) else Backoff() if delay is None \
-            else Backoff(base=float(delay), factor=1.0, max=float(delay), jitter=False)
-        return store.StepSpec(self.name, self.handler, retry.attempts, backoff, self.timeout)
+        attempts, backoff = retry_fields(self.retry)
+        return store.StepSpec(self.name, self.handler, attempts, backoff, self.timeout)
 
 
 class Workflow:
@@ -310,7 +308,12 @@ class Jobs:
         self._channel_proxy: Any = None
         self._retention: dict[tuple[str, str], tuple[int | None, float | None]] = {}
         self._progress_at: dict[str, float] = {}
-        self._workflows: dict[str, tuple[str, list[store.StepSpec]]] = {}
+        self._workflows: dict[str, tuple[str, list[store.StepSpec] | None]] = {}
+        self._migrated = False
+        self._lifecycle: Any = None
+        # Results waiting for the next completing transaction, and the task running it.
+        self._completions: list[tuple[str, Any, asyncio.Future[store.Ended]]] = []
+        self._completer: asyncio.Task[None] | None = None
 
     # --- the store -------------------------------------------------------------------------
 
@@ -319,8 +322,14 @@ class Jobs:
             from workerbridge.storage.idb import open_database
             from workerbridge.storage.schema import BLOCKED_TIMEOUT, normalize_schema
 
-            self._db = await open_database(self.db_name, store.DB_VERSION,
-                                           normalize_schema(store.SCHEMA_SPEC), BLOCKED_TIMEOUT)
+            db = await open_database(self.db_name, store.DB_VERSION,
+                                     normalize_schema(store.SCHEMA_SPEC), BLOCKED_TIMEOUT)
+            if not self._migrated:
+                from workerbridge.storage.idb import run
+
+                await run(db, store.STORES, "readwrite", store.migrate(), "the job store")
+                self._migrated = True
+            self._db = db
         return self._db
 
     async def _tx(self, program: Program, mode: str = "readwrite") -> Any:
@@ -422,22 +431,27 @@ class Jobs:
 
     # --- workflows ---------------------------------------------------------------------------
 
-    def workflow(self, name: str, steps: Sequence[Step], *, concurrency: int = 4,
-                 on_success: Listener | None = None,
+    def workflow(self, name: str, steps: Sequence[Step] | None = None, *,
+                 concurrency: int = 4, on_success: Listener | None = None,
                  on_error: Listener | None = None) -> None:
-        """Declare a workflow: ``steps`` run one after another, each on the previous one's
-        result, each stored done with its result in the transaction that ends it. This tab
-        then runs the steps of any workflow of that name (queue ``workflow:NAME``);
-        ``on_success`` / ``on_error`` get the "workflow_completed" / "workflow_failed"
-        event of each of them."""
+        """Declare a workflow; this tab then runs the jobs of any workflow of that name
+        (queue ``workflow:NAME``). ``on_success`` / ``on_error`` get the
+        "workflow_completed" / "workflow_failed" event of each of them.
+
+        With ``steps``: they run one after another, each on the previous one's result,
+        each stored done with its result in the transaction that ends it. Without: the
+        code workflow ``@workflow(name)`` of a worker module (``workerbridge.workflow``),
+        whose ``w.step`` calls are stored the same way."""
         if not isinstance(name, str) or not name:
             raise InvalidInputError("a workflow name is a non-empty string")
-        if not isinstance(steps, Sequence) or not steps or \
-                not all(isinstance(s, Step) for s in steps):
-            raise InvalidTypeError("steps must be a non-empty list of Step(...)")
-        specs = [s.spec() for s in steps]
-        if len({s.name for s in specs}) != len(specs):
-            raise InvalidInputError("the steps of a workflow need distinct names")
+        specs = None
+        if steps is not None:
+            if not isinstance(steps, Sequence) or not steps or \
+                    not all(isinstance(s, Step) for s in steps):
+                raise InvalidTypeError("steps must be a non-empty list of Step(...)")
+            specs = [s.spec() for s in steps]
+            if len({s.name for s in specs}) != len(specs):
+                raise InvalidInputError("the steps of a workflow need distinct names")
         queue = f"workflow:{name}"
         self._workflows[name] = (queue, specs)
         self._queues[queue] = QueueLimits(concurrency)
@@ -458,7 +472,10 @@ class Jobs:
         queue, specs = self._workflows[name]
         await self.pool.start()
         ops = self._known_ops()
-        for step in specs:
+        if specs is None and ops is not None and f"{CHANNEL}.{name}" not in ops:
+            raise UnknownOperationError(f"no @workflow({name[:60]!r}) in the workers "
+                                        "(load its module with modules=[...])")
+        for step in specs or ():
             if ops is not None and step.handler not in ops:
                 raise UnknownOperationError(f"step {step.name[:60]!r}: no handler "
                                             f"{step.handler[:80]!r} in the workers")
@@ -586,6 +603,75 @@ class Jobs:
             self._loop_task = asyncio.ensure_future(self._loop())
             self._renew_task = asyncio.ensure_future(self._renew_loop())
             self._fire_task = asyncio.ensure_future(self._fire_loop())
+            # Another tab's "added" (or a job ending there, which frees a slot of a
+            # queue's concurrency) wakes the claim loop at once, not at its next poll.
+            self._open_channel()
+            self._watch_lifecycle()
+
+    def _watch_lifecycle(self) -> None:
+        """Let this tab's running jobs go when it goes away or freezes (``pagehide``,
+        ``freeze``): a localStorage key says so, written synchronously inside the event
+        (such a page may never run a later task or callback, and an IndexedDB
+        transaction begun there may wait behind one that never ends). The next claim in
+        any tab, or at the next load, reads it and puts those jobs back at once instead
+        of when their leases end."""
+        if not IN_PYODIDE or self._lifecycle is not None:
+            return
+        import js
+        from pyodide.ffi import create_proxy
+
+        self._lifecycle = create_proxy(lambda event: self._let_go(str(event.type)))
+        js.window.addEventListener("pagehide", self._lifecycle)
+        js.document.addEventListener("freeze", self._lifecycle)
+
+    @property
+    def _gone_prefix(self) -> str:
+        return f"workerbridge-jobs:{self.db_name}:gone:"
+
+    def _let_go(self, why: str) -> None:
+        ids = list(self._running)
+        if not ids:
+            return
+        import js
+
+        with contextlib.suppress(Exception):  # storage disabled: the leases will end
+            js.localStorage.setItem(self._gone_prefix + self.owner,
+                                    str(self.clock() + self.lease))
+        # Those runs are over here (a frozen tab may come back: it claims afresh, under a
+        # new name, and its old runs' answers find their jobs taken).
+        self.owner = secrets.token_hex(8)
+        for ident in ids:
+            future = self._running.get(ident)
+            if future is not None:
+                future.cancel()
+        log.info("%s: %d running jobs let go", why, len(ids))
+
+    def _gone(self) -> frozenset[str]:
+        """The tabs that let their jobs go and whose leases have not all ended yet (the
+        keys of those that have are removed)."""
+        if not IN_PYODIDE:
+            return frozenset()
+        import js
+
+        out = set()
+        try:
+            storage = js.localStorage
+            keys = [storage.key(i) for i in range(storage.length)]
+            now = self.clock()
+            for key in keys:
+                if key is None or not key.startswith(self._gone_prefix):
+                    continue
+                try:
+                    until = float(storage.getItem(key) or 0)
+                except ValueError:
+                    until = 0.0
+                if until <= now:
+                    storage.removeItem(key)
+                else:
+                    out.add(key[len(self._gone_prefix):])
+        except Exception:  # storage disabled: leases alone decide
+            return frozenset()
+        return frozenset(out)
 
     def _free(self) -> int:
         capacity = self.capacity if self.capacity is not None else max(1, self.pool.size)
@@ -598,7 +684,8 @@ class Jobs:
             if self._queues and self._free() > 0:
                 try:
                     claimed = await self._tx(store.claim(
-                        self.clock(), self.owner, self.lease, dict(self._queues), self._free()))
+                        self.clock(), self.owner, self.lease, dict(self._queues), self._free(),
+                        gone=self._gone()))
                 except WorkerBridgeError as exc:
                     log.warning("claiming jobs failed: %s", exc)
                     claimed = None
@@ -654,7 +741,20 @@ class Jobs:
                 await self._failed(job, type_names(exc), str(exc))
                 return
             if isinstance(out, dict) and "ok" in out:
-                ended = await self._tx(store.complete(ident, out["ok"], self.clock()))
+                try:
+                    store.check_value(out["ok"], "the result")
+                except WorkerBridgeError as exc:
+                    await self._failed(job, type_names(exc), str(exc))
+                    return
+                try:
+                    ended = await self._complete(ident, out["ok"])
+                except WorkerBridgeError as exc:
+                    if isinstance(exc, StorageError):
+                        raise
+                    # The result could not end the job (a code workflow's run asked for
+                    # something it cannot do): it fails, by its policy.
+                    await self._failed(job, type_names(exc), str(exc))
+                    return
                 if ended:
                     self._emit("completed", id=ident, queue=job["queue"])
                     self._flow_ended(ended.workflow)
@@ -672,6 +772,43 @@ class Jobs:
             if event is not None:
                 event.set()
             self._kick()
+
+    def _complete(self, ident: str, result: Any) -> asyncio.Future[store.Ended]:
+        """End a job with its result. The results that arrive while a completing
+        transaction commits go together in the next one (``store.complete_many``): one
+        transaction for many jobs when they finish faster than a transaction takes."""
+        future: asyncio.Future[store.Ended] = asyncio.get_event_loop().create_future()
+        self._completions.append((ident, result, future))
+        if self._completer is None or self._completer.done():
+            self._completer = asyncio.ensure_future(self._complete_pending())
+        return future
+
+    async def _complete_pending(self) -> None:
+        while self._completions:
+            batch, self._completions = self._completions, []
+            try:
+                ended = await self._tx(store.complete_many([(i, r) for i, r, _ in batch],
+                                                           self.clock()))
+            except WorkerBridgeError as exc:
+                if len(batch) > 1 and not isinstance(exc, StorageError):
+                    # One job's result could not end it: end the others on their own.
+                    self._completions[:0] = batch[1:]
+                    batch = batch[:1]
+                    try:
+                        ended = await self._tx(store.complete_many(
+                            [(i, r) for i, r, _ in batch], self.clock()))
+                    except WorkerBridgeError as again:
+                        exc = again
+                    else:
+                        batch[0][2].set_result(ended[0])
+                        continue
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, _, future), outcome in zip(batch, ended, strict=True):
+                if not future.done():
+                    future.set_result(outcome)
 
     async def _failed(self, job: dict[str, Any], types: Sequence[str], message: str) -> None:
         tables = [t for t in (self._recovery.get(job["queue"]), self._recovery.get(None))
@@ -762,6 +899,8 @@ class Jobs:
             channel.postMessage(json.dumps(message))
 
     def _deliver(self, message: dict[str, Any]) -> None:
+        if message.get("event") in WAKE:
+            self._kick()
         for callback in list(self._listeners.get(str(message.get("event")), ())):
             try:
                 outcome = callback(message)
@@ -864,3 +1003,10 @@ class Jobs:
         if self._channel_proxy is not None:
             self._channel_proxy.destroy()
             self._channel_proxy = None
+        if self._lifecycle is not None:
+            import js
+
+            js.window.removeEventListener("pagehide", self._lifecycle)
+            js.document.removeEventListener("freeze", self._lifecycle)
+            self._lifecycle.destroy()
+            self._lifecycle = None

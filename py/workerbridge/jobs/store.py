@@ -23,7 +23,8 @@ from __future__ import annotations
 import math
 import random
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -39,12 +40,19 @@ META = "meta"
 SCHEDULES = "schedules"
 WORKFLOWS = "workflows"
 STORES = [JOBS, META, SCHEDULES, WORKFLOWS]
-DB_VERSION = 3  # the IndexedDB version of SCHEMA_SPEC (2: schedules, 3: workflows)
-# The database's stores: jobs by id, with an index on their state; counters and
-# schedules by name.
-SCHEMA_SPEC: dict[str, Any] = {JOBS: {"key": "id", "indexes": ["state"]},
-                               META: {"key": "name"}, SCHEDULES: {"key": "name"},
-                               WORKFLOWS: {"key": "id"}}
+# The IndexedDB version of SCHEMA_SPEC (2: schedules, 3: workflows, 4: the claim index).
+DB_VERSION = 4
+LAYOUT = 4  # the records' layout: META "layout" names it once ``migrate`` has run
+# The database's stores: jobs by id, with an index on their state and the claim index:
+# (queue, state, rank, seq), where rank is -priority, so that a queue's waiting jobs
+# come in claim order (higher priority first, then first in first out) and a claim reads
+# only the first few of the queues it runs; counters and schedules by name.
+CLAIM_INDEX = "claim"
+SCHEMA_SPEC: dict[str, Any] = {
+    JOBS: {"key": "id", "indexes": {"state": "state",
+                                    CLAIM_INDEX: ["queue", "state", "rank", "seq"]}},
+    META: {"key": "name"}, SCHEDULES: {"key": "name"}, WORKFLOWS: {"key": "id"}}
+PAGE = 64  # waiting jobs a claim reads per queue at a time
 STATES = ("waiting", "active", "completed", "failed", "cancelled")
 TERMINAL = ("completed", "failed", "cancelled")
 HANDLER = re.compile(r"[A-Za-z_][\w-]*\.[A-Za-z_][\w-]*")
@@ -142,7 +150,8 @@ def _only(state: str) -> KeyRange:
 def new_record(spec: JobSpec, seq: int, now: float, make_id: Callable[[], str]) -> dict[str, Any]:
     return {
         "id": spec.id or make_id(), "queue": spec.queue, "handler": spec.handler,
-        "payload": spec.payload, "priority": spec.priority, "seq": seq,
+        "payload": spec.payload, "priority": spec.priority, "rank": -spec.priority,
+        "seq": seq,
         "due_at": now + spec.delay, "state": "waiting", "attempts": spec.attempts,
         "attempt": 0, "backoff": {"base": spec.backoff.base, "factor": spec.backoff.factor,
                                   "max": spec.backoff.max, "jitter": spec.backoff.jitter},
@@ -196,28 +205,84 @@ class Claimed:
     stalled: tuple[str, ...]
 
 
+def _lane(queue: str, state: str, after: dict[str, Any] | None = None) -> KeyRange:
+    """A queue's jobs in one state, in the claim index's order (after ``after``)."""
+    if after is None:
+        return KeyRange([queue, state], [queue, state, []])
+    return KeyRange([queue, state, after["rank"], after["seq"]], [queue, state, []],
+                    lower_open=True)
+
+
+def _starts_key(queue: str) -> str:
+    return f"starts:{queue}"
+
+
 def claim(now: float, owner: str, lease: float, limits: Mapping[str, QueueLimits],
-          capacity: int | None = None,
-          recent_starts: Mapping[str, Sequence[float]] | None = None) -> Program:
+          capacity: int | None = None, page: int = PAGE,
+          gone: Collection[str] = ()) -> Program:
     """Take the jobs to run now (``claims.choose``), leasing each to ``owner`` until
-    ``now + lease``, in one transaction."""
-    waiting, active = yield [["all", JOBS, "state", _only("waiting").to_wire(), None],
-                             ["all", JOBS, "state", _only("active").to_wire(), None]]
+    ``now + lease``, in one transaction.
+
+    It reads, through the claim index, only the queues in ``limits``: each one's running
+    jobs (for its concurrency, and to put back those whose lease ended) and its first
+    ``page`` waiting jobs in claim order, and reads on, a page at a time, only for a queue
+    whose page held too few it could start (delayed jobs, busy groups) while there is
+    still room. A rate-limited queue's recent starts are kept in META, so the limit holds
+    across tabs. ``gone``: owners (tabs) that said they went away or froze: their running
+    jobs are put back at once, the cut-short run not counted as a stall."""
+    queues = sorted(limits)
+    rated = [q for q in queues if limits[q].rate_limit is not None]
+    found = yield ([["all", JOBS, CLAIM_INDEX, _lane(q, "active").to_wire(), None]
+                    for q in queues]
+                   + [["all", JOBS, CLAIM_INDEX, _lane(q, "waiting").to_wire(), page]
+                      for q in queues]
+                   + [["get", META, _starts_key(q)] for q in rated])
+    actives, pages = found[:len(queues)], found[len(queues):2 * len(queues)]
+    starts = {q: [t for t in (row or {}).get("times", [])
+                  if now - limits[q].rate_limit[1] < t <= now]  # type: ignore[index]
+              for q, row in zip(rated, found[2 * len(queues):], strict=True)}
     batch: list[list[Any]] = []
     running: list[Running] = []
     stalled: list[str] = []
-    for job in active:
-        if lease_expired(job["lease_until"], now):
+    waiting: list[dict[str, Any]] = []
+    for job in (j for jobs in actives for j in jobs):
+        if job["owner"] in gone:  # its tab went away or froze, and said so
+            job = _stalled(job, now, "Released", counted=False)
+            stalled.append(job["id"])
+            waiting.append(job)
+            batch.append(["put", JOBS, job])
+        elif lease_expired(job["lease_until"], now):
             job = _stalled(job, now)
             stalled.append(job["id"])
             waiting.append(job)
             batch.append(["put", JOBS, job])
         else:
             running.append(Running(job["queue"], job["group"]))
+    last: dict[str, dict[str, Any]] = {}
+    for q, rows in zip(queues, pages, strict=True):
+        waiting += rows
+        if len(rows) == page:
+            last[q] = rows[-1]
+    while True:
+        chosen = choose((Candidate(j["id"], j["queue"], j["priority"], j["seq"], j["due_at"],
+                                   j["group"]) for j in waiting),
+                        now, limits, running, capacity, starts)
+        if capacity is not None and len(chosen) >= capacity:
+            break
+        taking = Counter(r.queue for r in running)
+        by_id = {j["id"]: j for j in waiting}
+        taking.update(by_id[i]["queue"] for i in chosen)
+        more = [q for q in last if taking[q] < limits[q].concurrency]
+        if not more:
+            break
+        rows_list = yield [["all", JOBS, CLAIM_INDEX, _lane(q, "waiting", last[q]).to_wire(),
+                            page] for q in more]
+        last = {}
+        for q, rows in zip(more, rows_list, strict=True):
+            waiting += rows
+            if len(rows) == page:
+                last[q] = rows[-1]
     by_id = {j["id"]: j for j in waiting}
-    chosen = choose((Candidate(j["id"], j["queue"], j["priority"], j["seq"], j["due_at"],
-                               j["group"]) for j in waiting),
-                    now, limits, running, capacity, recent_starts)
     taken = []
     for ident in chosen:
         job = by_id[ident]
@@ -229,16 +294,36 @@ def claim(now: float, owner: str, lease: float, limits: Mapping[str, QueueLimits
                                              "worker": None}]}
         batch.append(["put", JOBS, job])
         taken.append(job)
+        if job["queue"] in starts:
+            starts[job["queue"]].append(now)
+    for q in rated:
+        batch.append(["put", META, {"name": _starts_key(q), "times": starts[q]}])
     yield Final(batch)
     return Claimed(tuple(taken), tuple(stalled))
 
 
-def _stalled(job: dict[str, Any], now: float, reason: str = "Stalled") -> dict[str, Any]:
+def migrate() -> Program:
+    """Bring a database written by an older version to ``LAYOUT`` in one transaction
+    (each job gets its ``rank``, which the claim index needs); a no-op once done."""
+    (layout,) = yield [["get", META, "layout"]]
+    if layout is not None and layout["value"] >= LAYOUT:
+        yield Final([])
+        return False
+    (rows,) = yield [["all", JOBS, None, None, None]]
+    yield Final([["put", JOBS, {**r, "rank": -r["priority"]}] for r in rows if "rank" not in r]
+                + [["put", META, {"name": "layout", "value": LAYOUT}]])
+    return True
+
+
+def _stalled(job: dict[str, Any], now: float, reason: str = "Stalled",
+             counted: bool = True) -> dict[str, Any]:
+    """A running job back to waiting: its run ended with no answer (``counted`` toward
+    ``max_stalls``), or its tab let it go (``Released``: not counted)."""
     history = [*job["history"]]
     if history and history[-1]["end"] is None:
         history[-1] = {**history[-1], "end": now, "error_type": reason}
     return {**job, "state": "waiting", "owner": None, "lease_until": None, "due_at": now,
-            "stalls": job["stalls"] + 1, "history": history}
+            "stalls": job["stalls"] + (1 if counted else 0), "history": history}
 
 
 def _finish_history(job: dict[str, Any], now: float, error_type: str | None,
@@ -282,6 +367,11 @@ def complete(job_id: str, result: Any, now: float, worker: int | None = None) ->
     if wf is None or wf["state"] != "running":
         yield Final([["put", JOBS, done]])
         return Ended(True)
+    if wf.get("kind") == "code":
+        wf = yield from _go_on(wf, flow, result, now)
+        yield Final([["put", JOBS, {**done, "result": None if flow.get("drive") else result}],
+                     ["put", WORKFLOWS, wf]])
+        return Ended(True, _flow_summary(wf))
     index = flow["index"]
     steps = [*wf["steps"]]
     steps[index] = {**steps[index], "state": "done", "result": result, "finished_at": now}
@@ -293,6 +383,30 @@ def complete(job_id: str, result: Any, now: float, worker: int | None = None) ->
               "finished_at": now}
     yield Final([["put", JOBS, done], ["put", WORKFLOWS, wf]])
     return Ended(True, _flow_summary(wf))
+
+
+def complete_many(done: Sequence[tuple[str, Any]], now: float,
+                  worker: int | None = None) -> Program:
+    """``complete`` for several jobs in one transaction (the page gathers the results that
+    arrive while its previous transaction commits); an ``Ended`` for each."""
+    for _, result in done:
+        check_value(result, "the result")
+    found = yield [["get", JOBS, ident] for ident, _ in done]
+    batch: list[list[Any]] = []
+    out: list[Ended] = []
+    for (ident, result), job in zip(done, found, strict=True):
+        if job is None or job["state"] in TERMINAL:
+            out.append(Ended(False))
+        elif job.get("workflow") is None:
+            batch.append(["put", JOBS, {**job, "state": "completed", "result": result,
+                                        "finished_at": now, "owner": None,
+                                        "lease_until": None,
+                                        "history": _finish_history(job, now, None, worker)}])
+            out.append(Ended(True))
+        else:
+            out.append((yield from inner(complete(ident, result, now, worker))))
+    yield Final(batch)
+    return out
 
 
 def _flow_summary(wf: dict[str, Any]) -> dict[str, Any]:
@@ -309,7 +423,8 @@ def _end_flow(job: dict[str, Any], state: str, now: float,
     if wf is None or wf["state"] != "running":
         return None
     steps = [*wf["steps"]]
-    steps[flow["index"]] = {**steps[flow["index"]], "state": state, "finished_at": now}
+    if not flow.get("drive"):  # a step ended it (not a run of a code workflow's body)
+        steps[flow["index"]] = {**steps[flow["index"]], "state": state, "finished_at": now}
     return {**wf, "steps": steps, "state": state, "error": error, "finished_at": now}
 
 
@@ -625,20 +740,23 @@ class StepSpec:
     timeout: float | None = None
 
 
-def workflow_record(wf_id: str, name: str, queue: str, steps: Sequence[StepSpec], data: Any,
-                    now: float) -> dict[str, Any]:
+def workflow_record(wf_id: str, name: str, queue: str, steps: Sequence[StepSpec] | None,
+                    data: Any, now: float) -> dict[str, Any]:
     """A workflow as stored: its steps (with what each needs to run, so any tab can go
-    on with it), their states and results, and its own state."""
+    on with it), their states and results, and its own state. ``steps`` None: a code
+    workflow (``@workflow``), whose steps are added as its body reaches them."""
     check_value(data, "the workflow's input")
     return {
         "id": wf_id, "name": name, "queue": queue, "state": "running", "input": data,
+        "kind": "code" if steps is None else "steps",
         "result": None, "error": None, "created_at": now, "finished_at": None,
         "current": 0,
-        "steps": [{"name": s.name, "handler": s.handler, "attempts": s.attempts,
-                   "backoff": {"base": s.backoff.base, "factor": s.backoff.factor,
-                               "max": s.backoff.max, "jitter": s.backoff.jitter},
-                   "timeout": s.timeout, "state": "pending", "result": None,
-                   "finished_at": None} for s in steps],
+        "steps": [] if steps is None else [
+            {"name": s.name, "handler": s.handler, "attempts": s.attempts,
+             "backoff": {"base": s.backoff.base, "factor": s.backoff.factor,
+                         "max": s.backoff.max, "jitter": s.backoff.jitter},
+             "timeout": s.timeout, "state": "pending", "result": None,
+             "finished_at": None} for s in steps],
     }
 
 
@@ -650,15 +768,63 @@ def step_job(wf: dict[str, Any], index: int, payload: Any) -> JobSpec:
                    {"id": wf["id"], "step": step["name"], "index": index})
 
 
+def drive_job(wf: dict[str, Any], delay: float = 0.0) -> JobSpec:
+    """The job that runs a code workflow's body again (``flow.replay``) on the results
+    of its checkpoints so far; one per checkpoint, so a run is never added twice."""
+    done = [{"kind": c["kind"], "name": c["name"], "result": c["result"]}
+            for c in wf["steps"]]
+    n = len(done)
+    return JobSpec(wf["queue"], f"workflow.{wf['name']}",
+                   {"id": wf["id"], "input": wf["input"], "done": done},
+                   f"workflow:{wf['id']}:run:{n}", 0, delay, 1, Backoff(), None, None,
+                   {"id": wf["id"], "step": None, "index": n, "drive": True})
+
+
+def _go_on(wf: dict[str, Any], flow: dict[str, Any], result: Any, now: float) -> Program:
+    """A code workflow after one of its jobs ended with ``result`` (part of ``complete``):
+    a step's result is its checkpoint, and the body runs again; a run of the body ended
+    the workflow, or stopped at a step (added as a job) or a sleep (the next run is
+    delayed by it)."""
+    steps = [*wf["steps"]]
+    if not flow.get("drive"):
+        steps[flow["index"]] = {**steps[flow["index"]], "state": "done", "result": result,
+                                "finished_at": now}
+        wf = {**wf, "steps": steps, "current": len(steps)}
+        yield from inner(add([drive_job(wf)], now))
+        return wf
+    kind = result.get("kind") if isinstance(result, dict) else None
+    if kind == "done":
+        return {**wf, "state": "completed", "result": result.get("result"),
+                "finished_at": now}
+    if kind == "sleep":
+        steps.append({"kind": "sleep", "name": result["name"], "state": "done",
+                      "result": None, "wake_at": now + result["seconds"], "finished_at": now})
+        wf = {**wf, "steps": steps, "current": len(steps)}
+        yield from inner(add([drive_job(wf, result["seconds"])], now))
+        return wf
+    if kind != "step":
+        raise InvalidInputError("a workflow's run ended with no step, sleep or result")
+    steps.append({"kind": "step", "name": result["name"], "handler": result["handler"],
+                  "attempts": result["attempts"], "backoff": result["backoff"],
+                  "timeout": result["timeout"], "state": "pending", "result": None,
+                  "finished_at": None})
+    wf = {**wf, "steps": steps, "current": len(steps) - 1}
+    yield from inner(add([step_job(wf, len(steps) - 1, result["payload"])], now))
+    return wf
+
+
 def start_workflow(record: dict[str, Any], now: float,
                    make_id: Callable[[], str] | None = None) -> Program:
-    """Store a workflow and its first step's job in one transaction; a workflow id that
-    exists returns that workflow, unchanged."""
+    """Store a workflow and its first job (its first step's, or a code workflow's first
+    run) in one transaction; a workflow id that exists returns that workflow,
+    unchanged."""
     (found,) = yield [["get", WORKFLOWS, record["id"]]]
     if found is not None:
         yield Final([])
         return found
-    yield from inner(add([step_job(record, 0, record["input"])], now, make_id))
+    first = drive_job(record) if record.get("kind") == "code" \
+        else step_job(record, 0, record["input"])
+    yield from inner(add([first], now, make_id))
     yield Final([["put", WORKFLOWS, record]])
     return record
 
