@@ -27,3 +27,21 @@ def test_demo_hashes_a_picked_file(browser: Any, server: str, tmp_path):
         assert "MB/s" in page.text_content("#status")
     finally:
         context.close()
+
+
+def test_the_jobs_panel_finishes_1000_jobs_through_a_reload(browser: Any, server: str):
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(server + "/demo/jobs.html")
+        page.wait_for_selector("#add:not([disabled])", timeout=120_000)
+        page.click("#add")
+        page.wait_for_function("+document.body.dataset.completed >= 100", timeout=120_000)
+        with page.expect_navigation():
+            page.click("#reload")  # half way, with jobs waiting and running
+        page.wait_for_selector("#add:not([disabled])", timeout=120_000)
+        page.wait_for_function("+document.body.dataset.completed === 1000", timeout=180_000)
+        assert page.evaluate("document.body.dataset.total") == "1000"
+        assert "failed 0" in page.text_content("#counts")
+    finally:
+        context.close()

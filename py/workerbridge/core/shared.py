@@ -227,6 +227,21 @@ class ProgressInfo:
         return min(100.0, 100.0 * self.done / self.total)
 
 
+class ByMessage:
+    """An ``on_progress`` callback that takes its reports as messages from the worker,
+    not through a SharedArrayBuffer the page polls ~30 times a second: for many calls at
+    once that seldom report (durable jobs), where a buffer and a poller per call cost
+    more than the call."""
+
+    __slots__ = ("callback",)
+
+    def __init__(self, callback: Callable[[ProgressInfo], None]) -> None:
+        self.callback = callback
+
+    def __call__(self, info: ProgressInfo) -> None:
+        self.callback(info)
+
+
 class SharedProgress(_SharedBase):
     """Done/total counters that a worker writes and the page reads without messages."""
 

@@ -40,7 +40,7 @@ from workerbridge.core.errors import (
     known_codes,
 )
 from workerbridge.core.platform import IN_PYODIDE
-from workerbridge.core.shared import ProgressInfo
+from workerbridge.core.shared import ByMessage, ProgressInfo
 from workerbridge.jobs import store
 from workerbridge.jobs.claims import QueueLimits
 from workerbridge.jobs.flow import CHANNEL, retry_fields
@@ -63,6 +63,9 @@ DEFAULT_DB = "workerbridge-jobs"
 EVENTS = ("added", "active", "progress", "completed", "failed", "retrying", "stalled",
           "workflow_completed", "workflow_failed")
 WAKE = ("added", "completed", "failed", "stalled")  # events after which a claim may find work
+ENDED = ("completed", "failed", "workflow_completed", "workflow_failed")
+GATHER = 0.005  # seconds a completing transaction waits for more results to end with it
+FIRE_EVERY = 0.5  # seconds between looks for due schedule runs (at most this late)
 PROGRESS_EVERY = 0.5  # seconds between stored progress reports of one job
 Listener = Callable[[dict[str, Any]], Any]
 MAX_STALLS = 5  # a job whose worker crashed this often fails instead of running again
@@ -250,7 +253,8 @@ class Workflow:
             return None
         steps = []
         for i, step in enumerate(wf["steps"]):
-            entry = {"name": step["name"], "state": step["state"]}
+            entry = {"name": step["name"], "state": step["state"],
+                     "kind": step.get("kind", "step")}
             if i == wf["current"] and wf["state"] == "running":
                 job = await self._jobs._record(f"workflow:{self.id}:{i}")
                 entry["job"] = None if job is None else job["state"]
@@ -263,7 +267,8 @@ class Workflow:
         error raised (``CancelledError`` if a step was cancelled)."""
         return await _until_ended(
             lambda: self._jobs._tx(store.get_workflow(self.id), "readonly"),
-            f"workflow {self.id[:60]!r}", timeout, asyncio.sleep, self._jobs.poll)
+            f"workflow {self.id[:60]!r}", timeout,
+            lambda wait: self._jobs._ended(self.id, wait), self._jobs.poll)
 
 
 class Jobs:
@@ -310,9 +315,10 @@ class Jobs:
         self._progress_at: dict[str, float] = {}
         self._workflows: dict[str, tuple[str, list[store.StepSpec] | None]] = {}
         self._migrated = False
+        self._pruning: set[tuple[str, str]] = set()
         self._lifecycle: Any = None
         # Results waiting for the next completing transaction, and the task running it.
-        self._completions: list[tuple[str, Any, asyncio.Future[store.Ended]]] = []
+        self._completions: list[tuple[dict[str, Any], Any]] = []
         self._completer: asyncio.Task[None] | None = None
 
     # --- the store -------------------------------------------------------------------------
@@ -332,11 +338,11 @@ class Jobs:
             self._db = db
         return self._db
 
-    async def _tx(self, program: Program, mode: str = "readwrite") -> Any:
+    async def _tx(self, program: Program, mode: str = "readwrite",
+                  stores: Sequence[str] = store.STORES) -> Any:
         from workerbridge.storage.idb import run
 
-        result, _ = await run(await self._open(), store.STORES, mode, program,
-                              "the job store")
+        result, _ = await run(await self._open(), stores, mode, program, "the job store")
         return result
 
     async def _record(self, job_id: str) -> dict[str, Any] | None:
@@ -564,14 +570,18 @@ class Jobs:
         return [_described(r) for r in await self._tx(store.schedules(), "readonly")]
 
     async def _fire_loop(self) -> None:
-        """Fire the schedules' due runs, in one transaction per pass (store.fire)."""
-        ready = False
+        """Fire the schedules' due runs, in one transaction per pass (store.fire), at
+        most FIRE_EVERY seconds late. A read-only look at the schedules alone comes
+        first: it does not wait for, or hold up, the jobs' transactions, and without a
+        due run nothing more is done (nor cronsim loaded)."""
         while not self._closing:
             try:
-                if not ready:
+                rows = await self._tx(store.schedules(), "readonly", [store.SCHEDULES])
+                now = self.clock()
+                fired = []
+                if any(r["next_run"] is not None and r["next_run"] <= now for r in rows):
                     await need_cron()
-                    ready = True
-                fired = await self._tx(store.fire(self.clock()))
+                    fired = await self._tx(store.fire(now))
             except WorkerBridgeError as exc:
                 log.warning("firing schedules failed: %s", exc)
                 fired = []
@@ -581,7 +591,7 @@ class Jobs:
                     self._emit("added", id=f"schedule:{name}:{run}", schedule=name)
             if any(runs for _, runs in fired):
                 self._kick()
-            await asyncio.sleep(self.poll)
+            await asyncio.sleep(max(self.poll, FIRE_EVERY))
 
     async def get(self, job_id: str) -> Job | None:
         """A handle on a stored job (None if there is none)."""
@@ -673,34 +683,51 @@ class Jobs:
             return frozenset()
         return frozenset(out)
 
+    def _capacity(self) -> int:
+        return self.capacity if self.capacity is not None else max(1, self.pool.size)
+
     def _free(self) -> int:
-        capacity = self.capacity if self.capacity is not None else max(1, self.pool.size)
-        return capacity - len(self._running)
+        return self._capacity() - len(self._running)
 
     async def _loop(self) -> None:
+        woken = True
         while not self._closing:
             self._wake.clear()
             taken = 0
-            if self._queues and self._free() > 0:
+            free = self._free()
+            # While more than three quarters of the slots are busy, a wake-up (a job
+            # ending here) waits for more to free up, up to ``poll``: fewer, fuller
+            # claims, as each one is a transaction every tab's claims queue behind.
+            if self._queues and free > 0 and (not woken or 4 * free >= self._capacity()):
                 try:
-                    claimed = await self._tx(store.claim(
-                        self.clock(), self.owner, self.lease, dict(self._queues), self._free(),
-                        gone=self._gone()))
+                    claimed = await self._tx(self._claim_program(self.clock(), free)())
                 except WorkerBridgeError as exc:
                     log.warning("claiming jobs failed: %s", exc)
                     claimed = None
                 if claimed is not None:
                     taken = len(claimed.jobs)
-                    for ident in claimed.stalled:
-                        self._emit("stalled", id=ident, reason="its lease ended")
-                    for job in claimed.jobs:
-                        self._emit("active", id=job["id"], queue=job["queue"],
-                                   attempt=job["attempt"])
-                        self._start(job)
+                    self._took(claimed)
             if taken and self._free() > 0:
                 continue
-            with contextlib.suppress(asyncio.TimeoutError):
+            try:
                 await asyncio.wait_for(self._wake.wait(), self.poll)
+                woken = True
+            except TimeoutError:
+                woken = False
+
+    def _claim_program(self, now: float, free: int) -> Callable[[], Program]:
+        """A claim of up to ``free`` jobs of this tab's queues, to run now or as the end
+        of a completing transaction."""
+        queues, owner, gone = dict(self._queues), self.owner, self._gone()
+        return lambda: store.claim(now, owner, self.lease, queues, free,
+                                   page=free + 8, gone=gone)
+
+    def _took(self, claimed: store.Claimed) -> None:
+        for ident in claimed.stalled:
+            self._emit("stalled", id=ident, reason="its lease ended")
+        for job in claimed.jobs:
+            self._emit("active", id=job["id"], queue=job["queue"], attempt=job["attempt"])
+            self._start(job)
 
     def _start(self, job: dict[str, Any]) -> None:
         request = {"handler": job["handler"], "payload": job["payload"],
@@ -713,13 +740,42 @@ class Jobs:
             self._progress(ident, info)
 
         future = self.pool.submit("jobs", "run", request, timeout=job["timeout"], retries=0,
-                                  on_progress=progress)
-        self._running[job["id"]] = future
-        task = asyncio.ensure_future(self._finish(job, future))
+                                  on_progress=ByMessage(progress))
+        self._running[ident] = future
+        future.add_done_callback(lambda done: self._answered(job, done))
+
+    def _answered(self, job: dict[str, Any], future: asyncio.Future[Any]) -> None:
+        """A run's answer, at once (the pool's futures call back without a trip through
+        the browser's scheduler, which a task per job would cost): a result joins the
+        next completing transaction; anything else is settled by ``_settle``."""
+        if not future.cancelled() and future.exception() is None:
+            out = future.result()
+            if isinstance(out, dict) and "ok" in out:
+                try:
+                    store.check_value(out["ok"], "the result")
+                except WorkerBridgeError:
+                    pass
+                else:
+                    self._completions.append((job, out["ok"]))
+                    if self._completer is None or self._completer.done():
+                        self._completer = asyncio.ensure_future(self._complete_pending())
+                    return
+        self._spawn(self._settle(job, future))
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _finish(self, job: dict[str, Any], future: asyncio.Future[Any]) -> None:
+    def _ended_here(self, ident: str) -> None:
+        """This tab is done with a run: its slot is free."""
+        self._running.pop(ident, None)
+        self._progress_at.pop(ident, None)
+        self._wake_waiters(ident)
+        self._kick()
+
+    async def _settle(self, job: dict[str, Any], future: asyncio.Future[Any]) -> None:
+        """A run that did not end with a result: cancelled, crashed, failed."""
         ident = job["id"]
         try:
             try:
@@ -740,75 +796,82 @@ class Jobs:
             except WorkerBridgeError as exc:
                 await self._failed(job, type_names(exc), str(exc))
                 return
-            if isinstance(out, dict) and "ok" in out:
+            if isinstance(out, dict) and "ok" in out:  # a result a job cannot carry
                 try:
                     store.check_value(out["ok"], "the result")
                 except WorkerBridgeError as exc:
                     await self._failed(job, type_names(exc), str(exc))
                     return
-                try:
-                    ended = await self._complete(ident, out["ok"])
-                except WorkerBridgeError as exc:
-                    if isinstance(exc, StorageError):
-                        raise
-                    # The result could not end the job (a code workflow's run asked for
-                    # something it cannot do): it fails, by its policy.
-                    await self._failed(job, type_names(exc), str(exc))
-                    return
-                if ended:
-                    self._emit("completed", id=ident, queue=job["queue"])
-                    self._flow_ended(ended.workflow)
-                    self._prune_soon(job["queue"], "completed")
-            else:
-                error = out.get("error", {}) if isinstance(out, dict) else {}
-                await self._failed(job, list(error.get("types", ["Exception"])),
-                                   str(error.get("message", "")))
+            error = out.get("error", {}) if isinstance(out, dict) else {}
+            await self._failed(job, list(error.get("types", ["Exception"])),
+                               str(error.get("message", "")))
         except WorkerBridgeError as exc:  # the store itself failed: the lease will lapse
             log.error("job %s: its outcome could not be stored (%s); it will run again",
                       ident[:60], exc)
         finally:
-            self._running.pop(ident, None)
-            event = self._done.pop(ident, None)
-            if event is not None:
-                event.set()
-            self._kick()
-
-    def _complete(self, ident: str, result: Any) -> asyncio.Future[store.Ended]:
-        """End a job with its result. The results that arrive while a completing
-        transaction commits go together in the next one (``store.complete_many``): one
-        transaction for many jobs when they finish faster than a transaction takes."""
-        future: asyncio.Future[store.Ended] = asyncio.get_event_loop().create_future()
-        self._completions.append((ident, result, future))
-        if self._completer is None or self._completer.done():
-            self._completer = asyncio.ensure_future(self._complete_pending())
-        return future
+            self._ended_here(ident)
 
     async def _complete_pending(self) -> None:
+        """End the jobs whose results arrived, together: the results that arrive while a
+        completing transaction commits go in the next one (``store.complete_then_claim``,
+        which also claims the slots they free)."""
         while self._completions:
+            # Other runs of this tab are about to answer (short jobs finish together):
+            # wait a moment for them, up to GATHER seconds, so that they end in this
+            # transaction and not in the next.
+            deadline = time.monotonic() + GATHER
+            while len(self._completions) < len(self._running) and \
+                    time.monotonic() < deadline:
+                await asyncio.sleep(0.001)
             batch, self._completions = self._completions, []
+            now = self.clock()
+            free = self._capacity() - len(self._running) + len(batch)
+            claim_next = None if self._closing or not self._queues or free <= 0 else \
+                self._claim_program(now, free)
             try:
-                ended = await self._tx(store.complete_many([(i, r) for i, r, _ in batch],
-                                                           self.clock()))
+                ended, claimed = await self._tx(store.complete_then_claim(
+                    [(job["id"], result) for job, result in batch], now, claim_next))
             except WorkerBridgeError as exc:
                 if len(batch) > 1 and not isinstance(exc, StorageError):
-                    # One job's result could not end it: end the others on their own.
+                    # One job's result could not end it: end them one at a time.
                     self._completions[:0] = batch[1:]
                     batch = batch[:1]
-                    try:
-                        ended = await self._tx(store.complete_many(
-                            [(i, r) for i, r, _ in batch], self.clock()))
-                    except WorkerBridgeError as again:
-                        exc = again
-                    else:
-                        batch[0][2].set_result(ended[0])
-                        continue
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+                await self._complete_alone(batch, exc)
                 continue
-            for (_, _, future), outcome in zip(batch, ended, strict=True):
-                if not future.done():
-                    future.set_result(outcome)
+            for (job, _), outcome in zip(batch, ended, strict=True):
+                if outcome:
+                    self._emit("completed", id=job["id"], queue=job["queue"])
+                    self._flow_ended(outcome.workflow)
+                    self._prune_soon(job["queue"], "completed")
+                self._ended_here(job["id"])
+            if claimed is not None:
+                self._took(claimed)
+
+    async def _complete_alone(self, batch: Sequence[tuple[dict[str, Any], Any]],
+                              exc: WorkerBridgeError) -> None:
+        """After a completing transaction failed: a storage failure leaves the jobs to
+        their leases; otherwise the one job is ended alone, and if its result cannot end
+        it (a code workflow's run asked for something it cannot do), it fails."""
+        for job, result in batch:
+            try:
+                if isinstance(exc, StorageError):
+                    raise exc
+                try:
+                    (outcome,) = await self._tx(store.complete_many([(job["id"], result)],
+                                                                    self.clock()))
+                except WorkerBridgeError as alone:
+                    if isinstance(alone, StorageError):
+                        raise
+                    await self._failed(job, type_names(alone), str(alone))
+                else:
+                    if outcome:
+                        self._emit("completed", id=job["id"], queue=job["queue"])
+                        self._flow_ended(outcome.workflow)
+            except WorkerBridgeError as failure:
+                log.error("job %s: its outcome could not be stored (%s); it will run again",
+                          job["id"][:60], failure)
+            finally:
+                self._ended_here(job["id"])
 
     async def _failed(self, job: dict[str, Any], types: Sequence[str], message: str) -> None:
         tables = [t for t in (self._recovery.get(job["queue"]), self._recovery.get(None))
@@ -843,14 +906,19 @@ class Jobs:
                     future.cancel()
 
     async def _ended(self, job_id: str, wait: float) -> None:
-        """Wait up to ``wait`` seconds, less if this tab ends that job meanwhile."""
-        event = self._done.setdefault(job_id, asyncio.Event()) if job_id in self._running \
-            else None
-        if event is None:
-            await asyncio.sleep(wait)
-            return
+        """Wait up to ``wait`` seconds, less if the job (or workflow) of that id ends
+        meanwhile, in this tab or, heard through the BroadcastChannel, in another."""
+        self._open_channel()
+        event = self._done.setdefault(job_id, asyncio.Event())
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(event.wait(), wait)
+        if self._done.get(job_id) is event:
+            del self._done[job_id]
+
+    def _wake_waiters(self, ident: Any) -> None:
+        event = self._done.get(ident) if isinstance(ident, str) else None
+        if event is not None:
+            event.set()
 
     async def _cancel(self, job_id: str) -> bool:
         before = await self._tx(store.cancel(job_id, self.clock()))
@@ -899,15 +967,16 @@ class Jobs:
             channel.postMessage(json.dumps(message))
 
     def _deliver(self, message: dict[str, Any]) -> None:
-        if message.get("event") in WAKE:
+        kind = message.get("event")
+        if kind in WAKE:
             self._kick()
+        if kind in ENDED:
+            self._wake_waiters(message.get("id"))
         for callback in list(self._listeners.get(str(message.get("event")), ())):
             try:
                 outcome = callback(message)
                 if asyncio.iscoroutine(outcome):
-                    task = asyncio.ensure_future(outcome)
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
+                    self._spawn(outcome)
             except Exception:
                 log.exception("a jobs.on(%r) callback raised", message.get("event"))
 
@@ -918,29 +987,33 @@ class Jobs:
         self._kick()
 
     def _progress(self, ident: str, info: ProgressInfo) -> None:
+        if info.final:
+            # The pool's closing report of a finished call: the job's end, stored next,
+            # says as much (storing it too cost a transaction per job).
+            return
         self._emit("progress", id=ident, done=info.done, total=info.total)
         now = time.monotonic()
-        if now - self._progress_at.get(ident, 0.0) < PROGRESS_EVERY and not info.final:
+        if now - self._progress_at.get(ident, 0.0) < PROGRESS_EVERY:
             return
         self._progress_at[ident] = now
-        task = asyncio.ensure_future(self._tx(store.set_progress(ident, info.done, info.total)))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._tx(store.set_progress(ident, info.done, info.total)))
 
     # --- retention, metrics, health ------------------------------------------------------------
 
     def _prune_soon(self, queue: str, state: str) -> None:
         keep, age = self._retention.get((queue, state), (None, None))
-        if keep is None and age is None:
-            return
+        if (keep is None and age is None) or (queue, state) in self._pruning:
+            return  # no retention, or a prune is on its way (one for many ended jobs)
+        self._pruning.add((queue, state))
 
         async def prune() -> None:
-            with contextlib.suppress(WorkerBridgeError):
-                await self._tx(store.prune(queue, state, keep, age, self.clock()))
+            try:
+                with contextlib.suppress(WorkerBridgeError):
+                    await self._tx(store.prune(queue, state, keep, age, self.clock()))
+            finally:
+                self._pruning.discard((queue, state))
 
-        task = asyncio.ensure_future(prune())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(prune())
 
     async def metrics(self) -> dict[str, Any]:
         """Per queue: jobs waiting, delayed, active, completed, failed, cancelled; how

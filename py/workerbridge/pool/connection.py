@@ -42,7 +42,13 @@ from workerbridge.core.errors import (
     error_from_code,
 )
 from workerbridge.core.futures import PromptFuture, delivering
-from workerbridge.core.shared import ProgressInfo, SharedCancellation, SharedProgress, Unsubscribe
+from workerbridge.core.shared import (
+    ByMessage,
+    ProgressInfo,
+    SharedCancellation,
+    SharedProgress,
+    Unsubscribe,
+)
 
 __all__ = [
     "Connection",
@@ -214,7 +220,8 @@ class Connection:
         progress_field: Any = None
         if on_progress is not None:
             entry.on_progress = on_progress
-            entry.progress = SharedProgress(shared=self.transport.isolated)
+            entry.progress = SharedProgress(shared=self.transport.isolated
+                                            and not isinstance(on_progress, ByMessage))
             entry.cleanups.append(entry.progress.subscribe(on_progress))
             progress_field = entry.progress.buffer if entry.progress.is_shared else True
         if cancel is not None:
