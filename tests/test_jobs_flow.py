@@ -3,10 +3,9 @@ store goes on with it (store.complete on a code workflow's jobs)."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
+from conftest import run
 from test_jobs_store import WF_SCHEMA, wrun
 from test_storage_programs import Memory
 from workerbridge import InvalidInputError, WorkflowError
@@ -30,7 +29,7 @@ async def invoice(w: Flow, data: dict) -> dict:
 
 
 def go(done: list[dict]) -> dict:
-    return asyncio.run(replay(invoice, "w1", {"n": 1}, done))
+    return run(replay(invoice, "w1", {"n": 1}, done))
 
 
 def test_the_body_stops_at_its_first_unfinished_checkpoint():
@@ -59,9 +58,9 @@ def test_a_bad_step_fails_in_the_body():
         await w.step("x", "not a handler", data)
 
     with pytest.raises(InvalidInputError):
-        asyncio.run(replay(bad, "w", None, []))
+        run(replay(bad, "w", None, []))
     with pytest.raises(InvalidInputError):
-        asyncio.run(replay(lambda w, d: w.sleep(-1), "w", None, []))
+        run(replay(lambda w, d: w.sleep(-1), "w", None, []))
 
 
 LIMITS = {"workflow:inv": QueueLimits(concurrency=5)}
@@ -82,7 +81,7 @@ def test_the_store_runs_a_code_workflow_step_by_step_and_sleeps_durably():
         job = claim_one(db, now)
         seen.append(job["id"])
         if job["handler"] == "workflow.inv":  # a run of the body, on the results so far
-            out = asyncio.run(replay(invoice, "w1", job["payload"]["input"],
+            out = run(replay(invoice, "w1", job["payload"]["input"],
                                      job["payload"]["done"]))
         else:
             out = {"steps": job["payload"], "by": job["workflow"]["step"]}

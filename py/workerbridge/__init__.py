@@ -44,6 +44,8 @@ from workerbridge.core.shared import (
 )
 from workerbridge.jobs.engine import Job, Jobs, Step, Workflow
 from workerbridge.jobs.flow import Flow, workflow
+from workerbridge.jobs.graph import Stage
+from workerbridge.jobs.pipeline import Pipeline
 from workerbridge.jobs.policy import Backoff, Fail, Retry
 from workerbridge.pool.connection import Connection, ConnectionStats, RetryPolicy
 from workerbridge.pool.workerpool import PoolStats, WorkerPool
@@ -73,6 +75,7 @@ __all__ = [
     "NonceReuseError",
     "PackageError",
     "PackageNotFoundError",
+    "Pipeline",
     "PoolStats",
     "Priority",
     "ProgressInfo",
@@ -87,6 +90,7 @@ __all__ = [
     "SharedFlag",
     "SharedProgress",
     "ShutdownError",
+    "Stage",
     "Step",
     "StorageBlockedError",
     "StorageError",

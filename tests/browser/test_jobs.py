@@ -538,6 +538,66 @@ def test_a_failed_step_fails_its_workflow(h: Harness):
     assert got[4][0] == "InvalidInputError"
 
 
+PIPELINE = """
+from workerbridge.jobs.graph import Stage
+J = Jobs(B.pool, db="t-pipe", lease=1.5)
+P = await J.pipeline("flow", [Stage("a", "pipe.step", concurrency=2), Stage("b", "pipe.step"),
+                              Stage("c", "pipe.step"), Stage("d", "pipe.step")],
+                     branches={"b": ["c", "d"], "c": []})
+"""
+
+
+def test_a_pipeline_with_a_branch_loses_nothing_through_a_reload(ctx: Any, server: str):
+    tab = page(ctx, server)
+    tab.py(PIPELINE + textwrap.dedent("""
+        await P.publish_many([{"n": n, "sleep": 0.02} for n in range(40)],
+                             keys=[f"e{n}" for n in range(40)])
+        while (await P.metrics())["a"]["done"] < 10:
+            await asyncio.sleep(0.02)
+    """))
+    tab.page.reload()  # mid-stream
+    tab.page.wait_for_function("window.pyReady === true", timeout=120_000)
+    tab.py(PAGE_HELPERS + SETUP.replace("WORKERS", "2"))
+    got = tab.py(PIPELINE + textwrap.dedent("""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            m = await P.metrics()
+            if all(s["waiting"] == 0 and s["running"] == 0 for s in m.values()):
+                break
+            await asyncio.sleep(0.1)
+        ends = {}
+        for stage in ("c", "d"):
+            rows = await J._tx(_engine.store.listing(f"pipeline:flow:{stage}", "completed"),
+                               "readonly")
+            ends[stage] = sorted((r["result"]["n"], r["result"]["trail"]) for r in rows)
+        [m, ends, P.version, await P.dead_letters(), await failure(P.publish({"n": 1}, key=""))]
+    """))
+    metrics, ends, version, dead, bad_key = got
+    assert {k: (v["done"], v["failed"]) for k, v in metrics.items()} == {
+        "a": (40, 0), "b": (40, 0), "c": (20, 0), "d": (20, 0)}
+    # Every even event once: none lost, none twice.
+    assert ends["c"] == [[n, ["a", "b", "c"]] for n in range(0, 40, 2)]
+    assert ends["d"] == [[n, ["a", "b", "d"]] for n in range(0, 40, 2)]
+    assert version == 1 and dead == [] and bad_key[0] == "InvalidInputError"
+    tab.page.close()
+
+
+def test_bad_pipelines_are_refused_and_write_nothing(h: Harness):
+    got = h.py("""
+        from workerbridge.jobs.graph import Stage
+        J = Jobs(B.pool, db="t-pipe-bad")
+        out = [await failure(J.pipeline("x", [Stage("a", "pipe.step"), Stage("b", "pipe.step")],
+                                        branches={"b": ["a"]})),
+               await failure(J.pipeline("x", [Stage("a", "no.such")])),
+               await failure(J.pipeline("x", [Stage("a", "pipe.step")], branches={"z": []}))]
+        out.append(len(await J.list()))
+        out
+    """)
+    assert [e[0] for e in got[:3]] == ["InvalidInputError", "UnknownOperationError",
+                                       "InvalidInputError"]
+    assert got[3] == 0
+
+
 def test_no_acknowledged_job_is_lost_over_200_worker_kills(ctx: Any, server: str):
     """Workers terminated at random while jobs run, and one of the two tabs closed half
     way: every job that add() acknowledged completes; duplicates are counted per kill."""

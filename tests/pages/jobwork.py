@@ -81,3 +81,14 @@ async def invoice_code(w: Flow, data: dict) -> dict:
     await w.sleep(data.get("nap", 0))
     charged = await w.step("charge", "work.step", checked, retry=Retry(2, delay=0.1))
     return await w.step("notify", "work.step", charged)
+
+
+@handler("pipe", "step")
+async def pipe_step(ctx: Context, event: dict) -> dict | None:
+    """A pipeline stage (tests/browser/test_jobs.py): stage "b" drops odd events; each
+    stage adds its name to the event's trail."""
+    stage = ctx.job.queue.rsplit(":", 1)[1]
+    await asyncio.sleep(event.get("sleep", 0))
+    if stage == "b" and event["n"] % 2:
+        return None
+    return {**event, "trail": [*event.get("trail", []), stage]}

@@ -44,6 +44,8 @@ from workerbridge.core.shared import ByMessage, ProgressInfo
 from workerbridge.jobs import store
 from workerbridge.jobs.claims import QueueLimits
 from workerbridge.jobs.flow import CHANNEL, retry_fields
+from workerbridge.jobs.graph import Stage as Stage_
+from workerbridge.jobs.pipeline import Pipeline
 from workerbridge.jobs.policy import (
     Backoff,
     RecoveryKey,
@@ -505,6 +507,17 @@ class Jobs:
                        else "workflow_failed", id=flow["id"], workflow=flow["name"],
                        state=flow["state"])
 
+    # --- pipelines ---------------------------------------------------------------------------
+
+    async def pipeline(self, name: str, stages: Sequence[Stage_],
+                       branches: Mapping[str, Sequence[str]] | None = None) -> Pipeline:
+        """Define (or load) a pipeline and run its stages in this tab: each stage's
+        result goes to the next stage, or to every stage ``branches`` names for it
+        (docs/pipelines.md)."""
+        from workerbridge.jobs.pipeline import define
+
+        return await define(self, name, stages, branches)
+
     # --- schedules ---------------------------------------------------------------------------
 
     async def schedule(self, name: str, *, cron: str, handler: str, queue: str,
@@ -592,6 +605,10 @@ class Jobs:
             if any(runs for _, runs in fired):
                 self._kick()
             await asyncio.sleep(max(self.poll, FIRE_EVERY))
+
+    def handle(self, job_id: str) -> Job:
+        """A handle on a job by its id, without reading it."""
+        return Job(self, job_id)
 
     async def get(self, job_id: str) -> Job | None:
         """A handle on a stored job (None if there is none)."""

@@ -20,6 +20,7 @@ Pure: the host tests drive these programs against an in-memory model of IndexedD
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 import re
@@ -111,6 +112,7 @@ class JobSpec:
     timeout: float | None = None
     group: str | None = None
     workflow: dict[str, Any] | None = None  # {"id", "step", "index"} for a workflow's step
+    pipeline: dict[str, Any] | None = None  # {"name", "stage"} for a pipeline stage's event
 
     def __post_init__(self) -> None:
         if not isinstance(self.queue, str) or not self.queue or len(self.queue) > MAX_ID:
@@ -157,7 +159,7 @@ def new_record(spec: JobSpec, seq: int, now: float, make_id: Callable[[], str]) 
                                   "max": spec.backoff.max, "jitter": spec.backoff.jitter},
         "timeout": spec.timeout, "group": spec.group, "owner": None, "lease_until": None,
         "added_at": now, "finished_at": None, "result": None, "error": None,
-        "history": [], "stalls": 0, "workflow": spec.workflow,
+        "history": [], "stalls": 0, "workflow": spec.workflow, "pipeline": spec.pipeline,
     }
 
 
@@ -359,6 +361,11 @@ def complete(job_id: str, result: Any, now: float, worker: int | None = None) ->
     done = {**job, "state": "completed", "result": result, "finished_at": now,
             "owner": None, "lease_until": None,
             "history": _finish_history(job, now, None, worker)}
+    pipe = job.get("pipeline")
+    if pipe is not None:
+        yield from _pass_on(job, pipe, result, now)
+        yield Final([["put", JOBS, done]])
+        return Ended(True)
     flow = job.get("workflow")
     if flow is None:
         yield Final([["put", JOBS, done]])
@@ -397,7 +404,7 @@ def complete_many(done: Sequence[tuple[str, Any]], now: float,
     for (ident, result), job in zip(done, found, strict=True):
         if job is None or job["state"] in TERMINAL:
             out.append(Ended(False))
-        elif job.get("workflow") is None:
+        elif job.get("workflow") is None and job.get("pipeline") is None:
             batch.append(["put", JOBS, {**job, "state": "completed", "result": result,
                                         "finished_at": now, "owner": None,
                                         "lease_until": None,
@@ -844,3 +851,83 @@ def start_workflow(record: dict[str, Any], now: float,
 def get_workflow(wf_id: str) -> Program:
     (found,) = yield Final([["get", WORKFLOWS, wf_id]])
     return found
+
+
+# --- pipelines -------------------------------------------------------------------------------
+
+
+def pipeline_key(name: str) -> str:
+    return f"pipeline:{name}"
+
+
+def stage_queue(name: str, stage: str) -> str:
+    """The queue of one stage of a pipeline."""
+    return f"pipeline:{name}:{stage}"
+
+
+def pipeline_record(name: str, graph: Any) -> dict[str, Any]:
+    """A pipeline's definition as stored in META (a ``graph.Graph``): what the
+    transaction that ends a stage's job reads to pass its result on."""
+    stages = {}
+    for stage in graph.stages:
+        attempts, backoff = stage.attempts_backoff()
+        stages[stage.name] = {"handler": stage.handler, "split": stage.split,
+                              "attempts": attempts, "timeout": stage.timeout,
+                              "backoff": {"base": backoff.base, "factor": backoff.factor,
+                                          "max": backoff.max, "jitter": backoff.jitter}}
+    return {"name": pipeline_key(name), "pipeline": name, **graph.describe(),
+            "specs": stages}
+
+
+def put_pipeline(record: dict[str, Any]) -> Program:
+    """Store a pipeline's definition; one with the same stages and edges keeps its
+    version (declaring it again on every load changes nothing)."""
+    (found,) = yield [["get", META, record["name"]]]
+    if found is not None:
+        same = all(found.get(k) == record[k] for k in ("stages", "edges", "specs", "entry"))
+        record = {**record, "version": found["version"] if same
+                  else max(found["version"] + 1, record["version"])}
+    yield Final([["put", META, record]])
+    return record
+
+
+def stage_job(definition: dict[str, Any], stage: str, event: Any,
+              job_id: str | None) -> JobSpec:
+    spec = definition["specs"][stage]
+    return JobSpec(stage_queue(definition["pipeline"], stage), spec["handler"], event, job_id,
+                   0, 0.0, spec["attempts"], Backoff(**spec["backoff"]), spec["timeout"],
+                   None, None, {"name": definition["pipeline"], "stage": stage,
+                                "version": definition["version"]})
+
+
+def publish(name: str, events: Sequence[tuple[Any, str | None]], now: float,
+            make_id: Callable[[], str] | None = None) -> Program:
+    """Add events to a pipeline's first stage, in one transaction: (event, key), where a
+    key names the event (publishing it again is a no-op)."""
+    (definition,) = yield [["get", META, pipeline_key(name)]]
+    if definition is None:
+        raise InvalidInputError(f"no pipeline {name[:60]!r} is defined")
+    specs = [stage_job(definition, definition["entry"], event,
+                       None if key is None else f"pl:{name}:{key}") for event, key in events]
+    return (yield from add(specs, now, make_id))
+
+
+def _pass_on(job: dict[str, Any], pipe: dict[str, Any], result: Any, now: float) -> Program:
+    """A stage's result to the stages after it, in the transaction that ends its job
+    (part of ``complete``): None drops the event; a split stage's list is several."""
+    (definition,) = yield [["get", META, pipeline_key(pipe["name"])]]
+    if definition is None or result is None:
+        return 0
+    targets = definition["edges"].get(pipe["stage"], [])
+    split = definition["specs"].get(pipe["stage"], {}).get("split", False)
+    events = result if split and isinstance(result, list) else [result]
+    specs = []
+    for target in targets:
+        for n, event in enumerate(events):
+            if event is None:
+                continue
+            ident = hashlib.sha256(f"{job['id']}>{target}:{n}".encode()).hexdigest()[:32]
+            specs.append(stage_job(definition, target, event, f"pl:{pipe['name']}:{ident}"))
+    if specs:
+        yield from inner(add(specs, now))
+    return len(specs)
