@@ -18,6 +18,7 @@ BULK = 5000
 CHURN = 10_000
 KILLS = 1000
 CHECKPOINTS = 40
+PIPELINE_EVENTS = 1000
 LATENCY_SAMPLES = 40
 
 NAIVE_JS = """async ([n, name]) => {
@@ -168,6 +169,22 @@ def bench_jobs(browser: Any, origin: str) -> dict[str, Any]:
         """)
         out["plain_complete_ms"], out["step_complete_ms"] = cp
         out["checkpoint_overhead_ms"] = cp[1] - cp[0]
+        # A 3-stage pipeline of pass-through stages: events published in one
+        # transaction, each stage's job ended (and the next one's added) in batches.
+        out["pipeline_s"] = h.py(f"""
+            from workerbridge import Stage
+            P = await J.pipeline("bench", [Stage(f"s{{i}}", "work.pass", concurrency=64)
+                                           for i in range(3)])
+            ENDS = [0]
+            J.on("completed", lambda e: ENDS.__setitem__(0, ENDS[0] + 1)
+                 if e.get("queue") == "pipeline:bench:s2" else None)
+            t0 = time.perf_counter()
+            await P.publish_many([{{"n": n}} for n in range({PIPELINE_EVENTS})])
+            while ENDS[0] < {PIPELINE_EVENTS}:
+                await asyncio.sleep(0.01)
+            time.perf_counter() - t0
+        """, timeout=600)
+        out["pipeline_events_per_s"] = PIPELINE_EVENTS / out["pipeline_s"]
         out["chaos"] = bench_jobs_chaos(browser, origin)
         out["ratio_throughput"] = out["jobs_per_s"] / out["naive_jobs_per_s"]
         out["ratio_bulk"] = out["bulk_per_s"] / out["naive_bulk_per_s"]
@@ -199,7 +216,12 @@ def jobs_rows(j: dict[str, Any]) -> list[str]:
         f"{c['lost']} of {c['acknowledged']:,} acknowledged jobs lost; "
         f"{c['extra_per_kill']:.2f} extra runs per kill | — | — | 0 lost "
         f"{_mark(c['lost'] == 0 and c['states'] == ['completed'])} |"]
-    return [*chaos,
+    pipeline = [] if "pipeline_events_per_s" not in j else [
+        f"| pipelines: 3-stage no-op pipeline, durable end to end ({PIPELINE_EVENTS:,} "
+        f"events) | {j['pipeline_events_per_s']:,.0f} events/s | no-op jobs, one stage "
+        f"{j['jobs_per_s']:,.0f} jobs/s | {j['pipeline_events_per_s'] / j['jobs_per_s']:.2f}× "
+        f"| ≥ 500 events/s {_mark(j['pipeline_events_per_s'] >= 500)} |"]
+    return [*chaos, *pipeline,
         f"| jobs: no-op jobs end to end, one tab ({N:,}, after {CHURN:,} churned) | "
         f"{j['jobs_per_s']:,.0f} jobs/s | naive JS queue, 2 transactions a job "
         f"{j['naive_jobs_per_s']:,.0f} jobs/s | {j['ratio_throughput']:.2f}× | ≥ 1,000 jobs/s "

@@ -21,6 +21,7 @@ from workerbridge.core.errors import ShutdownError
 from workerbridge.core.platform import js_global
 from workerbridge.core.shared import SharedCancellation
 from workerbridge.jobs.engine import Jobs
+from workerbridge.jobs.subscriptions import Subscriptions
 from workerbridge.pool.connection import ProgressCallback, RetryPolicy
 from workerbridge.pool.factories import Fallback
 from workerbridge.pool.workerpool import PoolStats, Strategy, TransportFactory, WorkerPool
@@ -84,6 +85,7 @@ class WorkerBridge:
         self.nonces = NonceRegistry()  # every (key, nonce) this bridge encrypted with
         self._key_ids: Any = None  # a JS WeakMap: CryptoKey -> number
         self._jobs: Jobs | None = None
+        self._subscriptions: Subscriptions | None = None
         self._next_key_id = 0
         self.pool = WorkerPool(
             transport_factory or tuple(modules), size=workers, strategy=strategy,
@@ -116,6 +118,13 @@ class WorkerBridge:
             self._jobs = Jobs(self.pool)
         return self._jobs
 
+    @property
+    def subscriptions(self) -> Subscriptions:
+        """Subscriptions to changes, across this origin's tabs (docs/pipelines.md)."""
+        if self._subscriptions is None:
+            self._subscriptions = Subscriptions()
+        return self._subscriptions
+
     # --- lifecycle -------------------------------------------------------------------------
 
     @property
@@ -134,6 +143,8 @@ class WorkerBridge:
         go back to their queues, their attempt not counted."""
         if self._jobs is not None:
             await self._jobs.close(timeout=0)
+        if self._subscriptions is not None:
+            self._subscriptions.close()
         await self.pool.terminate(force=True)
         storage_pool = state_of(self).pool  # storage's own worker, when the pool is larger
         if storage_pool is not None and storage_pool is not self.pool:

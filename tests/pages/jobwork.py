@@ -92,3 +92,9 @@ async def pipe_step(ctx: Context, event: dict) -> dict | None:
     if stage == "b" and event["n"] % 2:
         return None
     return {**event, "trail": [*event.get("trail", []), stage]}
+
+
+@handler("work", "pass")
+async def pass_on(ctx: Context, payload: object) -> object:
+    """Returns its payload (the benchmark's no-op pipeline stage)."""
+    return payload
