@@ -33,6 +33,7 @@ from storage_anchor import (  # noqa: E402
     dexie_mount,
     range_bounds,
 )
+from subscriptions import bench_subscriptions, subscriptions_rows  # noqa: E402
 
 from conftest import CHROMIUM_FLAGS, Harness, start_server  # noqa: E402
 
@@ -512,6 +513,8 @@ def table(result: dict[str, Any]) -> str:
         rows.extend(packages_rows(f["packages"]))
     if f.get("jobs"):
         rows.extend(jobs_rows(f["jobs"]))
+    if f.get("subscriptions"):
+        rows.extend(subscriptions_rows(f["subscriptions"]))
     if f.get("chaos"):
         rows.extend(chaos_rows(f["chaos"]))
     aes, par = f.get("aes_gcm"), f.get("parallel_hash")
@@ -613,12 +616,13 @@ def bench_rest(origin: str, chromium: str) -> dict[str, Any]:
 
 
 def main() -> int:
-    """``--only boot`` (or ``packages``, ``jobs``, ``chaos``) runs just that section and
-    merges it into the last results."""
+    """``--only boot`` (or ``packages``, ``jobs``, ``subscriptions``, ``chaos``) runs just
+    that section and merges it into the last results."""
     args = sys.argv[1:]
     only = args[args.index("--only") + 1] if "--only" in args else None
-    if only not in (None, "boot", "packages", "jobs", "chaos"):
-        sys.exit(f"bench: --only takes 'boot', 'packages', 'jobs' or 'chaos', not {only!r}")
+    sections = ("boot", "packages", "jobs", "subscriptions", "chaos")
+    if only is not None and only not in sections:
+        sys.exit(f"bench: --only takes one of {', '.join(sections)}, not {only!r}")
     bench_pages = ROOT / "bench" / "pages"
     server, origin = start_server(
         isolation=True, extra=(f"/bench={bench_pages}", f"/bench/dist={ROOT / 'dist'}",
@@ -640,6 +644,8 @@ def main() -> int:
             figures["packages"] = bench_packages(browser, origin)
         if only in (None, "jobs"):
             figures["jobs"] = bench_jobs(browser, origin)
+        if only in (None, "subscriptions"):
+            figures["subscriptions"] = bench_subscriptions(browser, origin)
         if only == "chaos":
             context = browser.new_context()
             figures["chaos"] = bench_chaos(context, origin)

@@ -30,8 +30,10 @@ def test_events_pass_on_fan_out_split_and_drop():
     assert wrun(db, store.publish("chg", [({"n": 1}, "e1")], 0.5))[0]["id"] == "pl:chg:e1"
     first, second = take(db, "writer")
     assert first["payload"] == {"n": 1} and first["pipeline"]["stage"] == "writer"
-    wrun(db, store.complete(first["id"], {"n": 10}, 2.0))
-    wrun(db, store.complete(second["id"], None, 2.0))  # a filter: dropped
+    # Ended together (as the page batches them): one passes on, one is dropped (a filter).
+    ended = wrun(db, store.complete_many([(first["id"], {"n": 10}), (second["id"], None)],
+                                         2.0))
+    assert [bool(e) for e in ended] == [True, True]
     (routed,) = take(db, "router")
     assert routed["payload"] == {"n": 10}
     wrun(db, store.complete(routed["id"], [{"to": "a"}, {"to": "b"}], 3.0))  # split

@@ -399,19 +399,29 @@ def complete_many(done: Sequence[tuple[str, Any]], now: float,
     for _, result in done:
         check_value(result, "the result")
     found = yield [["get", JOBS, ident] for ident, _ in done]
+    # Pipeline stages' jobs: their definitions read once, their next jobs added at once.
+    names = sorted({j["pipeline"]["name"] for j in found
+                    if j is not None and j.get("pipeline") is not None})
+    defs = dict(zip(names, (yield [["get", META, pipeline_key(n)] for n in names]),
+                    strict=True)) if names else {}
     batch: list[list[Any]] = []
     out: list[Ended] = []
+    following: list[JobSpec] = []
     for (ident, result), job in zip(done, found, strict=True):
         if job is None or job["state"] in TERMINAL:
             out.append(Ended(False))
-        elif job.get("workflow") is None and job.get("pipeline") is None:
+        elif job.get("workflow") is None:
             batch.append(["put", JOBS, {**job, "state": "completed", "result": result,
                                         "finished_at": now, "owner": None,
                                         "lease_until": None,
                                         "history": _finish_history(job, now, None, worker)}])
+            if job.get("pipeline") is not None:
+                following += _next_jobs(job, result, defs.get(job["pipeline"]["name"]))
             out.append(Ended(True))
         else:
             out.append((yield from inner(complete(ident, result, now, worker))))
+    if following:
+        yield from inner(add(following, now))
     yield Final(batch)
     return out
 
@@ -914,10 +924,22 @@ def publish(name: str, events: Sequence[tuple[Any, str | None]], now: float,
 
 def _pass_on(job: dict[str, Any], pipe: dict[str, Any], result: Any, now: float) -> Program:
     """A stage's result to the stages after it, in the transaction that ends its job
-    (part of ``complete``): None drops the event; a split stage's list is several."""
+    (part of ``complete``)."""
     (definition,) = yield [["get", META, pipeline_key(pipe["name"])]]
+    specs = _next_jobs(job, result, definition)
+    if specs:
+        yield from inner(add(specs, now))
+    return len(specs)
+
+
+def _next_jobs(job: dict[str, Any], result: Any,
+               definition: dict[str, Any] | None) -> list[JobSpec]:
+    """The jobs a stage's result makes: None drops the event; a split stage's list is
+    several; one job per event and next stage, its id made from this job's (so that a
+    stage run again adds nothing twice)."""
+    pipe = job["pipeline"]
     if definition is None or result is None:
-        return 0
+        return []
     targets = definition["edges"].get(pipe["stage"], [])
     split = definition["specs"].get(pipe["stage"], {}).get("split", False)
     events = result if split and isinstance(result, list) else [result]
@@ -928,6 +950,4 @@ def _pass_on(job: dict[str, Any], pipe: dict[str, Any], result: Any, now: float)
                 continue
             ident = hashlib.sha256(f"{job['id']}>{target}:{n}".encode()).hexdigest()[:32]
             specs.append(stage_job(definition, target, event, f"pl:{pipe['name']}:{ident}"))
-    if specs:
-        yield from inner(add(specs, now))
-    return len(specs)
+    return specs
