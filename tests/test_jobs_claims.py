@@ -66,6 +66,14 @@ def test_rate_limits_count_recent_starts():
     assert choose(waiting, 10.0, limits, recent_starts={"q": [8.9, 9.0]}) == ["j0", "j1", "j2"]
 
 
+def test_per_tab_counts_what_the_claiming_tab_holds():
+    waiting = jobs(*[(f"j{i}", 0, i, 0) for i in range(5)])
+    limits = {"q": QueueLimits(concurrency=10, per_tab=2)}
+    assert choose(waiting, 10.0, limits) == ["j0", "j1"]
+    assert choose(waiting, 10.0, limits, held={"q": 1}) == ["j0"]
+    assert choose(waiting, 10.0, limits, held={"q": 2}) == []
+
+
 def test_queues_are_limited_apart():
     waiting = jobs(("a", 0, 1, 0, None, "one"), ("b", 0, 2, 0, None, "one"),
                    ("c", 0, 3, 0, None, "two"))
@@ -77,6 +85,7 @@ def test_queues_are_limited_apart():
     ({"concurrency": 0}, InvalidInputError), ({"concurrency": 1.5}, InvalidTypeError),
     ({"group_concurrency": 0}, InvalidInputError), ({"rate_limit": (0, 1)}, InvalidInputError),
     ({"rate_limit": (1, 0)}, InvalidInputError), ({"rate_limit": 5}, InvalidTypeError),
+    ({"per_tab": 0}, InvalidInputError),
 ])
 def test_bad_limits_are_refused(kwargs, error):
     with pytest.raises(error):

@@ -49,6 +49,7 @@ def test_inserting_by_name_makes_a_new_version():
     lambda: insert(build(stages("a")), Stage("x", "p.x")),
     lambda: Stage("has space", "p.x"),
     lambda: Stage("a", "p.a", concurrency=0),
+    lambda: Stage("a", "p.a", prefetch=0),
 ])
 def test_bad_graphs_are_refused(make):
     with pytest.raises(InvalidInputError):

@@ -171,6 +171,14 @@ def test_a_claim_reads_on_past_jobs_it_cannot_start(db):
     assert sum(1 for r in db.requests if r[0] == "all" and r[1] == "jobs") == 11
 
 
+def test_per_tab_leaves_the_rest_to_other_tabs(db):
+    add(db, *[spec() for _ in range(6)])
+    limits = {"q": QueueLimits(concurrency=10, per_tab=2)}
+    assert len(run(db, store.claim(0.0, "a", 50.0, limits)).jobs) == 2
+    assert run(db, store.claim(1.0, "a", 50.0, limits)).jobs == ()  # a holds its two
+    assert len(run(db, store.claim(1.0, "b", 50.0, limits)).jobs) == 2
+
+
 def test_a_rate_limit_holds_across_tabs(db):
     add(db, *[spec() for _ in range(6)])
     limits = {"q": QueueLimits(concurrency=10, rate_limit=(2, 10.0))}

@@ -541,7 +541,8 @@ def test_a_failed_step_fails_its_workflow(h: Harness):
 PIPELINE = """
 from workerbridge.jobs.graph import Stage
 J = Jobs(B.pool, db="t-pipe", lease=1.5)
-P = await J.pipeline("flow", [Stage("a", "pipe.step", concurrency=2), Stage("b", "pipe.step"),
+P = await J.pipeline("flow", [Stage("a", "pipe.step", concurrency=2, prefetch=1),
+                              Stage("b", "pipe.step"),
                               Stage("c", "pipe.step"), Stage("d", "pipe.step")],
                      branches={"b": ["c", "d"], "c": []})
 """
@@ -570,9 +571,11 @@ def test_a_pipeline_with_a_branch_loses_nothing_through_a_reload(ctx: Any, serve
             rows = await J._tx(_engine.store.listing(f"pipeline:flow:{stage}", "completed"),
                                "readonly")
             ends[stage] = sorted((r["result"]["n"], r["result"]["trail"]) for r in rows)
-        [m, ends, P.version, await P.dead_letters(), await failure(P.publish({"n": 1}, key=""))]
+        [m, ends, P.version, await P.dead_letters(), await failure(P.publish({"n": 1}, key="")),
+         J._queues["pipeline:flow:a"].per_tab]
     """))
-    metrics, ends, version, dead, bad_key = got
+    metrics, ends, version, dead, bad_key, prefetch = got
+    assert prefetch == 1
     assert {k: (v["done"], v["failed"]) for k, v in metrics.items()} == {
         "a": (40, 0), "b": (40, 0), "c": (20, 0), "d": (20, 0)}
     # Every even event once: none lost, none twice.

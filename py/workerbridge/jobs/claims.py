@@ -12,7 +12,9 @@ never take the same job. The rules:
   turns: among jobs of one priority, each group's first job comes before any group's
   second, so one busy key cannot starve the others;
 - a queue with a ``rate_limit`` of (n, seconds) starts at most n jobs in any window of
-  that many seconds.
+  that many seconds;
+- a queue with ``per_tab`` n runs at most n of its jobs in one tab at once (a pipeline
+  stage's ``prefetch``), leaving the rest to other tabs.
 
 Leases (``lease_expired``): a claim holds a job until its lease ends; the running tab
 renews it, and a job whose lease ended without an answer (its tab closed or crashed) is
@@ -35,6 +37,7 @@ class QueueLimits:
     concurrency: int = 1
     group_concurrency: int = 1
     rate_limit: tuple[int, float] | None = None  # (jobs, per seconds)
+    per_tab: int | None = None  # jobs of it one tab holds at once (a stage's prefetch)
 
     def __post_init__(self) -> None:
         for name in ("concurrency", "group_concurrency"):
@@ -43,6 +46,10 @@ class QueueLimits:
                 raise InvalidTypeError(f"{name} must be an int, not {value!r}")
             if value < 1:
                 raise InvalidInputError(f"{name} must be at least 1, not {value}")
+        if self.per_tab is not None and (isinstance(self.per_tab, bool)
+                                         or not isinstance(self.per_tab, int)
+                                         or self.per_tab < 1):
+            raise InvalidInputError(f"prefetch must be an int ≥ 1, not {self.per_tab!r}")
         if self.rate_limit is not None:
             try:
                 count, per = self.rate_limit
@@ -76,10 +83,13 @@ class Running:
 
 def choose(waiting: Iterable[Candidate], now: float, limits: Mapping[str, QueueLimits],
            running: Iterable[Running] = (), capacity: int | None = None,
-           recent_starts: Mapping[str, Sequence[float]] | None = None) -> list[str]:
+           recent_starts: Mapping[str, Sequence[float]] | None = None,
+           held: Mapping[str, int] | None = None) -> list[str]:
     """The ids to claim now, in the order to start them; at most ``capacity`` (the
     claiming tab's free worker slots), None for no cap. ``recent_starts``: each queue's
-    start times, for its rate limit."""
+    start times, for its rate limit; ``held``: each queue's jobs the claiming tab runs
+    now, for its ``per_tab`` limit."""
+    mine: Counter[str] = Counter(held or {})
     per_queue: Counter[str] = Counter()
     per_group: Counter[tuple[str, str]] = Counter()
     for r in running:
@@ -114,7 +124,10 @@ def choose(waiting: Iterable[Candidate], now: float, limits: Mapping[str, QueueL
             continue
         if c.queue in started and started[c.queue] <= 0:
             continue
+        if limit.per_tab is not None and mine[c.queue] >= limit.per_tab:
+            continue
         chosen.append(c.id)
+        mine[c.queue] += 1
         per_queue[c.queue] += 1
         if c.group is not None:
             per_group[(c.queue, c.group)] += 1

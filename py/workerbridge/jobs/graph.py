@@ -24,12 +24,14 @@ NAME = re.compile(r"[A-Za-z_][\w-]{0,99}")
 class Stage:
     """One stage: ``handler`` ("channel.op") gets an event and returns the event to pass
     on, or None to drop it (a filter); with ``split``, a list of events, each passed on.
-    ``concurrency``: its jobs running at once across tabs; ``retry``: its retry policy
-    (a job that fails for good is a dead letter)."""
+    ``concurrency``: its jobs running at once across tabs; ``prefetch``: at most that
+    many of them in one tab (None: as many as the tab's capacity allows); ``retry``: its
+    retry policy (a job that fails for good is a dead letter)."""
 
     name: str
     handler: str
     concurrency: int = 1
+    prefetch: int | None = None
     split: bool = False
     retry: Retry | None = None
     timeout: float | None = None
@@ -41,6 +43,10 @@ class Stage:
         if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int) \
                 or self.concurrency < 1:
             raise InvalidInputError("a stage's concurrency is an int ≥ 1")
+        if self.prefetch is not None and (isinstance(self.prefetch, bool)
+                                          or not isinstance(self.prefetch, int)
+                                          or self.prefetch < 1):
+            raise InvalidInputError("a stage's prefetch is an int ≥ 1 or None")
         if self.retry is not None and not isinstance(self.retry, Retry):
             raise InvalidTypeError("a stage's retry is a Retry(...)")
 

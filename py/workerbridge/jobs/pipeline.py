@@ -65,7 +65,7 @@ class Pipeline:
         self.graph = Graph(graph.stages, graph.edges, record["version"])
         for stage in graph.stages:
             self._jobs._queues[store.stage_queue(self.name, stage.name)] = \
-                QueueLimits(stage.concurrency)
+                QueueLimits(stage.concurrency, per_tab=stage.prefetch)
         self._jobs._ensure_running()
         self._jobs._kick()
 

@@ -247,6 +247,7 @@ def claim(now: float, owner: str, lease: float, limits: Mapping[str, QueueLimits
     running: list[Running] = []
     stalled: list[str] = []
     waiting: list[dict[str, Any]] = []
+    held: Counter[str] = Counter()  # jobs of each queue this owner runs now
     for job in (j for jobs in actives for j in jobs):
         if job["owner"] in gone:  # its tab went away or froze, and said so
             job = _stalled(job, now, "Released", counted=False)
@@ -260,6 +261,8 @@ def claim(now: float, owner: str, lease: float, limits: Mapping[str, QueueLimits
             batch.append(["put", JOBS, job])
         else:
             running.append(Running(job["queue"], job["group"]))
+            if job["owner"] == owner:
+                held[job["queue"]] += 1
     last: dict[str, dict[str, Any]] = {}
     for q, rows in zip(queues, pages, strict=True):
         waiting += rows
@@ -268,7 +271,7 @@ def claim(now: float, owner: str, lease: float, limits: Mapping[str, QueueLimits
     while True:
         chosen = choose((Candidate(j["id"], j["queue"], j["priority"], j["seq"], j["due_at"],
                                    j["group"]) for j in waiting),
-                        now, limits, running, capacity, starts)
+                        now, limits, running, capacity, starts, held)
         if capacity is not None and len(chosen) >= capacity:
             break
         taking = Counter(r.queue for r in running)
