@@ -44,7 +44,7 @@ from workerbridge.core.shared import ByMessage, ProgressInfo
 from workerbridge.jobs import store
 from workerbridge.jobs.claims import QueueLimits
 from workerbridge.jobs.flow import CHANNEL, retry_fields
-from workerbridge.jobs.graph import Stage as Stage_
+from workerbridge.jobs.graph import Stage
 from workerbridge.jobs.pipeline import Pipeline
 from workerbridge.jobs.policy import (
     Backoff,
@@ -509,7 +509,7 @@ class Jobs:
 
     # --- pipelines ---------------------------------------------------------------------------
 
-    async def pipeline(self, name: str, stages: Sequence[Stage_],
+    async def pipeline(self, name: str, stages: Sequence[Stage],
                        branches: Mapping[str, Sequence[str]] | None = None) -> Pipeline:
         """Define (or load) a pipeline and run its stages in this tab: each stage's
         result goes to the next stage, or to every stage ``branches`` names for it
@@ -849,10 +849,6 @@ class Jobs:
                 ended, claimed = await self._tx(store.complete_then_claim(
                     [(job["id"], result) for job, result in batch], now, claim_next))
             except WorkerBridgeError as exc:
-                if len(batch) > 1 and not isinstance(exc, StorageError):
-                    # One job's result could not end it: end them one at a time.
-                    self._completions[:0] = batch[1:]
-                    batch = batch[:1]
                 await self._complete_alone(batch, exc)
                 continue
             for (job, _), outcome in zip(batch, ended, strict=True):
@@ -867,8 +863,9 @@ class Jobs:
     async def _complete_alone(self, batch: Sequence[tuple[dict[str, Any], Any]],
                               exc: WorkerBridgeError) -> None:
         """After a completing transaction failed: a storage failure leaves the jobs to
-        their leases; otherwise the one job is ended alone, and if its result cannot end
-        it (a code workflow's run asked for something it cannot do), it fails."""
+        their leases; otherwise one job's result could not end it (a code workflow's run
+        asked for something it cannot do), so each job is ended alone, and that one
+        fails by its policy."""
         for job, result in batch:
             try:
                 if isinstance(exc, StorageError):
