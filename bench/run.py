@@ -20,9 +20,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from autoscale import autoscale_rows, bench_autoscale  # noqa: E402
 from boot import bench_boot, boot_rows, write_report  # noqa: E402
 from chaos import bench_chaos, chaos_rows  # noqa: E402
 from jobs import bench_jobs, jobs_rows  # noqa: E402
+from outbox import bench_outbox, outbox_rows  # noqa: E402
 from packages import bench_packages, packages_rows  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 from storage_anchor import (  # noqa: E402
@@ -511,10 +513,14 @@ def table(result: dict[str, Any]) -> str:
         rows.extend(boot_rows(f["boot"]))
     if f.get("packages"):
         rows.extend(packages_rows(f["packages"]))
+    if f.get("autoscale"):
+        rows.extend(autoscale_rows(f["autoscale"]))
     if f.get("jobs"):
         rows.extend(jobs_rows(f["jobs"]))
     if f.get("subscriptions"):
         rows.extend(subscriptions_rows(f["subscriptions"]))
+    if f.get("outbox"):
+        rows.extend(outbox_rows(f["outbox"]))
     if f.get("chaos"):
         rows.extend(chaos_rows(f["chaos"]))
     aes, par = f.get("aes_gcm"), f.get("parallel_hash")
@@ -616,11 +622,11 @@ def bench_rest(origin: str, chromium: str) -> dict[str, Any]:
 
 
 def main() -> int:
-    """``--only boot`` (or ``packages``, ``jobs``, ``subscriptions``, ``chaos``) runs just
-    that section and merges it into the last results."""
+    """``--only boot`` (or ``packages``, ``autoscale``, ``jobs``, ``subscriptions``,
+    ``outbox``, ``chaos``) runs just that section and merges it into the last results."""
     args = sys.argv[1:]
     only = args[args.index("--only") + 1] if "--only" in args else None
-    sections = ("boot", "packages", "jobs", "subscriptions", "chaos")
+    sections = ("boot", "packages", "autoscale", "jobs", "subscriptions", "outbox", "chaos")
     if only is not None and only not in sections:
         sys.exit(f"bench: --only takes one of {', '.join(sections)}, not {only!r}")
     bench_pages = ROOT / "bench" / "pages"
@@ -642,10 +648,14 @@ def main() -> int:
             figures["boot"] = bench_boot(browser, origin)
         if only in (None, "packages"):
             figures["packages"] = bench_packages(browser, origin)
+        if only in (None, "autoscale"):
+            figures["autoscale"] = bench_autoscale(browser, origin)
         if only in (None, "jobs"):
             figures["jobs"] = bench_jobs(browser, origin)
         if only in (None, "subscriptions"):
             figures["subscriptions"] = bench_subscriptions(browser, origin)
+        if only in (None, "outbox"):
+            figures["outbox"] = bench_outbox(browser, origin)
         if only == "chaos":
             context = browser.new_context()
             figures["chaos"] = bench_chaos(context, origin)

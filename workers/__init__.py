@@ -4,4 +4,4 @@
 """
 
 BUILTIN = ("crypto", "file", "compression", "network", "storage", "storage_fields",
-           "storage_audit", "storage_sync", "jobs")
+           "storage_audit", "storage_sync", "storage_changes", "jobs", "outbox")

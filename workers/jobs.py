@@ -11,10 +11,13 @@ Its page half: ``workerbridge.jobs.engine``.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from workerbridge.core.errors import CancelledError, UnknownOperationError, WorkerBridgeError
+from workerbridge.core.platform import IN_PYODIDE
 from workerbridge.jobs.policy import type_names
+from workerbridge.jobs.subscriptions import CHANNEL, check_change, slim
 from workerbridge.runtime.dispatch import Context, JobInfo, handler, lookup
 
 
@@ -36,3 +39,22 @@ async def run_job(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:
         return {"error": {"types": type_names(exc),
                           "message": f"the handler raised {type(exc).__name__}"}}
+
+
+_channel: Any = None
+
+
+@handler("subscriptions", "publish")
+async def publish_change(ctx: Context, change: Any) -> dict[str, Any]:
+    """A pipeline's router stage: send a change (a writer stage's result) to every tab's
+    subscriptions, and pass it on slim (without its record) to the next stage. Tabs route
+    a change's key once, so running this again after a crash reaches nobody twice."""
+    global _channel
+    checked = check_change(change)
+    if IN_PYODIDE:
+        import js
+
+        if _channel is None:
+            _channel = js.BroadcastChannel.new(CHANNEL)
+        _channel.postMessage(json.dumps(checked))
+    return slim(checked)

@@ -45,10 +45,11 @@ from workerbridge.core.shared import (
 from workerbridge.jobs.engine import Job, Jobs, Step, Workflow
 from workerbridge.jobs.flow import Flow, workflow
 from workerbridge.jobs.graph import Stage
+from workerbridge.jobs.outbox import Outbox
 from workerbridge.jobs.pipeline import Pipeline
 from workerbridge.jobs.policy import Backoff, Fail, Retry
 from workerbridge.pool.connection import Connection, ConnectionStats, RetryPolicy
-from workerbridge.pool.workerpool import PoolStats, WorkerPool
+from workerbridge.pool.workerpool import PoolStats, ScaleEvent, WorkerPool
 from workerbridge.runtime.dispatch import Context, handler
 
 __version__ = "0.1.0"
@@ -73,6 +74,7 @@ __all__ = [
     "Kind",
     "NetworkError",
     "NonceReuseError",
+    "Outbox",
     "PackageError",
     "PackageNotFoundError",
     "Pipeline",
@@ -85,6 +87,7 @@ __all__ = [
     "RequestTimeoutError",
     "Retry",
     "RetryPolicy",
+    "ScaleEvent",
     "SharedCancellation",
     "SharedCounter",
     "SharedFlag",

@@ -17,7 +17,7 @@ from workerbridge.channels.crypto import CryptoNamespace
 from workerbridge.channels.file import FileNamespace
 from workerbridge.channels.network import NetworkNamespace
 from workerbridge.core.envelope import Priority
-from workerbridge.core.errors import ShutdownError
+from workerbridge.core.errors import InvalidInputError, ShutdownError
 from workerbridge.core.platform import js_global
 from workerbridge.core.shared import SharedCancellation
 from workerbridge.jobs.engine import Jobs
@@ -61,7 +61,7 @@ class WorkerBridge:
     def __init__(
         self,
         *,
-        workers: int = 1,
+        workers: int | tuple[int, int] = 1,
         base_url: str | None = None,
         modules: Sequence[str] = (),
         packages: Sequence[str] = (),
@@ -75,8 +75,10 @@ class WorkerBridge:
         transport_factory: TransportFactory | None = None,
         **pool_options: Any,
     ) -> None:
-        """``workers``: pool size; ``base_url``: the bundle's dist/ URL (found
-        automatically in a bundle page); ``modules``: URLs of extra worker modules (.py);
+        """``workers``: pool size, or ``(min, max)`` for a pool that grows under a
+        backlog and shrinks when idle (docs/bridge-and-pool.md); ``base_url``: the
+        bundle's dist/ URL (found automatically in a bundle page); ``modules``: URLs of
+        extra worker modules (.py);
         ``packages``: packages the workers load from the bundle before the modules
         (``packages_base_url``: from your own Pyodide distribution instead);
         ``timeout``: default per-call limit in seconds (None: none); ``fallback``:
@@ -87,8 +89,15 @@ class WorkerBridge:
         self._jobs: Jobs | None = None
         self._subscriptions: Subscriptions | None = None
         self._next_key_id = 0
+        if isinstance(workers, tuple | list):
+            if len(workers) != 2:
+                raise InvalidInputError(f"workers=(min, max) takes two counts, not "
+                                        f"{len(workers)}")
+            pool_options.update(min_size=workers[0], max_size=workers[1])
+        else:
+            pool_options["size"] = workers
         self.pool = WorkerPool(
-            transport_factory or tuple(modules), size=workers, strategy=strategy,
+            transport_factory or tuple(modules), strategy=strategy,
             task_timeout=timeout, max_queue=max_queue, retry=retry, boot_timeout=boot_timeout,
             fallback=fallback, base_url=base_url, packages=packages,
             packages_base_url=packages_base_url, **pool_options)

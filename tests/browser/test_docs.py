@@ -2,7 +2,8 @@
 
 A document's examples run in order in one namespace, as a reader would run them one after
 another, after a prelude that makes the few things examples take as given: ``file`` (a
-File holding b"abc"), ``key`` and ``salt``, ``password``, a progress ``bar``, ``show``. A
+File holding b"abc"), ``key`` and ``salt``, ``password``, a progress ``bar``, ``show``,
+and ``server_url``, a real local server that acknowledges outbox events. A
 block that starts with ``# name.py`` is a worker module: it must be the file the tests
 serve under that name, which the pool then loads.
 """
@@ -10,11 +11,13 @@ serve under that name, which the pool then loads.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conftest import PAGES, ROOT, Harness
+from outbox_server import ServerProcess
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
@@ -53,8 +56,16 @@ def test_every_document_has_examples_and_only_known_fences():
     assert sum(len(python_blocks(d)) for d in DOCS) >= 15
 
 
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    remote = ServerProcess(tmp_path_factory.mktemp("outbox") / "effects.jsonl")
+    remote.start()
+    yield remote.ws_url
+    remote.kill()
+
+
 @pytest.mark.parametrize("doc", DOCS, ids=lambda d: d.name)
-def test_examples_run(harness: Harness, doc: Path):
+def test_examples_run(harness: Harness, doc: Path, server_url: str):
     blocks = python_blocks(doc)
     modules = [b for b in blocks if re.match(r"# \w+\.py", b)]
     for module in modules:
@@ -64,7 +75,8 @@ def test_examples_run(harness: Harness, doc: Path):
     runnable = [b for b in blocks if b not in modules]
     if not runnable:
         return
-    harness.py("DOC = {'__name__': 'doc'}\nexec(" + repr(PRELUDE) + ", DOC)")
+    prelude = PRELUDE + f"server_url = {server_url!r}\n"
+    harness.py("DOC = {'__name__': 'doc'}\nexec(" + repr(prelude) + ", DOC)")
     for i, block in enumerate(runnable):
         code = "from pyodide.code import eval_code_async\n" \
                f"await eval_code_async({block!r}, DOC)\n'ok'"

@@ -45,6 +45,7 @@ from workerbridge.jobs import store
 from workerbridge.jobs.claims import QueueLimits
 from workerbridge.jobs.flow import CHANNEL, retry_fields
 from workerbridge.jobs.graph import Stage
+from workerbridge.jobs.outbox import Outbox
 from workerbridge.jobs.pipeline import Pipeline
 from workerbridge.jobs.policy import (
     Backoff,
@@ -322,6 +323,8 @@ class Jobs:
         # Results waiting for the next completing transaction, and the task running it.
         self._completions: list[tuple[dict[str, Any], Any]] = []
         self._completer: asyncio.Task[None] | None = None
+        self._outboxes: dict[str, Outbox] = {}
+        self._outgoing: list[dict[str, Any]] = []  # events for the other tabs, this turn
 
     # --- the store -------------------------------------------------------------------------
 
@@ -509,6 +512,26 @@ class Jobs:
 
     # --- pipelines ---------------------------------------------------------------------------
 
+    async def outbox(self, name: str, url: str, *, batch: int = 100,
+                     headers: Mapping[str, str] | None = None, timeout: float = 10.0,
+                     backoff: Backoff | None = None) -> Outbox:
+        """A durable outbox to a server (``url``: http(s) or ws(s)); this tab sends its
+        events, ``batch`` at a time, in order, while it holds the outbox's lease, and
+        removes each only once the server acknowledged its id (docs/pipelines.md).
+        A pipeline's stage ``Stage(name, "outbox:NAME")`` appends to it."""
+        from workerbridge.jobs.outbox import define
+
+        if name in self._outboxes:
+            raise InvalidInputError(f"this tab runs an outbox {name[:60]!r} already")
+        box = define(self, name, url, batch=batch, headers=headers, timeout=timeout,
+                     backoff=backoff)
+        await self.pool.start()
+        await self._open()
+        self._outboxes[name] = box
+        self._watch_lifecycle()
+        box.start()
+        return box
+
     async def pipeline(self, name: str, stages: Sequence[Stage],
                        branches: Mapping[str, Sequence[str]] | None = None) -> Pipeline:
         """Define (or load) a pipeline and run its stages in this tab: each stage's
@@ -657,7 +680,7 @@ class Jobs:
 
     def _let_go(self, why: str) -> None:
         ids = list(self._running)
-        if not ids:
+        if not ids and not self._outboxes:  # (an outbox's lease goes with the name)
             return
         import js
 
@@ -969,16 +992,29 @@ class Jobs:
 
             self._channel = js.BroadcastChannel.new(f"workerbridge-jobs:{self.db_name}")
             self._channel_proxy = create_proxy(
-                lambda event: self._deliver(json.loads(str(event.data))))
+                lambda event: self._deliver_all(json.loads(str(event.data))))
             self._channel.addEventListener("message", self._channel_proxy)
         return self._channel
 
     def _emit(self, event: str, **fields: Any) -> None:
+        """Deliver an event in this tab at once, and to the other tabs with the rest of
+        this turn's events, in one message (a message per event cost a JS call each)."""
         message = {"event": event, **fields}
         self._deliver(message)
-        channel = self._open_channel()
-        if channel is not None:
-            channel.postMessage(json.dumps(message))
+        if self._open_channel() is None:
+            return
+        self._outgoing.append(message)
+        if len(self._outgoing) == 1:
+            asyncio.get_running_loop().call_soon(self._broadcast)
+
+    def _broadcast(self) -> None:
+        messages, self._outgoing = self._outgoing, []
+        if messages and self._channel is not None:
+            self._channel.postMessage(json.dumps(messages))
+
+    def _deliver_all(self, messages: Any) -> None:
+        for message in messages if isinstance(messages, list) else [messages]:
+            self._deliver(message)
 
     def _deliver(self, message: dict[str, Any]) -> None:
         kind = message.get("event")
@@ -1067,6 +1103,9 @@ class Jobs:
         back what still runs, its attempt not counted. Nothing is lost."""
         self._closing = True
         self._kick()
+        for box in list(self._outboxes.values()):
+            await box.close(0)
+        self._outboxes.clear()
         deadline = time.monotonic() + timeout
         while self._running and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
@@ -1085,6 +1124,7 @@ class Jobs:
             self._db.close()
             self._db = None
         if self._channel is not None:
+            self._broadcast()
             self._channel.close()
             self._channel = None
         if self._channel_proxy is not None:

@@ -18,6 +18,7 @@ from workerbridge.core.errors import InvalidInputError, InvalidTypeError
 from workerbridge.jobs.policy import Backoff, Retry
 
 NAME = re.compile(r"[A-Za-z_][\w-]{0,99}")
+TRANSPORT = "outbox:"  # the handler of a stage that sends its events to an outbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +48,17 @@ class Stage:
                                           or not isinstance(self.prefetch, int)
                                           or self.prefetch < 1):
             raise InvalidInputError("a stage's prefetch is an int ≥ 1 or None")
+        if not isinstance(self.handler, str) or not self.handler:
+            raise InvalidTypeError("a stage's handler is 'channel.op' or 'outbox:NAME'")
+        if self.transport and not NAME.fullmatch(self.handler[len(TRANSPORT):]):
+            raise InvalidInputError("a transport stage's handler is 'outbox:NAME', NAME an "
+                                    "identifier")
         if self.retry is not None and not isinstance(self.retry, Retry):
             raise InvalidTypeError("a stage's retry is a Retry(...)")
+
+    @property
+    def transport(self) -> bool:
+        return self.handler.startswith(TRANSPORT)
 
     def attempts_backoff(self) -> tuple[int, Backoff]:
         from workerbridge.jobs.flow import retry_fields
@@ -114,6 +124,13 @@ def build(stages: Sequence[Stage], branches: Mapping[str, Sequence[str]] | None 
 
 def _checked(graph: Graph) -> Graph:
     names = {s.name for s in graph.stages}
+    if graph.stages[0].transport:
+        raise InvalidInputError("a transport stage (outbox:...) cannot be the first: "
+                                "publish to the outbox itself")
+    for stage in graph.stages:
+        if stage.transport and graph.edges.get(stage.name):
+            raise InvalidInputError(f"the transport stage {stage.name!r} ends its way: "
+                                    "put it last, or give it branches=[]")
     for source, targets in graph.edges.items():
         for target in targets:
             if target not in names:

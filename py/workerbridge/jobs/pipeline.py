@@ -57,15 +57,16 @@ class Pipeline:
     async def _store(self, graph: Graph) -> None:
         ops = self._jobs._known_ops()
         for stage in graph.stages:
-            if ops is not None and stage.handler not in ops:
+            if ops is not None and not stage.transport and stage.handler not in ops:
                 raise UnknownOperationError(f"stage {stage.name!r}: no handler "
                                             f"{stage.handler[:80]!r} in the workers")
         record = await self._jobs._tx(store.put_pipeline(store.pipeline_record(self.name,
                                                                                graph)))
         self.graph = Graph(graph.stages, graph.edges, record["version"])
         for stage in graph.stages:
-            self._jobs._queues[store.stage_queue(self.name, stage.name)] = \
-                QueueLimits(stage.concurrency, per_tab=stage.prefetch)
+            if not stage.transport:
+                self._jobs._queues[store.stage_queue(self.name, stage.name)] = \
+                    QueueLimits(stage.concurrency, per_tab=stage.prefetch)
         self._jobs._ensure_running()
         self._jobs._kick()
 
@@ -100,12 +101,19 @@ class Pipeline:
         return self.graph.version
 
     async def metrics(self) -> dict[str, dict[str, Any]]:
-        """Per stage: waiting, running, done, failed, and run time p95 (seconds)."""
+        """Per stage: waiting, running, done, failed, and run time p95 (seconds). A
+        transport stage's waiting events are those its outbox holds."""
         rows = await self._jobs._tx(store.listing(), "readonly")
         per_queue = store.metrics_of((r for r in rows if r["queue"] in self._queues()),
                                      self._jobs.clock())
         out = {}
         for stage in self.graph.stages:
+            if stage.transport:  # its events wait in the outbox, until acknowledged
+                waiting = await self._jobs._tx(store.outbox_count(
+                    stage.handler.partition(":")[2]), "readonly")
+                out[stage.name] = {"waiting": waiting, "running": 0, "done": None,
+                                   "failed": 0, "p95": None}
+                continue
             q = per_queue.get(store.stage_queue(self.name, stage.name), {})
             out[stage.name] = {"waiting": q.get("waiting", 0) + q.get("delayed", 0),
                                "running": q.get("active", 0), "done": q.get("completed", 0),

@@ -40,9 +40,11 @@ JOBS = "jobs"
 META = "meta"
 SCHEDULES = "schedules"
 WORKFLOWS = "workflows"
-STORES = [JOBS, META, SCHEDULES, WORKFLOWS]
-# The IndexedDB version of SCHEMA_SPEC (2: schedules, 3: workflows, 4: the claim index).
-DB_VERSION = 4
+OUTBOX = "outbox"
+STORES = [JOBS, META, SCHEDULES, WORKFLOWS, OUTBOX]
+# The IndexedDB version of SCHEMA_SPEC (2: schedules, 3: workflows, 4: the claim index,
+# 5: outboxes).
+DB_VERSION = 5
 LAYOUT = 4  # the records' layout: META "layout" names it once ``migrate`` has run
 # The database's stores: jobs by id, with an index on their state and the claim index:
 # (queue, state, rank, seq), where rank is -priority, so that a queue's waiting jobs
@@ -52,11 +54,14 @@ CLAIM_INDEX = "claim"
 SCHEMA_SPEC: dict[str, Any] = {
     JOBS: {"key": "id", "indexes": {"state": "state",
                                     CLAIM_INDEX: ["queue", "state", "rank", "seq"]}},
-    META: {"key": "name"}, SCHEDULES: {"key": "name"}, WORKFLOWS: {"key": "id"}}
+    META: {"key": "name"}, SCHEDULES: {"key": "name"}, WORKFLOWS: {"key": "id"},
+    # an outbox's events by id, and in the order they were added: (outbox, seq)
+    OUTBOX: {"key": "id", "indexes": {"order": ["outbox", "seq"]}}}
 PAGE = 64  # waiting jobs a claim reads per queue at a time
 STATES = ("waiting", "active", "completed", "failed", "cancelled")
 TERMINAL = ("completed", "failed", "cancelled")
 HANDLER = re.compile(r"[A-Za-z_][\w-]*\.[A-Za-z_][\w-]*")
+TRANSPORT = re.compile(r"outbox:[A-Za-z_][\w-]*")  # a pipeline's transport stage
 MAX_ID = 200
 MAX_DEPTH = 64
 
@@ -117,7 +122,9 @@ class JobSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.queue, str) or not self.queue or len(self.queue) > MAX_ID:
             raise InvalidInputError("a queue name is a non-empty string")
-        if not isinstance(self.handler, str) or not HANDLER.fullmatch(self.handler):
+        if not isinstance(self.handler, str) or not (
+                HANDLER.fullmatch(self.handler)
+                or (self.pipeline is not None and TRANSPORT.fullmatch(self.handler))):
             raise InvalidInputError(f"handler must be 'channel.op', not {self.handler!r}")
         if self.id is not None and (not isinstance(self.id, str) or not self.id
                                     or len(self.id) > MAX_ID):
@@ -423,8 +430,7 @@ def complete_many(done: Sequence[tuple[str, Any]], now: float,
             out.append(Ended(True))
         else:
             out.append((yield from inner(complete(ident, result, now, worker))))
-    if following:
-        yield from inner(add(following, now))
+    yield from _add_following(following, now)
     yield Final(batch)
     return out
 
@@ -930,9 +936,21 @@ def _pass_on(job: dict[str, Any], pipe: dict[str, Any], result: Any, now: float)
     (part of ``complete``)."""
     (definition,) = yield [["get", META, pipeline_key(pipe["name"])]]
     specs = _next_jobs(job, result, definition)
-    if specs:
-        yield from inner(add(specs, now))
+    yield from _add_following(specs, now)
     return len(specs)
+
+
+def _add_following(specs: Sequence[JobSpec], now: float) -> Program:
+    """A stage's next jobs, as a part of a larger program; a transport stage's events
+    (handler ``outbox:NAME``) go to that outbox instead, with the job id they would have
+    had as their id."""
+    jobs = [s for s in specs if not TRANSPORT.fullmatch(s.handler)]
+    sends = [(s.handler.partition(":")[2], str(s.id), event_key(s.payload), s.payload)
+             for s in specs if TRANSPORT.fullmatch(s.handler)]
+    if jobs:
+        yield from inner(add(jobs, now))
+    if sends:
+        yield from inner(outbox_add(sends, now))
 
 
 def _next_jobs(job: dict[str, Any], result: Any,
@@ -954,3 +972,104 @@ def _next_jobs(job: dict[str, Any], result: Any,
             ident = hashlib.sha256(f"{job['id']}>{target}:{n}".encode()).hexdigest()[:32]
             specs.append(stage_job(definition, target, event, f"pl:{pipe['name']}:{ident}"))
     return specs
+
+
+# --- outboxes ----------------------------------------------------------------------------
+# An outbox's events wait in OUTBOX, in the order they were added, until the server
+# acknowledges them by id. One tab at a time delivers an outbox: it holds the outbox's
+# lease (META "outbox:NAME"), taken and renewed by the transactions that read and remove
+# its events, so events go out in order even with several tabs open.
+
+
+def event_key(event: Any) -> str | None:
+    """An event's ordering key, when it names one: its ``key``, else its channel's record
+    (``app/model/id``)."""
+    if isinstance(event, Mapping):
+        key = event.get("key")
+        if isinstance(key, str):
+            return key[:200]
+        channel = event.get("channel")
+        if isinstance(channel, Mapping):
+            return "/".join(str(channel.get(k, "*")) for k in ("app", "model", "id"))[:200]
+    return None
+
+
+def outbox_lease_key(name: str) -> str:
+    return f"outbox:{name}"
+
+
+def outbox_range(name: str) -> KeyRange:
+    return KeyRange([name], [name, []])  # [name, seq] for every seq
+
+
+def outbox_record(name: str, event_id: str, key: str | None, data: Any, now: float,
+                  seq: int) -> dict[str, Any]:
+    return {"id": event_id, "outbox": name, "seq": seq, "key": key, "data": data,
+            "added_at": now}
+
+
+OutboxEvent = tuple[str, str, str | None, Any]  # (outbox, event id, key, data)
+
+
+def outbox_add(events: Sequence[OutboxEvent], now: float) -> Program:
+    """Append events to their outboxes, in one transaction; an id already stored is not
+    added again. Returns how many were new."""
+    found = yield [["get", OUTBOX, e[1]] for e in events] + [["get", META, "outbox-seq"]]
+    seq = found[-1]["value"] if found[-1] else 0
+    seen = {r["id"] for r in found[:-1] if r is not None}
+    batch: list[list[Any]] = []
+    for name, event_id, key, data in events:
+        if event_id in seen:
+            continue
+        seen.add(event_id)
+        seq += 1
+        batch.append(["put", OUTBOX, outbox_record(name, event_id, key, data, now, seq)])
+    if batch:
+        batch.append(["put", META, {"name": "outbox-seq", "value": seq}])
+    yield Final(batch)
+    return len(batch) - 1 if batch else 0
+
+
+def _lease_free(lease: Any, owner: str, now: float, gone: Collection[str]) -> bool:
+    return lease is None or lease["owner"] == owner or lease["until"] <= now \
+        or lease["owner"] in gone
+
+
+def _lease(name: str, owner: str, until: float) -> list[Any]:
+    return ["put", META, {"name": outbox_lease_key(name), "owner": owner, "until": until}]
+
+
+def outbox_take(name: str, owner: str, lease: float, now: float, limit: int,
+                gone: Collection[str] = ()) -> Program:
+    """The first ``limit`` events of an outbox, in order, for ``owner`` to send, its lease
+    taken or renewed; None when another tab holds the lease."""
+    (held,) = yield [["get", META, outbox_lease_key(name)]]
+    if not _lease_free(held, owner, now, gone):
+        return None
+    events, _ = yield [["all", OUTBOX, "order", outbox_range(name).to_wire(), limit],
+                       _lease(name, owner, now + lease)]
+    return events
+
+
+def outbox_remove(name: str, owner: str, ids: Sequence[str], lease: float,
+                  now: float) -> Program:
+    """Remove acknowledged events and renew the lease; False (and nothing removed) when
+    the lease went to another tab meanwhile (it sends them again: the server dedups)."""
+    (held,) = yield [["get", META, outbox_lease_key(name)]]
+    if held is not None and held["owner"] != owner and held["until"] > now:
+        return False
+    yield [*(["del", OUTBOX, i] for i in ids), _lease(name, owner, now + lease)]
+    return True
+
+
+def outbox_release(name: str, owner: str) -> Program:
+    """Give up an outbox's lease (a closing tab), if this owner holds it."""
+    (held,) = yield [["get", META, outbox_lease_key(name)]]
+    if held is not None and held["owner"] == owner:
+        yield [["del", META, outbox_lease_key(name)]]
+    return None
+
+
+def outbox_count(name: str) -> Program:
+    (n,) = yield Final([["count", OUTBOX, "order", outbox_range(name).to_wire()]])
+    return int(n)

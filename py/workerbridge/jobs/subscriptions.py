@@ -7,6 +7,11 @@ filter), so a subscriber hears of a change once, from its own tab, and a closed 
 subscriptions and pending deliveries go with it. A delivery carries slim metadata: the
 event, the record's id, the matching channels and, for an update, the JSON Patch
 operations; the record itself only to a subscription that asked for it (``full=True``).
+
+A change may carry a ``key`` that names it (a pipeline's writer stage gives its
+idempotency key): a tab routes a key once, so a change published again, by a stage run
+again after a crash, reaches no subscriber twice. Pipelines publish from a worker
+(``subscriptions.publish``), which posts to the same BroadcastChannel.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import contextlib
 import json
 import logging
 import secrets
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -28,6 +34,8 @@ log = logging.getLogger("workerbridge.subscriptions")
 EVENTS = ("model_created", "model_updated", "model_deleted")
 PATCH_OPS = ("add", "remove", "replace", "move", "copy", "test")
 TAB_EVENT = "workerbridge:change"  # the DOM event a deliver="tab" subscription fires
+CHANNEL = "workerbridge-subscriptions"  # the BroadcastChannel changes travel on
+REMEMBERED = 4096  # change keys a tab remembers having routed
 
 
 def check_change(change: Any) -> dict[str, Any]:
@@ -47,13 +55,25 @@ def check_change(change: Any) -> dict[str, Any]:
         raise InvalidInputError("a change's patch is a list of JSON Patch operations")
     check_value(record, "the record")
     check_value(patch, "the patch")
-    return {"event": event, "channel": channel, "record": record, "patch": list(patch)}
+    out = {"event": event, "channel": channel, "record": record, "patch": list(patch)}
+    key = change.get("key")
+    if key is not None:
+        if not isinstance(key, str) or not key or len(key) > 200:
+            raise InvalidInputError("a change's key is a non-empty string of at most 200 "
+                                    "characters")
+        out["key"] = key
+    return out
+
+
+def slim(change: Mapping[str, Any]) -> dict[str, Any]:
+    """A change without its record: what a delivery, or a transport, needs."""
+    return {k: v for k, v in change.items() if k != "record"}
 
 
 class Subscriptions:
     """This tab's subscriptions, and the publishing of changes to every tab."""
 
-    def __init__(self, name: str = "workerbridge-subscriptions") -> None:
+    def __init__(self, name: str = CHANNEL) -> None:
         self.name = name
         self._subs: dict[str, Subscription] = {}
         self._deliver: dict[str, Any] = {}
@@ -61,6 +81,7 @@ class Subscriptions:
         self._channel: Any = None
         self._proxy: Any = None
         self.delivered = 0
+        self._seen: OrderedDict[str, None] = OrderedDict()
 
     def _open(self) -> Any:
         if self._channel is None and IN_PYODIDE:
@@ -105,10 +126,19 @@ class Subscriptions:
         self._route(checked)
 
     def _route(self, change: dict[str, Any]) -> None:
+        key = change.get("key")
+        if key is not None:
+            if key in self._seen:
+                return
+            self._seen[key] = None
+            if len(self._seen) > REMEMBERED:
+                self._seen.popitem(last=False)
         record = None if change["event"] == "model_deleted" else change["record"]
         for sub_id, keys in route(change["channel"], record, self._subs.values()).items():
             delivery = {"event": change["event"], "id": change["channel"]["id"],
                         "channels": keys, "patch": change["patch"]}
+            if key is not None:
+                delivery["key"] = key
             if self._full.get(sub_id):
                 delivery["record"] = change["record"]
             self._send(self._deliver.get(sub_id), delivery)

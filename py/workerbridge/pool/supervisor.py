@@ -8,11 +8,15 @@ after ``max_boot_failures`` tries, and when none is left the pool either falls b
 the page's thread or fails every caller with ``WorkerCrashedError``. A worker that
 refuses to boot for a reason only the page can fix (a package its bundle lacks) fails
 the pool at once, with that typed error: no retry, no fallback.
+
+An autoscaled pool also grows and shrinks here: ``_autoscale`` asks the pure policy
+(``scaling``) and boots workers, or retires idle ones, as it answers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import warnings
 from collections.abc import Callable, Sequence
@@ -22,11 +26,13 @@ from typing import Any, Literal, Protocol
 from workerbridge.core.envelope import PROTOCOL_VERSION
 from workerbridge.core.errors import (
     PackageError,
+    ShutdownError,
     WorkerBridgeError,
     WorkerCrashedError,
     error_from_code,
 )
 from workerbridge.pool.connection import Connection
+from workerbridge.pool.scaling import PoolLoad, ScaleEvent, ScalePolicy, Scaler
 
 log = logging.getLogger("workerbridge.pool")
 
@@ -89,6 +95,13 @@ class Supervisor:
     _restarts: int
     _tasks: set[asyncio.Future[Any]]
     _clock: Callable[[], float]
+    _queue: list[Any]  # calls waiting for a worker
+    _scaler: Scaler | None  # None: a fixed size
+    _scale_soon: bool  # a look at the policy is scheduled
+    _scale_ups: int
+    _scale_downs: int
+    on_scale: Callable[[ScaleEvent], None] | None
+    size: int  # the most workers the pool runs
     boot_timeout: float
     max_boot_failures: int
     heartbeat_interval: float
@@ -244,6 +257,91 @@ class Supervisor:
             self._first_ready.set_exception(error)
             self._first_ready.exception()  # retrieved here; start() re-raises it
         self._queue_failed(error)
+
+    # --- growing and shrinking (autoscaled pools) -------------------------------------------
+
+    def _grown(self) -> bool:
+        """True when an autoscaled pool is as large as it gets: every worker it may run
+        is ready (or given up)."""
+        return self._fallback or (len(self._slots) >= self.size and not any(
+            s.state in ("booting", "dead") for s in self._slots))
+
+    def _autoscale_soon(self) -> None:
+        """Ask the policy on the loop's next turn, once: a burst of calls submitted
+        together is then judged as one backlog, not one call at a time."""
+        if self._scaler is None or self._scale_soon:
+            return
+        self._scale_soon = True
+        asyncio.get_event_loop().call_soon(self._autoscale)
+
+    def _autoscale(self) -> None:
+        """Ask the policy, and boot or retire workers as it says (autoscaled pools only,
+        once the first worker is ready: the others boot from its snapshot)."""
+        self._scale_soon = False
+        scaler, first = self._scaler, self._first_ready
+        if scaler is None or self._fallback or self._closing or first is None \
+                or not first.done() or first.exception() is not None:
+            return
+        ready = [s for s in self._slots if s.state == "ready"]
+        booting = sum(1 for s in self._slots if s.state in ("booting", "dead"))
+        busy = sum(1 for s in ready if s.load)
+        queued = len(self._queue)
+        step = scaler.decide(PoolLoad(len(ready), booting, busy, queued))
+        if step == 0:
+            return
+        before = len(ready) + booting
+        changed = self._grow(step) if step > 0 else -self._retire_idle(-step)
+        if changed == 0:
+            return
+        event = ScaleEvent("up" if changed > 0 else "down", before, before + changed,
+                           queued, busy, self._clock())
+        if changed > 0:
+            self._scale_ups += 1
+        else:
+            self._scale_downs += 1
+        log.info("pool %s: %d -> %d workers (%d waiting, %d busy)", event.direction,
+                 event.before, event.after, queued, busy)
+        if self.on_scale is not None:
+            try:
+                self.on_scale(event)
+            except Exception:  # the page's hook must not stop the pool's dispatch
+                log.exception("on_scale raised")
+
+    async def _scale_loop(self, policy: ScalePolicy) -> None:
+        """Looks again now and then: a quiet spell ends, a cooldown runs out, while no
+        call settles to prompt a look."""
+        tick = min(1.0, max(0.05, min(policy.up_cooldown, policy.down_cooldown) / 4))
+        while not self._closing:
+            await asyncio.sleep(tick)
+            self._autoscale()
+
+    def _grow(self, count: int) -> int:
+        """Boot up to ``count`` more workers, within the pool's ``size``; how many. They
+        take the same boot path as the first (from its snapshot, when there is one)."""
+        used = {s.index for s in self._slots}
+        free = (i for i in itertools.count() if i not in used)
+        added = max(0, min(count, self.size - len(self._slots)))
+        for _ in range(added):
+            slot = _Slot(next(free))
+            self._slots.append(slot)
+            self._boot(slot)
+        self._slots.sort(key=lambda s: s.index)
+        return added
+
+    def _retire_idle(self, count: int) -> int:
+        """Terminate up to ``count`` ready workers with nothing in flight (the highest
+        numbered first); how many. A worker with a call in flight is never retired."""
+        idle = [s for s in self._slots if s.state == "ready" and s.load == 0]
+        retired = idle[::-1][:count]
+        for slot in retired:
+            self._slots.remove(slot)
+            transport, connection = slot.transport, slot.connection
+            slot.transport, slot.connection, slot.state = None, None, "dead"
+            if connection is not None:  # holds at most a heartbeat
+                connection.destroy(ShutdownError("the worker was retired"))
+            if transport is not None:
+                transport.terminate()
+        return len(retired)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

@@ -11,6 +11,10 @@ retried on another worker when that is safe (see ``RetryPolicy``), else rejected
 ``max_boot_failures`` tries, and when none is left every caller gets a clear error —
 or, with ``fallback="auto"``, the pool runs the handlers on the page's own thread.
 
+An autoscaled pool (``min_size``/``max_size``) boots more workers under a backlog and
+retires idle ones after a quiet spell (the policy is ``scaling``); a worker is retired
+only with nothing in flight on it, so no call is ever dropped by a shrink.
+
 Pure logic over injected transports: the browser's Worker in ``webworker``, the
 in-process loopback in ``loopback``.
 """
@@ -29,6 +33,7 @@ from typing import Any, Literal
 
 from workerbridge.core.envelope import Priority
 from workerbridge.core.errors import (
+    InvalidInputError,
     InvalidTypeError,
     QueueFullError,
     ShutdownError,
@@ -39,9 +44,11 @@ from workerbridge.core.futures import PromptFuture
 from workerbridge.core.shared import SharedCancellation
 from workerbridge.pool.connection import Connection, ProgressCallback, RetryPolicy, settler
 from workerbridge.pool.factories import Fallback, boots_from_snapshot, choose, default_size
+from workerbridge.pool.scaling import ScaleEvent, ScalePolicy, Scaler, check_size
 from workerbridge.pool.supervisor import PoolTransport, Supervisor, TransportFactory, _Slot
 
-__all__ = ["PoolStats", "PoolTransport", "Strategy", "TransportFactory", "WorkerPool"]
+__all__ = ["PoolStats", "PoolTransport", "ScaleEvent", "Strategy", "TransportFactory",
+           "WorkerPool"]
 
 log = logging.getLogger("workerbridge.pool")
 
@@ -58,6 +65,32 @@ def _boot_error(exc: BaseException | None) -> WorkerBridgeError:
     return WorkerCrashedError(str(exc))
 
 
+def _scaling(size: int | None, min_size: int | None, max_size: int | None,
+             scale_up_at: float | None, scale_down_at: float | None,
+             up_cooldown: float | None, down_cooldown: float | None,
+             on_scale: Callable[[ScaleEvent], None] | None) -> ScalePolicy | None:
+    """The policy of an autoscaled pool (``min_size`` or ``max_size`` given), else None;
+    ``InvalidInputError`` (or ``InvalidTypeError``) for a bad value, or for a scaling
+    option given to a fixed pool. Omitted options take ``ScalePolicy``'s defaults."""
+    given: dict[str, Any] = {name: value for name, value in (
+        ("scale_up_at", scale_up_at), ("scale_down_at", scale_down_at),
+        ("up_cooldown", up_cooldown), ("down_cooldown", down_cooldown)) if value is not None}
+    if min_size is None and max_size is None:
+        if given or on_scale is not None:
+            names = ", ".join([*given, *(["on_scale"] if on_scale is not None else [])])
+            raise InvalidInputError(f"{names}: only for an autoscaled pool (give min_size= "
+                                    "and max_size=)")
+        return None
+    if size is not None:
+        raise InvalidInputError("size= makes a fixed pool, min_size=/max_size= an autoscaled "
+                                "one: give one or the other")
+    if on_scale is not None and not callable(on_scale):
+        raise InvalidTypeError(f"on_scale must be callable, not {type(on_scale).__name__}")
+    low = 1 if min_size is None else check_size("min_size", min_size)
+    high = max(low, default_size()) if max_size is None else max_size
+    return ScalePolicy(low, high, **given)
+
+
 @dataclass(frozen=True, slots=True)
 class PoolStats:
     size: int  # workers ready now
@@ -70,6 +103,11 @@ class PoolStats:
     restarts: int
     average_latency_ms: float
     fallback: bool  # running on the page's own thread
+    booting: int = 0  # workers on their way to READY (or waiting to boot again)
+    min_size: int = 0  # the fewest workers the pool keeps (a fixed pool: its size)
+    max_size: int = 0  # the most it runs
+    scale_ups: int = 0  # steps that booted workers (each may boot several)
+    scale_downs: int = 0  # steps that retired idle workers
 
 
 @dataclass(slots=True, eq=False)  # identity equality: jobs live in sets and heaps
@@ -132,10 +170,21 @@ class WorkerPool(Supervisor):
         snapshot: bool = True,
         packages: Sequence[str] = (),
         packages_base_url: str | None = None,
+        min_size: int | None = None,
+        max_size: int | None = None,
+        scale_up_at: float | None = None,
+        scale_down_at: float | None = None,
+        up_cooldown: float | None = None,
+        down_cooldown: float | None = None,
+        on_scale: Callable[[ScaleEvent], None] | None = None,
     ) -> None:
         """``modules_or_url``: URLs of worker modules (.py) for the bundle's workers, the
         URL of your own worker script (.mjs/.js), or a transport factory.
-        ``size``: workers (default ``navigator.hardwareConcurrency``); ``task_timeout``:
+        ``size``: workers (default ``navigator.hardwareConcurrency``); or ``min_size`` and
+        ``max_size`` (default: 1 and ``size``'s default) for a pool that grows under a
+        backlog and shrinks when idle, by ``scale_up_at``, ``scale_down_at``,
+        ``up_cooldown`` and ``down_cooldown`` (``scaling.ScalePolicy``), telling
+        ``on_scale`` of each step (docs/bridge-and-pool.md); ``task_timeout``:
         default per-request limit in seconds; ``max_in_flight``: requests one worker may
         hold at once; ``fallback``: "auto" runs the handlers on the page's thread when no
         worker can boot, "main" always does, "never" fails instead. ``snapshot``: bundle
@@ -149,6 +198,10 @@ class WorkerPool(Supervisor):
         transport_factory, on_main, main_thread = choose(modules_or_url, base_url, fallback,
                                                          snapshot, packages, packages_base_url)
         fallback_factory = fallback_factory or on_main
+        policy = _scaling(size, min_size, max_size, scale_up_at, scale_down_at, up_cooldown,
+                          down_cooldown, on_scale)
+        if policy is not None:
+            size = policy.max_size
         size = 1 if main_thread else default_size() if size is None else size
         if main_thread:
             warnings.warn("fallback='main': the handlers run on the page's thread",
@@ -173,6 +226,13 @@ class WorkerPool(Supervisor):
         self.max_boot_failures = max_boot_failures
         self.boot_timeout = boot_timeout
         self._clock = clock
+        # Fixed on the page's thread, where one interpreter runs everything.
+        self._scaler = Scaler(policy, clock) if policy is not None and not main_thread else None
+        self.min_size = self._scaler.policy.min_size if self._scaler is not None else size
+        self.on_scale = on_scale
+        self._scale_ups = 0
+        self._scale_downs = 0
+        self._scale_soon = False
         self._slots: list[_Slot] = []
         # heap of (-priority, seq, job): high priority first, FIFO within a priority
         self._queue: list[tuple[int, int, _Job]] = []
@@ -202,13 +262,15 @@ class WorkerPool(Supervisor):
         if not self._started:
             self._started = True
             self._first_ready = asyncio.get_running_loop().create_future()
-            self._slots = [_Slot(i) for i in range(self.size)]
+            self._slots = [_Slot(i) for i in range(self.min_size)]
             # With snapshots, one worker boots first: it makes the snapshot (or finds one
             # cached) that the rest then boot from in a fraction of the time.
             self._held = self._slots[1:] if self._stagger else []
             for slot in self._slots[: 1 if self._stagger else None]:
                 self._boot(slot)
             self._health = asyncio.ensure_future(self._health_loop())
+            if self._scaler is not None:
+                self._spawn(self._scale_loop(self._scaler.policy))
         assert self._first_ready is not None
         await asyncio.shield(self._first_ready)
         return self
@@ -264,9 +326,10 @@ class WorkerPool(Supervisor):
         """Terminate ready worker ``index`` now and boot a replacement (to recycle one that
         grew large, say). Its calls fail with ``WorkerCrashedError``, which the pool's
         ``RetryPolicy`` retries on another worker. False if that worker was not ready."""
-        if not 0 <= index < len(self._slots) or self._slots[index].state != "ready":
+        slot = next((s for s in self._slots if s.index == index), None)
+        if slot is None or slot.state != "ready":
             return False
-        self._lost(self._slots[index], reason)
+        self._lost(slot, reason)
         return True
 
     # --- submitting ------------------------------------------------------------------------
@@ -429,6 +492,7 @@ class WorkerPool(Supervisor):
         while self._queue:
             slot = self._pick()
             if slot is None:
+                self._autoscale_soon()  # a backlog: the pool may grow
                 return
             job = heapq.heappop(self._queue)[2]
             if not job.done:
@@ -436,7 +500,10 @@ class WorkerPool(Supervisor):
 
     def _pick(self) -> _Slot | None:
         """The ready worker the strategy gives the next job to, if one has room."""
-        limit = self.max_in_flight
+        # While an autoscaled pool can still grow, a worker holds one request at a time:
+        # the rest wait in the queue, where they count as backlog and can go to the
+        # workers that boot, instead of lining up behind a busy one.
+        limit = self.max_in_flight if self._scaler is None or self._grown() else 1
         if self.strategy == "least-busy":
             best: _Slot | None = None
             for slot in self._slots:
@@ -542,4 +609,7 @@ class WorkerPool(Supervisor):
             errors=self._errors, restarts=self._restarts,
             average_latency_ms=(self._latency_total / self._processed * 1000
                                 if self._processed else 0.0),
-            fallback=self._fallback)
+            fallback=self._fallback,
+            booting=sum(1 for s in self._slots if s.state in ("booting", "dead")),
+            min_size=self.min_size, max_size=self.size, scale_ups=self._scale_ups,
+            scale_downs=self._scale_downs)
