@@ -61,3 +61,16 @@ def test_bad_types_are_refused():
         build([])
     with pytest.raises(InvalidTypeError):
         build(stages("a"), {"a": "b"})
+
+
+def test_stage_workers_are_checked():
+    for bad, error in (((0, 2), InvalidInputError), ((3, 2), InvalidInputError),
+                       ((1,), InvalidTypeError), ((1.0, 2), InvalidTypeError),
+                       ("1-4", InvalidTypeError)):
+        with pytest.raises(error):
+            Stage("s", "a.b", workers=bad)
+    with pytest.raises(InvalidInputError, match="no workers"):
+        Stage("t", "outbox:x", workers=(1, 2))
+    with pytest.raises(InvalidInputError, match="scaling"):
+        Stage("s", "a.b", scaling={"up_cooldown": 1.0})
+    assert Stage("s", "a.b", workers=[1, 4]).workers == (1, 4)

@@ -155,3 +155,47 @@ def test_bad_sizes_and_options_raise_typed_errors(scaled: Harness):
 
 def test_close(scaled: Harness):
     assert scaled.py("await A.close()\nA.stats().size") == 0
+
+
+def test_a_pipeline_stage_grows_and_shrinks_its_own_pool(scaled: Harness):
+    got = scaled.py("""
+        from workerbridge import Stage
+        from workerbridge.jobs import store
+        from workerbridge.jobs.engine import Jobs
+        G = await WorkerBridge(workers=1, modules=["./autoscale.py"], fallback="never").start()
+        J = Jobs(G.pool, db="t-stage-scale")
+        STEPS = []
+        P = await J.pipeline("grow", [Stage(
+            "crunch", "autoscale.crunch", concurrency=64, workers=(1, 3),
+            scaling={"up_cooldown": 0.2, "down_cooldown": 1.0, "on_scale": STEPS.append})])
+        own = J._pools["pipeline:grow:crunch"]
+        first = [own.stats().size, own is not G.pool]
+        await P.publish_many([{"n": N, "tag": i} for i in range(120)])
+        done = await until(lambda: sum(1 for s in STEPS if s.direction == "up") > 0, 60)
+        async def all_done():
+            return (await P.metrics())["crunch"]["done"] == 120
+        deadline = time.monotonic() + 120
+        while not await all_done() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        rows = await J._tx(store.listing("pipeline:grow:crunch", "completed"), "readonly")
+        # Idle: back to its minimum after the cooldown; closing the pipeline ends it.
+        shrunk = await until(lambda: own.stats().size == 1, 30)
+        metrics = await P.metrics()
+        drained = await P.close(5)
+        out = [first, done, max(s.after for s in STEPS), len(rows),
+               sorted(r["result"][0] for r in rows) == list(range(120)),
+               all(r["result"][1] == EXPECTED for r in rows), shrunk,
+               metrics["crunch"]["workers"], drained, own.closed,
+               "pipeline:grow:crunch" in J._pools, G.stats().size == 1]
+        await J.close(timeout=0)
+        await G.close()
+        out
+    """, timeout=300)
+    first, grew, peak, count, every_tag, correct, shrunk, workers, drained, closed, kept, \
+        main_alive = got
+    assert first == [1, True]  # its own pool, starting at its minimum
+    assert grew and peak == 3  # the stage's backlog grew it to its maximum
+    assert count == 120 and every_tag and correct  # every event once, each answer right
+    # Generous: a loaded machine may keep a worker busy for a while before the cooldown.
+    assert shrunk and workers == 1
+    assert drained and closed and not kept and main_alive

@@ -324,6 +324,7 @@ class Jobs:
         self._completions: list[tuple[dict[str, Any], Any]] = []
         self._completer: asyncio.Task[None] | None = None
         self._outboxes: dict[str, Outbox] = {}
+        self._pools: dict[str, WorkerPool] = {}  # queues that run in a pool of their own
         self._outgoing: list[dict[str, Any]] = []  # events for the other tabs, this turn
 
     # --- the store -------------------------------------------------------------------------
@@ -724,7 +725,8 @@ class Jobs:
         return frozenset(out)
 
     def _capacity(self) -> int:
-        return self.capacity if self.capacity is not None else max(1, self.pool.size)
+        base = self.capacity if self.capacity is not None else max(1, self.pool.size)
+        return base + sum(2 * p.size for p in self._pools.values())
 
     def _free(self) -> int:
         return self._capacity() - len(self._running)
@@ -779,7 +781,8 @@ class Jobs:
         def progress(info: ProgressInfo) -> None:
             self._progress(ident, info)
 
-        future = self.pool.submit("jobs", "run", request, timeout=job["timeout"], retries=0,
+        pool = self._pools.get(job["queue"], self.pool)
+        future = pool.submit("jobs", "run", request, timeout=job["timeout"], retries=0,
                                   on_progress=ByMessage(progress))
         self._running[ident] = future
         future.add_done_callback(lambda done: self._answered(job, done))
@@ -1120,6 +1123,9 @@ class Jobs:
         for task in (self._loop_task, self._renew_task, self._fire_task):
             if task is not None:
                 task.cancel()
+        pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:  # the scaled stages' own pools, once their runs are over
+            await pool.terminate()
         if self._db is not None:
             self._db.close()
             self._db = None

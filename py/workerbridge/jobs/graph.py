@@ -21,13 +21,34 @@ NAME = re.compile(r"[A-Za-z_][\w-]{0,99}")
 TRANSPORT = "outbox:"  # the handler of a stage that sends its events to an outbox
 
 
+def _bounds(workers: Any) -> tuple[int, int]:
+    if not isinstance(workers, tuple | list) or len(workers) != 2 or not all(
+            isinstance(n, int) and not isinstance(n, bool) for n in workers):
+        raise InvalidTypeError("a stage's workers is (min, max), two ints")
+    low, high = workers
+    if not 1 <= low <= high:
+        raise InvalidInputError(f"a stage's workers (min, max) need 1 ≤ min ≤ max, not "
+                                f"{tuple(workers)!r}")
+    return low, high
+
+
 @dataclass(frozen=True, slots=True)
 class Stage:
     """One stage: ``handler`` ("channel.op") gets an event and returns the event to pass
     on, or None to drop it (a filter); with ``split``, a list of events, each passed on.
     ``concurrency``: its jobs running at once across tabs; ``prefetch``: at most that
     many of them in one tab (None: as many as the tab's capacity allows); ``retry``: its
-    retry policy (a job that fails for good is a dead letter)."""
+    retry policy (a job that fails for good is a dead letter).
+
+    ``workers=(min, max)``: the stage runs in a pool of its own, made like the engine's,
+    that grows from ``min`` to ``max`` workers under the stage's backlog and shrinks when
+    it is idle (``scaling``: that pool's ``scale_up_at``, ``scale_down_at``,
+    ``up_cooldown``, ``down_cooldown``). This tab's own choice: it is not part of the
+    stored definition.
+
+    A transport stage's handler is ``"outbox:NAME"``: it runs nothing, and the events
+    it gets are appended to that outbox (``jobs.outbox``) by the transaction that ends
+    the stage before it. It ends its way."""
 
     name: str
     handler: str
@@ -36,6 +57,8 @@ class Stage:
     split: bool = False
     retry: Retry | None = None
     timeout: float | None = None
+    workers: tuple[int, int] | None = None
+    scaling: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not NAME.fullmatch(self.name):
@@ -53,6 +76,15 @@ class Stage:
         if self.transport and not NAME.fullmatch(self.handler[len(TRANSPORT):]):
             raise InvalidInputError("a transport stage's handler is 'outbox:NAME', NAME an "
                                     "identifier")
+        if self.workers is not None:
+            low, high = _bounds(self.workers)
+            if self.transport:
+                raise InvalidInputError("a transport stage runs no handler: it has no workers")
+            object.__setattr__(self, "workers", (low, high))
+        if self.scaling is not None and (self.workers is None
+                                         or not isinstance(self.scaling, Mapping)):
+            raise InvalidInputError("scaling is a dict of a scaled stage's thresholds and "
+                                    "cooldowns (give workers=(min, max) too)")
         if self.retry is not None and not isinstance(self.retry, Retry):
             raise InvalidTypeError("a stage's retry is a Retry(...)")
 

@@ -27,6 +27,7 @@ class Engine(Protocol):
     pool: Any
     clock: Callable[[], float]
     _queues: dict[str, QueueLimits]
+    _pools: dict[str, Any]
 
     async def _tx(self, program: Any, mode: str = ...) -> Any: ...
     def _known_ops(self) -> set[str] | None: ...
@@ -64,9 +65,20 @@ class Pipeline:
                                                                                graph)))
         self.graph = Graph(graph.stages, graph.edges, record["version"])
         for stage in graph.stages:
-            if not stage.transport:
-                self._jobs._queues[store.stage_queue(self.name, stage.name)] = \
-                    QueueLimits(stage.concurrency, per_tab=stage.prefetch)
+            if stage.transport:
+                continue
+            queue = store.stage_queue(self.name, stage.name)
+            per_tab = stage.prefetch
+            if stage.workers is not None:
+                low, high = stage.workers
+                if queue not in self._jobs._pools:
+                    pool = self._jobs.pool.sibling(min_size=low, max_size=high,
+                                                   **dict(stage.scaling or {}))
+                    await pool.start()
+                    self._jobs._pools[queue] = pool
+                # Enough of its jobs at once for a backlog to show, and so to grow it.
+                per_tab = per_tab or 2 * high
+            self._jobs._queues[queue] = QueueLimits(stage.concurrency, per_tab=per_tab)
         self._jobs._ensure_running()
         self._jobs._kick()
 
@@ -118,6 +130,9 @@ class Pipeline:
             out[stage.name] = {"waiting": q.get("waiting", 0) + q.get("delayed", 0),
                                "running": q.get("active", 0), "done": q.get("completed", 0),
                                "failed": q.get("failed", 0), "p95": q.get("run_time_p95")}
+            pool = self._jobs._pools.get(store.stage_queue(self.name, stage.name))
+            if pool is not None:  # a scaled stage: its workers now
+                out[stage.name]["workers"] = pool.stats().size
         return out
 
     async def dead_letters(self) -> list[dict[str, Any]]:
@@ -152,6 +167,11 @@ class Pipeline:
             await asyncio.sleep(0.05)
         for queue in self._queues():
             self._jobs._queues.pop(queue, None)
+        if drained:  # a scaled stage's own pool has nothing left to run
+            for queue in self._queues():
+                pool = self._jobs._pools.pop(queue, None)
+                if pool is not None:
+                    await pool.terminate()
         return drained
 
 

@@ -314,13 +314,16 @@ class WorkerPool(Supervisor):
         """True once ``terminate()`` has begun: nothing new is accepted."""
         return self._closed or self._closing
 
-    def sibling(self, size: int = 1) -> WorkerPool:
-        """A new pool of ``size`` workers made as this one's are: the same transports,
-        fallback, timeouts and limits."""
+    def sibling(self, size: int | None = None, **scaling: Any) -> WorkerPool:
+        """A new pool made as this one's are (the same transports, fallback, timeouts and
+        limits): of ``size`` workers (default 1), or autoscaled by ``scaling``
+        (``min_size``, ``max_size`` and the thresholds and cooldowns)."""
+        if size is None and not scaling:
+            size = 1
         return WorkerPool(self._factory, size=size, task_timeout=self.task_timeout,
                           max_queue=self.max_queue, max_in_flight=self.max_in_flight,
                           boot_timeout=self.boot_timeout,
-                          fallback_factory=self._fallback_factory)
+                          fallback_factory=self._fallback_factory, **scaling)
 
     def restart_worker(self, index: int, reason: str = "restarted by the page") -> bool:
         """Terminate ready worker ``index`` now and boot a replacement (to recycle one that
