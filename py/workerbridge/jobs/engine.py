@@ -323,6 +323,7 @@ class Jobs:
         # Results waiting for the next completing transaction, and the task running it.
         self._completions: list[tuple[dict[str, Any], Any]] = []
         self._completer: asyncio.Task[None] | None = None
+        self._gathered: asyncio.Event | None = None  # while a completion waits for more
         self._outboxes: dict[str, Outbox] = {}
         self._pools: dict[str, WorkerPool] = {}  # queues that run in a pool of their own
         self._outgoing: list[dict[str, Any]] = []  # events for the other tabs, this turn
@@ -800,6 +801,9 @@ class Jobs:
                     pass
                 else:
                     self._completions.append((job, out["ok"]))
+                    if self._gathered is not None and \
+                            len(self._completions) >= len(self._running):
+                        self._gathered.set()
                     if self._completer is None or self._completer.done():
                         self._completer = asyncio.ensure_future(self._complete_pending())
                     return
@@ -862,18 +866,21 @@ class Jobs:
             # Other runs of this tab are about to answer (short jobs finish together):
             # wait a moment for them, up to GATHER seconds, so that they end in this
             # transaction and not in the next.
-            deadline = time.monotonic() + GATHER
-            while len(self._completions) < len(self._running) and \
-                    time.monotonic() < deadline:
-                await asyncio.sleep(0.001)
+            if len(self._completions) < len(self._running):
+                self._gathered = asyncio.Event()  # set by the last of them to answer
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._gathered.wait(), GATHER)
+                self._gathered = None
             batch, self._completions = self._completions, []
             now = self.clock()
             free = self._capacity() - len(self._running) + len(batch)
             claim_next = None if self._closing or not self._queues or free <= 0 else \
                 self._claim_program(now, free)
             try:
+                # ``_answered`` checked each result.
                 ended, claimed = await self._tx(store.complete_then_claim(
-                    [(job["id"], result) for job, result in batch], now, claim_next))
+                    [(job["id"], result) for job, result in batch], now, claim_next,
+                    checked=True))
             except WorkerBridgeError as exc:
                 await self._complete_alone(batch, exc)
                 continue

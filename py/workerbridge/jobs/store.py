@@ -20,6 +20,7 @@ Pure: the host tests drive these programs against an in-memory model of IndexedD
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import random
@@ -118,6 +119,8 @@ class JobSpec:
     group: str | None = None
     workflow: dict[str, Any] | None = None  # {"id", "step", "index"} for a workflow's step
     pipeline: dict[str, Any] | None = None  # {"name", "stage"} for a pipeline stage's event
+    # The payload was checked already (a stage's event: part of a checked result).
+    checked: bool = field(default=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.queue, str) or not self.queue or len(self.queue) > MAX_ID:
@@ -149,7 +152,8 @@ class JobSpec:
                                     f"{self.timeout!r}")
         if self.group is not None and (not isinstance(self.group, str) or not self.group):
             raise InvalidInputError("group must be a non-empty string or None")
-        check_value(self.payload, "the payload")
+        if not self.checked:
+            check_value(self.payload, "the payload")
 
 
 def _only(state: str) -> KeyRange:
@@ -403,11 +407,13 @@ def complete(job_id: str, result: Any, now: float, worker: int | None = None) ->
 
 
 def complete_many(done: Sequence[tuple[str, Any]], now: float,
-                  worker: int | None = None) -> Program:
+                  worker: int | None = None, checked: bool = False) -> Program:
     """``complete`` for several jobs in one transaction (the page gathers the results that
-    arrive while its previous transaction commits); an ``Ended`` for each."""
-    for _, result in done:
-        check_value(result, "the result")
+    arrive while its previous transaction commits); an ``Ended`` for each. ``checked``:
+    the caller checked the results already."""
+    if not checked:
+        for _, result in done:
+            check_value(result, "the result")
     found = yield [["get", JOBS, ident] for ident, _ in done]
     # Pipeline stages' jobs: their definitions read once, their next jobs added at once.
     names = sorted({j["pipeline"]["name"] for j in found
@@ -436,11 +442,12 @@ def complete_many(done: Sequence[tuple[str, Any]], now: float,
 
 
 def complete_then_claim(done: Sequence[tuple[str, Any]], now: float,
-                        claim_next: Callable[[], Program] | None) -> Program:
+                        claim_next: Callable[[], Program] | None,
+                        checked: bool = False) -> Program:
     """``complete_many``, then, in the same transaction, ``claim_next()`` (a ``claim``
     for the slots those jobs free): one transaction a round instead of two. Returns
     (the Ended list, the Claimed or None)."""
-    ended = yield from inner(complete_many(done, now))
+    ended = yield from inner(complete_many(done, now, checked=checked))
     if claim_next is None:
         yield Final([])
         return ended, None
@@ -910,13 +917,20 @@ def put_pipeline(record: dict[str, Any]) -> Program:
     return record
 
 
+@functools.lru_cache(maxsize=256)
+def _backoff(base: float, factor: float, most: float, jitter: bool) -> Backoff:
+    return Backoff(base, factor, most, jitter)  # a stage's, checked once, not per event
+
+
 def stage_job(definition: dict[str, Any], stage: str, event: Any,
-              job_id: str | None) -> JobSpec:
+              job_id: str | None, checked: bool = False) -> JobSpec:
     spec = definition["specs"][stage]
+    b = spec["backoff"]
     return JobSpec(stage_queue(definition["pipeline"], stage), spec["handler"], event, job_id,
-                   0, 0.0, spec["attempts"], Backoff(**spec["backoff"]), spec["timeout"],
+                   0, 0.0, spec["attempts"],
+                   _backoff(b["base"], b["factor"], b["max"], b["jitter"]), spec["timeout"],
                    None, None, {"name": definition["pipeline"], "stage": stage,
-                                "version": definition["version"]})
+                                "version": definition["version"]}, checked)
 
 
 def publish(name: str, events: Sequence[tuple[Any, str | None]], now: float,
@@ -970,7 +984,9 @@ def _next_jobs(job: dict[str, Any], result: Any,
             if event is None:
                 continue
             ident = hashlib.sha256(f"{job['id']}>{target}:{n}".encode()).hexdigest()[:32]
-            specs.append(stage_job(definition, target, event, f"pl:{pipe['name']}:{ident}"))
+            # The result was checked (``complete``): its events need no second look.
+            specs.append(stage_job(definition, target, event, f"pl:{pipe['name']}:{ident}",
+                                   checked=True))
     return specs
 
 
