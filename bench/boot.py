@@ -93,6 +93,8 @@ def bench_boot(browser: Any, origin: str) -> dict[str, Any]:
         """)
         # The same reload, with the worker started at navigation (preboot.mjs).
         out["reload_preboot"] = Harness(context.new_page(), origin, "/?preboot").py(PREBOOTED)
+        # An mpy page's first line (PyScript's MicroPython from the bundle), warm.
+        out["mpy_warm_first_line_ms"] = _mpy_first_line(context, origin)
     finally:
         context.close()
     for key, path in (("cold", "/"), ("cold_preboot", "/?preboot")):
@@ -101,7 +103,23 @@ def bench_boot(browser: Any, origin: str) -> dict[str, Any]:
             out[key] = Harness(cold.new_page(), origin, path).py(PREBOOTED)
         finally:
             cold.close()
+    cold = browser.new_context()
+    try:
+        out["mpy_cold_first_line_ms"] = _mpy_first_line(cold, origin)
+    finally:
+        cold.close()
     return out
+
+
+def _mpy_first_line(context: Any, origin: str) -> float:
+    """Navigation -> the first line of a plain mpy page (tests/pages/mpy.html)."""
+    page = context.new_page()
+    try:
+        page.goto(origin + "/mpy.html")
+        page.wait_for_function("window.mpyFirstLine !== undefined", timeout=60_000)
+        return float(page.evaluate("window.mpyFirstLine"))
+    finally:
+        page.close()
 
 
 # Navigation -> the page's Python, a ready worker, a first hash_file result; with
@@ -161,6 +179,14 @@ def boot_rows(b: dict[str, Any]) -> list[str]:
                 f"{_s(pre['page_python_ready_ms'])}) | — | — | ≤ 0.4 s "
                 f"{mark(pre['navigation_to_ready_ms'] <= 400)}; ≤ 2.5 s "
                 f"{mark(pre['navigation_to_first_hash_ms'] <= 2500)} |")
+    if "mpy_cold_first_line_ms" in b:
+        rows.append(
+            f"| an mpy page's first line (PyScript's MicroPython from the bundle), reload / "
+            f"cold | {b['mpy_warm_first_line_ms']:.0f} / {b['mpy_cold_first_line_ms']:.0f} ms "
+            f"| a py page's Python ready, reload / cold: "
+            f"{rel['page_python_ready_ms']:.0f} / {cold['page_python_ready_ms']:.0f} ms | "
+            f"{b['mpy_warm_first_line_ms'] / rel['page_python_ready_ms']:.2f}× / "
+            f"{b['mpy_cold_first_line_ms'] / cold['page_python_ready_ms']:.2f}× | — |")
     if "memory_per_worker_mb" in b:
         rows.append(
             f"| memory per worker (`measureUserAgentSpecificMemory`, pool of 4) | "

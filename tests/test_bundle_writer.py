@@ -92,6 +92,10 @@ def test_a_bundle_holds_the_runtime_the_package_and_the_wheels_with_lock_and_ind
     assert meta["pyodide"] == pins()["pyodide"]["version"]
     config = json.loads((out / "pyscript.json").read_text())
     assert config["interpreter"] == "./dist/pyodide/pyodide.mjs"
+    # An mpy page's MicroPython comes from the bundle too.
+    mpy = json.loads((out / "mpy.json").read_text())
+    assert mpy == {"interpreter": "./dist/micropython/micropython.mjs"}
+    assert (out / "micropython" / "micropython.wasm").read_bytes()
 
 
 def test_the_same_bundle_twice_writes_the_same_bytes(tmp_path, index, runtime):

@@ -1,4 +1,5 @@
-"""The pinned browser runtime a bundle carries: Pyodide and PyScript, from npm.
+"""The pinned browser runtime a bundle carries: Pyodide, PyScript and PyScript's
+MicroPython, from npm.
 
 ``runtime.json`` (beside this file) pins each npm package by version and by the
 integrity hash npm's lock records for it. In a checkout the files come from
@@ -29,6 +30,11 @@ PYODIDE_FILES = ("pyodide.mjs", "pyodide.asm.mjs", "pyodide.asm.wasm", "python_s
                  "pyodide-lock.json", "package.json")
 
 
+# The files of PyScript's MicroPython build (for `<script type="mpy">` pages).
+MICROPYTHON = "@micropython/micropython-webassembly-pyscript"
+MICROPYTHON_FILES = ("micropython.mjs", "micropython.wasm", "package.json")
+
+
 def pins() -> dict[str, dict[str, str]]:
     """npm package name -> {"version", "integrity"}."""
     data: dict[str, dict[str, str]] = json.loads(PINS_FILE.read_text())
@@ -40,6 +46,8 @@ def wanted(package: str, path: str) -> str | None:
     of it. ``path`` is relative to the package's root."""
     if package == "pyodide":
         return f"pyodide/{path}" if path in PYODIDE_FILES else None
+    if package == MICROPYTHON:
+        return f"micropython/{path}" if path in MICROPYTHON_FILES else None
     if package == "@pyscript/core" and path.startswith("dist/") and not path.endswith(".map"):
         return f"pyscript/{path[len('dist/'):]}"
     return None

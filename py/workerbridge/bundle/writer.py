@@ -3,6 +3,8 @@
     OUT/pyodide/        the pinned Pyodide runtime (runtime.py)
     OUT/pyscript/       the pinned PyScript
     OUT/pyscript.json   a PyScript config that unpacks workerbridge on the page
+    OUT/micropython/    PyScript's pinned MicroPython build (for `<script type="mpy">`)
+    OUT/mpy.json        a PyScript config for mpy pages: MicroPython from the bundle
     OUT/workerbridge/   worker.mjs, snapshot.mjs, preboot.mjs, workerbridge.zip, bundle.json
     OUT/packages/       the wheels, their lock (Pyodide's format) and a PEP 503 index
 
@@ -196,7 +198,10 @@ def write_bundle(out: Path, requirements: Sequence[str] = (), *,
         # PyScript resolves `interpreter` against the page and `files` against this file.
         config = {"interpreter": pyscript_interpreter or f"./{out.name}/pyodide/pyodide.mjs",
                   "files": {"./workerbridge/workerbridge.zip": "./*"}}
-        for written, data in ((stage / MARKER, meta), (stage / "pyscript.json", config)):
+        # An mpy page's MicroPython, from the bundle rather than PyScript's default CDN.
+        mpy = {"interpreter": f"./{out.name}/micropython/micropython.mjs"}
+        for written, data in ((stage / MARKER, meta), (stage / "pyscript.json", config),
+                              (stage / "mpy.json", mpy)):
             written.write_text(json.dumps(data, indent=2) + "\n")
         _swap(stage, out)
     finally:
