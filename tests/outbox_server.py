@@ -38,11 +38,19 @@ class State:
         self.seen: set[str] = set()
         self.effects: list[list[Any]] = []
         if log.exists():
-            for line in log.read_text().splitlines():
-                if line.strip():
+            text = log.read_text()
+            if text and not text.endswith("\n"):  # end a cut line: appends start afresh
+                with log.open("a") as out:
+                    out.write("\n")
+            for line in text.splitlines():
+                try:
                     ident, key = json.loads(line)
-                    self.seen.add(ident)
-                    self.effects.append([ident, key])
+                except ValueError:
+                    # A line cut short by a kill: that effect never committed, and was
+                    # never acknowledged, so the outbox sends it again.
+                    continue
+                self.seen.add(ident)
+                self.effects.append([ident, key])
         self.duplicates = 0
         self.batches = 0
         self.connections = 0
