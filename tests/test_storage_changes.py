@@ -9,13 +9,20 @@ import pytest
 
 from test_storage_programs import Memory
 from workerbridge import ConstraintError, InvalidInputError, InvalidTypeError
-from workerbridge.storage.changes import STORE, check_event, json_patch, write_change
+from workerbridge.storage.changes import (
+    KEEP_MS,
+    PRUNE,
+    STORE,
+    check_event,
+    json_patch,
+    write_change,
+)
 from workerbridge.storage.plan import IndexSpec
 from workerbridge.storage.txn import StoreInfo, Tx
 
 SCHEMA = {
     "task": StoreInfo("task", "id", (IndexSpec("priority", ("priority",)),)),
-    STORE: StoreInfo(STORE, "key"),
+    STORE: StoreInfo(STORE, "key", (IndexSpec("at", ("at",)),)),
 }
 CHANNEL = {"app": "todo", "model": "task", "id": "t1", "user": "ann"}
 
@@ -25,10 +32,10 @@ def event(kind, key, **more):
             "key": key, **more}
 
 
-def write(mem, ev, default_key=None, reserved=frozenset()):
+def write(mem, ev, default_key=None, reserved=frozenset(), now_ms=1000):
     change = check_event(ev, default_key)
     return mem.run(["task", STORE], write_change(Tx(SCHEMA), change, json_patch(), reserved,
-                                                 1000))
+                                                 now_ms))
 
 
 def task(mem):
@@ -123,3 +130,19 @@ def test_create_of_an_existing_record_or_update_of_a_missing_one_fails_whole(mem
                                                          "value": 1}])
               | {"channel": {**CHANNEL, "id": "t9"}})
     assert mem.data == before
+
+
+def test_marks_expire_after_a_week_a_few_at_a_time(mem):
+    week = KEEP_MS
+    for n in range(40):
+        write(mem, event("model_updated", f"u{n}", patch=[
+            {"op": "replace", "path": "/title", "value": str(n)}]), now_ms=2000 + n)
+    assert len(mem.data[STORE]) == 41
+    # A week on, each write removes at most PRUNE expired marks, the oldest first.
+    write(mem, event("model_updated", "late", patch=[
+        {"op": "replace", "path": "/title", "value": "late"}]), now_ms=week + 2100)
+    keys = sorted(r["key"] for r in mem.data[STORE].values())
+    assert "c1" not in keys and "u30" not in keys and "u31" in keys  # the oldest first
+    assert len(keys) == 41 - PRUNE + 1
+    write(mem, event("model_deleted", "end"), now_ms=week + 3000)
+    assert sorted(r["key"] for r in mem.data[STORE].values()) == ["end", "late"]

@@ -11,7 +11,8 @@ model is the collection) and says what happened to it, in the seed's words:
 ``write_change`` applies one as one transaction program: the record and the change's
 idempotency mark (in the internal ``_changes`` store) are written together, so the
 change is applied exactly once however often the event is delivered. A second delivery
-finds the mark and returns the change as first written, writing nothing. A patch that
+finds the mark and returns the change as first written, writing nothing. Marks are kept
+for ``KEEP_MS`` (7 days); each write removes a few expired ones. A patch that
 does not apply (a missing path, a failed ``test``) raises ``InvalidInputError`` inside the
 transaction: nothing is written, and the record is as it was.
 
@@ -32,7 +33,7 @@ from workerbridge.core.errors import (
     InvalidTypeError,
     PackageNotFoundError,
 )
-from workerbridge.storage.plan import check_indexed
+from workerbridge.storage.plan import UNBOUNDED, KeyRange, check_indexed
 from workerbridge.storage.schema import (
     check_collection,
     check_database,
@@ -45,8 +46,10 @@ EVENTS = ("model_created", "model_updated", "model_deleted")
 PATCH_OPS = ("add", "remove", "replace", "move", "copy", "test")
 CHANNEL_KEYS = ("app", "user", "model", "id")
 STORE = "_changes"
-SPEC = {"key": "key", "indexes": {}}
+SPEC = {"key": "key", "indexes": {"at": {"path": "at", "unique": False, "multi": False}}}
 MAX_KEY = 200
+KEEP_MS = 7 * 24 * 3600 * 1000  # how long a change's mark is kept (its re-runs are no-ops)
+PRUNE = 32  # expired marks each write removes, at most
 
 Patcher = Callable[[dict[str, Any], list[dict[str, Any]]], Any]
 
@@ -163,7 +166,10 @@ def write_change(tx: Tx, change: ChangeEvent, apply: Patcher,
     """Apply ``change`` and mark it applied, in one transaction; the change as published
     (the first run's, when the mark was there already)."""
     info = tx.store(change.collection)
-    mark, stored = yield [["get", STORE, change.key], ["get", change.collection, change.id]]
+    expired = KeyRange(UNBOUNDED, now_ms - KEEP_MS, upper_open=True).to_wire()
+    mark, stored, old = yield [["get", STORE, change.key],
+                               ["get", change.collection, change.id],
+                               ["all", STORE, "at", expired, PRUNE]]
     if mark is not None:
         done: dict[str, Any] = mark["change"]
         return done
@@ -207,7 +213,9 @@ def write_change(tx: Tx, change: ChangeEvent, apply: Patcher,
            "record": None if record is None else
            {k: v for k, v in record.items() if k not in reserved},
            "patch": list(change.patch)}
-    yield [*batch, ["put", STORE, {"key": change.key, "change": out, "at": now_ms}]]
+    # Marks older than KEEP_MS go, a few with each write, so the store stays bounded.
+    prune = [["del", STORE, m["key"]] for m in old]
+    yield [*batch, *prune, ["put", STORE, {"key": change.key, "change": out, "at": now_ms}]]
     return out
 
 
