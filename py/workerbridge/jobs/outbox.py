@@ -209,10 +209,10 @@ class Outbox:
         """Send one batch; how many were acknowledged, or None when it failed."""
         woken = self._wake.is_set()
         self._wake.clear()
-        if not self._online():
+        if not self._online():  # until `online` wakes it, or the next look
             self.stats.offline = True
             await self._sleep(OFFLINE_POLL)
-            return 0 if not self._online() else 1  # back online: go at once
+            return 0
         self.stats.offline = False
         jobs = self._jobs
         if not woken and not await self.pending():
