@@ -106,9 +106,24 @@ def bench_boot(browser: Any, origin: str) -> dict[str, Any]:
     cold = browser.new_context()
     try:
         out["mpy_cold_first_line_ms"] = _mpy_first_line(cold, origin)
+        # PyScript's own main -> Python worker round trip, from a py page and from an mpy
+        # page, side by side.
+        for kind in ("pyscript", "mpy"):
+            out[f"{kind}_worker_rt"] = _named_worker_round_trip(cold, origin, kind)
     finally:
         cold.close()
     return out
+
+
+def _named_worker_round_trip(context: Any, origin: str, kind: str) -> dict[str, float]:
+    page = context.new_page()
+    try:
+        page.goto(f"{origin}/bench/{kind}-worker.html")
+        page.wait_for_function("window.anchorTimes !== undefined", timeout=180_000)
+        times = sorted(page.evaluate("window.anchorTimes"))
+        return {"p50_ms": times[len(times) // 2], "p99_ms": times[int(0.99 * len(times))]}
+    finally:
+        page.close()
 
 
 def _mpy_first_line(context: Any, origin: str) -> float:
@@ -187,6 +202,12 @@ def boot_rows(b: dict[str, Any]) -> list[str]:
             f"{rel['page_python_ready_ms']:.0f} / {cold['page_python_ready_ms']:.0f} ms | "
             f"{b['mpy_warm_first_line_ms'] / rel['page_python_ready_ms']:.2f}× / "
             f"{b['mpy_cold_first_line_ms'] / cold['page_python_ready_ms']:.2f}× | — |")
+    if "mpy_worker_rt" in b:
+        mpy, py = b["mpy_worker_rt"], b["pyscript_worker_rt"]
+        rows.append(
+            f"| PyScript's own main → Python worker round trip, p50, from an mpy page | "
+            f"{mpy['p50_ms']:.3f} ms | from a py page {py['p50_ms']:.3f} ms | "
+            f"{mpy['p50_ms'] / py['p50_ms']:.2f}× | — |")
     if "memory_per_worker_mb" in b:
         rows.append(
             f"| memory per worker (`measureUserAgentSpecificMemory`, pool of 4) | "
