@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from autoscale import autoscale_rows, bench_autoscale  # noqa: E402
-from boot import bench_boot, boot_rows, write_report  # noqa: E402
+from boot import bench_boot, boot_rows, named_worker_round_trip, write_report  # noqa: E402
 from chaos import bench_chaos, chaos_rows  # noqa: E402
 from jobs import bench_jobs, jobs_rows  # noqa: E402
 from outbox import bench_outbox, outbox_rows  # noqa: E402
@@ -460,16 +460,6 @@ def bench_parallel(harness: Harness) -> dict[str, Any]:
     return out
 
 
-def pyscript_worker_anchor(context: Any, origin: str) -> dict[str, float]:
-    """Round trip through PyScript's own named worker (Python main -> Python worker)."""
-    page = context.new_page()
-    page.goto(origin + "/bench/pyscript-worker.html")
-    page.wait_for_function("window.anchorTimes !== undefined", timeout=180_000)
-    times = page.evaluate("window.anchorTimes")
-    page.close()
-    return {"p50_ms": percentile(times, 0.5), "p99_ms": percentile(times, 0.99)}
-
-
 def table(result: dict[str, Any]) -> str:
     """The README's benchmark table for one result."""
     f = result["figures"]
@@ -611,7 +601,7 @@ def bench_rest(origin: str, chromium: str) -> dict[str, Any]:
             profile, executable_path=chromium, args=CHROMIUM_FLAGS)
         harness = Harness(context.new_page(), origin)
         figures = bench_page(harness)
-        anchor = pyscript_worker_anchor(context, origin)
+        anchor = named_worker_round_trip(context, origin)
         rt = figures["round_trip"]
         rt["pyscript_worker_p50_ms"] = anchor["p50_ms"]
         rt["pyscript_worker_p99_ms"] = anchor["p99_ms"]
