@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from anchors import RAW_ECHO_JS, RAW_THROUGHPUT_JS  # noqa: E402
 from autoscale import autoscale_rows, bench_autoscale  # noqa: E402
 from boot import bench_boot, boot_rows, named_worker_round_trip, write_report  # noqa: E402
 from chaos import bench_chaos, chaos_rows  # noqa: E402
@@ -43,24 +44,6 @@ MB = 1024 * 1024
 HASH_MB = 256
 ROUNDS = 3  # hash runs per side; the best of each is reported
 
-RAW_ECHO_JS = """async (n) => {
-    const src = "self.onmessage = (e) => self.postMessage(e.data);";
-    const w = new Worker(URL.createObjectURL(new Blob([src], { type: "text/javascript" })));
-    const once = (msg) => new Promise((resolve) => {
-        w.onmessage = (e) => resolve(e.data);
-        w.postMessage(msg);
-    });
-    for (let i = 0; i < 200; i++) await once({ x: i });
-    const times = [];
-    for (let i = 0; i < n; i++) {
-        const t = performance.now();
-        await once({ x: i });
-        times.push(performance.now() - t);
-    }
-    w.terminate();
-    return times;
-}"""
-
 SUBTLE_JS = """async ([mb, kind]) => {
     const buf = new Uint8Array(mb * 1024 * 1024);
     for (let i = 0; i < buf.length; i += 4096) buf[i] = i & 255;
@@ -70,22 +53,6 @@ SUBTLE_JS = """async ([mb, kind]) => {
     return performance.now() - t;
 }"""
 
-
-RAW_THROUGHPUT_JS = """async (n) => {
-    const src = "self.onmessage = (e) => self.postMessage(e.data);";
-    const w = new Worker(URL.createObjectURL(new Blob([src], { type: "text/javascript" })));
-    const run = () => new Promise((resolve) => {
-        let left = n;
-        w.onmessage = () => { if (--left === 0) resolve(); };
-        for (let i = 0; i < n; i++) w.postMessage({ x: i });
-    });
-    await run();
-    const t = performance.now();
-    await run();
-    const ms = performance.now() - t;
-    w.terminate();
-    return n / (ms / 1000);
-}"""
 
 POOL_N = 20_000
 AES_MB = 256

@@ -180,6 +180,15 @@ def harness(browser: Any, server: str) -> Iterator[Harness]:
 
 
 @pytest.fixture(scope="session")
+def mpy_harness(browser: Any, server: str) -> Iterator[Harness]:
+    """An mpy page (pages/mpy-harness.html): its ``workerbridge`` is the thin layer over
+    the host worker. Snippets run as in browser/test_page_kinds.py."""
+    context = browser.new_context()
+    yield Harness(context.new_page(), server, "/mpy-harness.html")
+    context.close()
+
+
+@pytest.fixture(scope="session")
 def plain_harness(browser: Any, plain_server: str) -> Iterator[Harness]:
     context = browser.new_context()
     yield Harness(context.new_page(), plain_server)

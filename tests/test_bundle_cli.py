@@ -54,7 +54,8 @@ def test_an_installed_workerbridge_writes_a_bundle(python: Path, tmp_path: Path)
             (ROOT / "node_modules" / "pyodide" / name).read_bytes()
     assert (out / "pyscript" / "core.js").read_bytes() == \
         (ROOT / "node_modules" / "@pyscript" / "core" / "dist" / "core.js").read_bytes()
-    for name in ("worker.mjs", "snapshot.mjs", "preboot.mjs"):
+    for name in ("worker.mjs", "snapshot.mjs", "prestart.mjs", "preboot.mjs", "remote.mjs",
+                 "mpy.py"):
         assert (out / "workerbridge" / name).read_bytes() == \
             (ROOT / "py" / "workerbridge" / "web" / name).read_bytes()
     # The installed package's own sources, workers included, went into workerbridge.zip.

@@ -65,7 +65,8 @@ def test_a_bundle_holds_the_runtime_the_package_and_the_wheels_with_lock_and_ind
                 (NODE_MODULES / "pyodide" / name).read_bytes()
     assert (out / "pyscript" / "core.js").is_file()
     assert not list((out / "pyscript").rglob("*.map"))
-    for name in ("worker.mjs", "snapshot.mjs", "preboot.mjs", "workerbridge.zip"):
+    for name in ("worker.mjs", "snapshot.mjs", "prestart.mjs", "preboot.mjs", "remote.mjs",
+                 "mpy.py", "workerbridge.zip"):
         assert (out / "workerbridge" / name).is_file()
     lock = json.loads((out / "packages" / "pyodide-lock.json").read_text())
     assert sorted(lock["packages"]) == ["cronsim", "fastthing", "micropip", "python-dateutil",
@@ -94,7 +95,8 @@ def test_a_bundle_holds_the_runtime_the_package_and_the_wheels_with_lock_and_ind
     assert config["interpreter"] == "./dist/pyodide/pyodide.mjs"
     # An mpy page's MicroPython comes from the bundle too.
     mpy = json.loads((out / "mpy.json").read_text())
-    assert mpy == {"interpreter": "./dist/micropython/micropython.mjs"}
+    assert mpy == {"interpreter": "./dist/micropython/micropython.mjs",
+                   "files": {"./workerbridge/mpy.py": "./workerbridge.py"}}
     assert (out / "micropython" / "micropython.wasm").read_bytes()
 
 

@@ -5,7 +5,9 @@
     OUT/pyscript.json   a PyScript config that unpacks workerbridge on the page
     OUT/micropython/    PyScript's pinned MicroPython build (for `<script type="mpy">`)
     OUT/mpy.json        a PyScript config for mpy pages: MicroPython from the bundle
-    OUT/workerbridge/   worker.mjs, snapshot.mjs, preboot.mjs, workerbridge.zip, bundle.json
+    OUT/workerbridge/   worker.mjs, snapshot.mjs, prestart.mjs, preboot.mjs, remote.mjs,
+                        mpy.py (an mpy page's workerbridge module), workerbridge.zip,
+                        bundle.json
     OUT/packages/       the wheels, their lock (Pyodide's format) and a PEP 503 index
 
 Every package is resolved and fetched before ``OUT`` is touched, and the bundle is
@@ -37,7 +39,8 @@ MICROPIP = "micropip==0.11.1"
 # What every bundle carries besides its packages: micropip, and for job schedules the
 # cron parser and the time zone database (the page loads them when it needs them).
 ALWAYS = (MICROPIP, "cronsim==2.8", "tzdata==2026.6")
-WEB_FILES = ("worker.mjs", "snapshot.mjs", "preboot.mjs")
+WEB_FILES = ("worker.mjs", "snapshot.mjs", "prestart.mjs", "preboot.mjs", "remote.mjs",
+             "mpy.py")
 MARKER = Path("workerbridge") / "bundle.json"  # a folder holding it is a bundle
 
 
@@ -79,7 +82,9 @@ def package_sources() -> list[tuple[Path, str]]:
     out: dict[str, Path] = {}
     for base, prefix in roots:
         for f in sorted(base.rglob("*")):
-            if f.is_file() and f.suffix in (".py", ".typed") and "__pycache__" not in f.parts:
+            # web/ is served as files (mpy.py is an mpy page's module), not imported.
+            if f.is_file() and f.suffix in (".py", ".typed") and "__pycache__" not in f.parts \
+                    and f.relative_to(base).parts[0] != "web":
                 out.setdefault(f"{prefix}/{f.relative_to(base).as_posix()}", f)
     return [(f, arc) for arc, f in sorted(out.items())]
 
@@ -198,8 +203,10 @@ def write_bundle(out: Path, requirements: Sequence[str] = (), *,
         # PyScript resolves `interpreter` against the page and `files` against this file.
         config = {"interpreter": pyscript_interpreter or f"./{out.name}/pyodide/pyodide.mjs",
                   "files": {"./workerbridge/workerbridge.zip": "./*"}}
-        # An mpy page's MicroPython, from the bundle rather than PyScript's default CDN.
-        mpy = {"interpreter": f"./{out.name}/micropython/micropython.mjs"}
+        # An mpy page's MicroPython, from the bundle rather than PyScript's default CDN,
+        # and its `workerbridge` module (web/mpy.py), the thin layer over the host worker.
+        mpy = {"interpreter": f"./{out.name}/micropython/micropython.mjs",
+               "files": {"./workerbridge/mpy.py": "./workerbridge.py"}}
         for written, data in ((stage / MARKER, meta), (stage / "pyscript.json", config),
                               (stage / "mpy.json", mpy)):
             written.write_text(json.dumps(data, indent=2) + "\n")

@@ -39,7 +39,7 @@ from workerbridge.core.errors import (
     error_from_code,
     known_codes,
 )
-from workerbridge.core.platform import IN_PYODIDE
+from workerbridge.core.platform import IN_PYODIDE, in_worker
 from workerbridge.core.shared import ByMessage, ProgressInfo
 from workerbridge.jobs import store
 from workerbridge.jobs.claims import QueueLimits
@@ -666,8 +666,9 @@ class Jobs:
         (such a page may never run a later task or callback, and an IndexedDB
         transaction begun there may wait behind one that never ends). The next claim in
         any tab, or at the next load, reads it and puts those jobs back at once instead
-        of when their leases end."""
-        if not IN_PYODIDE or self._lifecycle is not None:
+        of when their leases end. In a worker (an mpy page's host) there is no such event:
+        its jobs come back when their leases end."""
+        if not IN_PYODIDE or in_worker() or self._lifecycle is not None:
             return
         import js
         from pyodide.ffi import create_proxy

@@ -254,8 +254,8 @@ class Outbox:
         from pyodide.ffi import create_proxy
 
         self._online_proxy = create_proxy(lambda event: self._wake.set())
-        with contextlib.suppress(Exception):  # a worker scope has no window
-            js.window.addEventListener("online", self._online_proxy)
+        # A window, or a worker (an mpy page's host, workerbridge/host.py): both have it.
+        js.globalThis.addEventListener("online", self._online_proxy)
 
     async def close(self, timeout: float = 5.0) -> bool:
         """Send what is stored for up to ``timeout`` seconds, then stop sending from this
@@ -274,8 +274,7 @@ class Outbox:
         if self._online_proxy is not None:
             import js
 
-            with contextlib.suppress(Exception):
-                js.window.removeEventListener("online", self._online_proxy)
+            js.globalThis.removeEventListener("online", self._online_proxy)
             self._online_proxy.destroy()
             self._online_proxy = None
         return drained

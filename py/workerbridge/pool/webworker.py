@@ -13,6 +13,7 @@ from pyodide.ffi import JsProxy, create_proxy, to_js
 
 from workerbridge.core.errors import InvalidInputError
 from workerbridge.core.jsconv import Batcher, envelope_from_js, from_wire
+from workerbridge.core.platform import in_worker
 from workerbridge.runtime.dispatch import INTERRUPT, TARGET_SLOT
 
 log = logging.getLogger("workerbridge")
@@ -55,6 +56,8 @@ def bundle_base() -> str:
             return index.rstrip("/")[: -len("pyodide")]
     except Exception:
         pass
+    if in_worker():  # a MicroPython page's host (workerbridge.host): dist/workerbridge/
+        return str(js.URL.new("../", js.location.href).href)
     script = js.document.querySelector('script[src$="pyscript/core.js"]')
     if script is not None:
         return str(script.src)[: -len("pyscript/core.js")]
@@ -64,7 +67,8 @@ def bundle_base() -> str:
 
 
 def resolve(url: str, base: str | None = None) -> str:
-    return str(js.URL.new(url, base or js.document.baseURI).href)
+    page = js.location.href if in_worker() else js.document.baseURI
+    return str(js.URL.new(url, base or page).href)
 
 
 class WorkerTransport:

@@ -39,7 +39,12 @@ from workerbridge.core.envelope import (
     split_batch,
     usable_id,
 )
-from workerbridge.core.errors import CancelledError, UnknownOperationError, WorkerBridgeError
+from workerbridge.core.errors import (
+    CancelledError,
+    RemoteError,
+    UnknownOperationError,
+    WorkerBridgeError,
+)
 from workerbridge.core.shared import POLL_INTERVAL, Cells, SharedCancellation, SharedProgress
 
 log = logging.getLogger("workerbridge.runtime")
@@ -161,15 +166,16 @@ class Context:
         self._total = total
         self.progress(0, total)
 
-    def progress(self, done: int, total: int | None = None) -> None:
-        """Report ``done`` of ``total`` units (bytes for file work)."""
+    def progress(self, done: int, total: int | None = None, *, last: bool = False) -> None:
+        """Report ``done`` of ``total`` units (bytes for file work); ``last``: the final
+        report, sent even within the ~30 Hz limit on PROGRESS envelopes."""
         if total is not None:
             self._total = total
         if self._progress is not None:
             self._progress.set(done, self._total)
         elif self._progress_messages:
             now = time.monotonic()
-            if now - self._last_sent >= POLL_INTERVAL:
+            if last or now - self._last_sent >= POLL_INTERVAL:
                 self._last_sent = now
                 self._runtime.post(encode(Progress(self.request_id, done, self._total)), ())
 
@@ -209,7 +215,9 @@ class Runtime:
         self.post(encode(Ready(payload)), ())
 
     def _error(self, rid: int | None, exc: BaseException) -> None:
-        if isinstance(exc, WorkerBridgeError):
+        if isinstance(exc, RemoteError):  # from a call this handler made: keep its type
+            code, message, kind = exc.code, str(exc), exc.remote_type or "RemoteError"
+        elif isinstance(exc, WorkerBridgeError):
             code, message, kind = exc.code, str(exc), type(exc).__name__
         elif isinstance(exc, asyncio.CancelledError):
             code, message, kind = CancelledError.code, "cancelled by the caller", "CancelledError"

@@ -3,7 +3,7 @@
 // Everything is resolved against this file's own URL, so the bundle works at any path.
 // The page passes its options as JSON in the worker's name:
 // {"modules": [url, ...], "packages": [name, ...], "packages_base_url": url,
-//  "snapshot": true, "posted": false}.
+//  "snapshot": true, "posted": false, "host": false}.
 // "packages" are loaded from a Pyodide lock (the bundle's packages/pyodide-lock.json, or
 // the one at "packages_base_url") with everything they depend on, before the modules are
 // imported. Pure wheels are unpacked into site-packages and go into the memory snapshot
@@ -19,10 +19,13 @@
 // Wire format: see py/workerbridge/core/envelope.py; this file only ever builds the ERROR
 // envelope that reports a failed boot.
 import { loadPyodide } from "../pyodide/pyodide.mjs";
+import { prestart } from "./prestart.mjs";
 import { SnapshotStore, builtinDeserializer, builtinSerializer } from "./snapshot.mjs";
 
 const PROTOCOL_VERSION = 1;
 const USER_MODULE_DIR = "/home/pyodide/workerbridge_user";
+// With {"host": true} a worker also holds a page's bridge, for a MicroPython page.
+const HOST_MODULE = "workerbridge.host";
 
 // A worker that closes itself would otherwise vanish without a word: say so first, so
 // the page settles its pending calls and replaces the worker.
@@ -53,6 +56,9 @@ function options() {
     return {};
   }
 }
+
+// A host starts its default bridge's worker now, so that it boots beside this one.
+if (options().host) prestart(new URL("worker.mjs", import.meta.url).href);
 
 // Compile once per page: Pyodide compiles pyodide.asm.wasm (10 MB) in every worker. The
 // first worker hands the page the WebAssembly.Module it compiled; later workers
@@ -217,10 +223,11 @@ async function installWheels(pyodide, plan, wheels) {
   for (const bytes of wheels) pyodide.unpackArchive(bytes, "zip", { extractDir: sitePackages });
 }
 
-function installUserModules(pyodide, sources) {
+function installUserModules(pyodide, sources, opts) {
+  // -> the modules to import: the user's, and with "host" the page's bridge (host.py).
   pyodide.FS.mkdirTree(USER_MODULE_DIR);
   for (const { name, text } of sources) pyodide.FS.writeFile(`${USER_MODULE_DIR}/${name}.py`, text);
-  return sources.map((s) => s.name);
+  return pyodide.toPy([...sources.map((s) => s.name), ...(opts.host ? [HOST_MODULE] : [])]);
 }
 
 function interruptBuffer(pyodide) {
@@ -288,7 +295,9 @@ async function boot() {
   const wheels = await fetchWheels(plan);
   packageConfig = plan.lock ? { lockFileContents: plan.lock, packageBaseUrl: plan.base }
     : { packageBaseUrl: plan.base };
-  const store = await SnapshotStore.open(opts, bundle, sources, import.meta.url, plan);
+  // A host's snapshot holds the bridge it imports too: its key names it.
+  const keyed = opts.host ? [...sources, { name: HOST_MODULE, text: "" }] : sources;
+  const store = await SnapshotStore.open(opts, bundle, keyed, import.meta.url, plan);
   const snapshots = store instanceof SnapshotStore;
   mark("fetch_ms");
   let { pyodide, reason } = snapshots ? await bootFromSnapshot(store, posted) : store;
@@ -297,7 +306,7 @@ async function boot() {
   mark("pyodide_ms");
   await installPackage(pyodide);
   await installWheels(pyodide, plan, wheels);
-  let userModules = pyodide.toPy(installUserModules(pyodide, sources));
+  let userModules = installUserModules(pyodide, sources, opts);
   mark("install_ms");
   let worker = pyodide.pyimport("workerbridge.runtime.entry");
   const info = {
@@ -324,7 +333,7 @@ async function boot() {
         });
         await installPackage(pyodide);
         await installWheels(pyodide, plan, wheels);
-        userModules = pyodide.toPy(installUserModules(pyodide, sources));
+        userModules = installUserModules(pyodide, sources, opts);
         worker = pyodide.pyimport("workerbridge.runtime.entry");
         worker.after_snapshot();
         mark("reboot_ms");

@@ -1,0 +1,149 @@
+// workerbridge remote: a MicroPython page's connection to its host worker.
+//
+// The host is web/worker.mjs booted with {"host": true}: it holds the page's bridge
+// (py/workerbridge/host.py) and answers "page.call" requests. This file only moves
+// envelopes (wire format: py/workerbridge/core/envelope.py): requests out, each answer
+// settling its promise, progress to its callback, CANCEL for a call given up, and every
+// pending call failed with WorkerCrashedError if the host dies. web/mpy.py is the Python
+// side. Values cross as [JSON text, JS objects]: JSON for what Python can rebuild as
+// plain values, with {"$js": i} standing for the i-th JS object (a File, an ArrayBuffer).
+const PROTOCOL_VERSION = 1;
+const MAX_ID = 2 ** 31 - 1;
+
+/** Worker options of the host: the same as a default bridge worker's, with "host". */
+export const HOST_OPTIONS = { modules: [], label: "workerbridge-host", snapshot: true, posted: false, host: true };
+
+function failure(errorType, message, code) {
+  return Object.assign(new Error(message), { error_type: errorType, code });
+}
+
+const plainObject = (v) => v !== null && typeof v === "object"
+  && Object.getPrototypeOf(v) === Object.prototype;
+
+/** A value from the host -> [JSON text, JS objects] (see the header). */
+export function split(value) {
+  const objects = [];
+  const walk = (v) => {
+    if (v === null || typeof v !== "object") return v;
+    if (Array.isArray(v)) return v.map(walk);
+    if (plainObject(v)) return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, walk(x)]));
+    objects.push(v);
+    return { $js: objects.length - 1 };
+  };
+  return [JSON.stringify(walk(value) ?? null), objects];
+}
+
+/** [JSON text, JS objects] from Python -> the value to post. */
+export function join(text, objects) {
+  return JSON.parse(text, (key, v) => (plainObject(v) && typeof v.$js === "number"
+    && Object.keys(v).length === 1 ? objects[v.$js] : v));
+}
+
+export class Remote {
+  /** ``worker``: the host's Worker; ``dist``: the bundle's dist/ URL. */
+  constructor(worker, dist) {
+    this.worker = worker;
+    this.dist = dist;
+    this.pending = new Map();
+    this.nextId = 1;
+    this.dead = null;
+    this.ready = new Promise((resolve) => { this.readyNow = resolve; });
+    this.listener = (event) => this.receive(event);
+    for (const type of ["message", "error", "messageerror"]) worker.addEventListener(type, this.listener);
+  }
+
+  /** A new host for the bundle at ``dist`` (its dist/ URL). */
+  static start(dist) {
+    const url = new URL("workerbridge/worker.mjs", dist).href;
+    return new Remote(new Worker(url, { type: "module", name: JSON.stringify(HOST_OPTIONS) }), dist);
+  }
+
+  receive(event) {
+    if (event.type === "error") {
+      event.preventDefault();
+      this.crash(event.message || "the host worker failed to load");
+      return;
+    }
+    if (event.type === "messageerror") {
+      this.crash("a message from the host could not be deserialised");
+      return;
+    }
+    let data = event.data;
+    if (typeof data === "string") data = JSON.parse(data);
+    for (const env of data && data.kind === "batch" ? data.messages : [data]) this.envelope(env);
+  }
+
+  envelope(env) {
+    if (!env || env.v !== PROTOCOL_VERSION) return;
+    if (env.kind === "ready") {
+      this.readyNow(env.payload);
+      return;
+    }
+    const call = this.pending.get(env.id);
+    if (env.kind === "error" && (env.id === undefined || env.id === null)) {
+      if (env.code === "crashed" || env.code === "missing_package" || env.code === "package") {
+        this.crash(env.message, env.error_type || "WorkerCrashedError", env.code);
+      }
+      return;
+    }
+    if (!call) return;
+    if (env.kind === "progress") {
+      if (call.onProgress) call.onProgress(env.done, env.total);
+      return;
+    }
+    this.pending.delete(env.id);
+    if (env.kind === "response") call.resolve(split(env.payload));
+    else if (env.kind === "error") call.reject(failure(env.error_type || "RemoteError", env.message, env.code));
+  }
+
+  crash(message, errorType = "WorkerCrashedError", code = "crashed") {
+    this.dead = failure(errorType, message, code);
+    for (const call of this.pending.values()) call.reject(this.dead);
+    this.pending.clear();
+    this.readyNow(null);
+    this.close();
+  }
+
+  /** -> [id, Promise of [JSON text, JS objects]]. ``onProgress(done, total)`` or null. */
+  call(op, text, objects, transfer, onProgress) {
+    const id = this.nextId;
+    this.nextId = id >= MAX_ID ? 1 : id + 1;
+    if (this.dead) return [id, Promise.reject(this.dead)];
+    const promise = new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject, onProgress });
+    });
+    // Plain arguments go as JSON text, which the host reads several times faster than
+    // an object converted field by field (py/workerbridge/core/jsconv.py).
+    const head = `{"v":${PROTOCOL_VERSION},"kind":"request","id":${id},"channel":"page",`
+      + `"op":${JSON.stringify(op)},"priority":1${onProgress ? ',"progress":true' : ""}`;
+    const message = objects.length ? { ...JSON.parse(`${head}}`), payload: join(text, objects) }
+      : `${head},"payload":${text}}`;
+    try {
+      this.worker.postMessage(message, transfer || []);
+    } catch (err) {
+      this.pending.delete(id);
+      return [id, Promise.reject(failure("InvalidInputError",
+        `an argument cannot be sent to the host (${err && err.name})`, "invalid_input"))];
+    }
+    return [id, promise];
+  }
+
+  /** Give up a call (its caller was cancelled): the host cancels its work. */
+  cancel(id) {
+    if (!this.pending.delete(id)) return;
+    this.worker.postMessage({ v: PROTOCOL_VERSION, kind: "cancel", id });
+  }
+
+  /** Cancel a call through a token: it fails now with CancelledError, the host stops it. */
+  cancelWith(id, message) {
+    const call = this.pending.get(id);
+    if (!call) return;
+    this.cancel(id);
+    call.reject(failure("CancelledError", message, "cancelled"));
+  }
+
+  close() {
+    for (const type of ["message", "error", "messageerror"]) this.worker.removeEventListener(type, this.listener);
+    this.worker.terminate();
+  }
+}
