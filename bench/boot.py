@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from anchors import RAW_ECHO_JS, RAW_THROUGHPUT_JS
+
 from conftest import Harness
 
 CACHE = "workerbridge-snapshots"
@@ -289,7 +290,8 @@ def mpy_bridge_rows(b: dict[str, Any]) -> list[str]:
         f"| mpy page with workerbridge: navigation → page Python ready (first line; "
         f"`workerbridge` imported), reload | {rel['first_line_ms']:.0f} ms; "
         f"{rel['imported_ms']:.0f} ms | a plain mpy page's first line "
-        f"{b['mpy_warm_first_line_ms']:.0f} ms | {rel['imported_ms'] / b['mpy_warm_first_line_ms']:.2f}× "
+        f"{b['mpy_warm_first_line_ms']:.0f} ms | "
+        f"{rel['imported_ms'] / b['mpy_warm_first_line_ms']:.2f}× "
         f"| ≤ 0.3 s {mark(rel['imported_ms'] <= 300)} |",
         f"| mpy page: navigation → first `hash_file` result, reload with cached snapshots "
         f"(host started at navigation) | {_s(rel['first_hash_ms'])} | a py page "

@@ -50,6 +50,7 @@ from workerbridge.jobs.pipeline import Pipeline
 from workerbridge.jobs.policy import Backoff, Fail, Retry
 from workerbridge.pool.connection import Connection, ConnectionStats, RetryPolicy
 from workerbridge.pool.workerpool import PoolStats, ScaleEvent, WorkerPool
+from workerbridge.portable import release, value
 from workerbridge.runtime.dispatch import Context, handler
 
 __version__ = "0.1.0"
@@ -111,5 +112,7 @@ __all__ = [
     "WorkflowError",
     "__version__",
     "handler",
+    "release",
+    "value",
     "workflow",
 ]

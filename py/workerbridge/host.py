@@ -30,11 +30,13 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import itertools
+import warnings
 from typing import Any
 
 import workerbridge
 from workerbridge.bridge import WorkerBridge
 from workerbridge.core.errors import InvalidInputError
+from workerbridge.core.platform import IN_PYODIDE, in_worker
 from workerbridge.core.shared import ProgressInfo
 from workerbridge.runtime.dispatch import Context, handler
 
@@ -63,8 +65,7 @@ def _root(payload: dict[str, Any]) -> tuple[Any, list[str]]:
     bridge = payload.get("bridge")
     if isinstance(bridge, int):
         if bridge not in _bridges:
-            options = _arguments(payload.get("options") or {}, None)
-            _bridges[bridge] = WorkerBridge(**options) if bridge else WorkerBridge.default()
+            _bridges[bridge] = _new_bridge(bridge, _arguments(payload.get("options") or {}, None))
         return _bridges[bridge], path
     target = payload.get("target")
     if target is not None:
@@ -74,6 +75,18 @@ def _root(payload: dict[str, Any]) -> tuple[Any, list[str]]:
     if not path or path[0] not in workerbridge.__all__:
         raise InvalidInputError("a host call names one of workerbridge's public names")
     return getattr(workerbridge, path[0]), path[1:]
+
+
+def _new_bridge(number: int, options: dict[str, Any]) -> WorkerBridge:
+    """The page's bridge ``number`` (0: the default one). A host on the page's own thread
+    (web/remote.mjs's PageHost: no worker could start) runs the handlers there too, and
+    the page has said so once already."""
+    if IN_PYODIDE and not in_worker():
+        options.setdefault("fallback", "main")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return WorkerBridge(**options)
+    return WorkerBridge(**options) if number else WorkerBridge.default()
 
 
 def _arguments(value: Any, ctx: Context | None) -> Any:

@@ -45,3 +45,24 @@ def test_the_jobs_panel_finishes_1000_jobs_through_a_reload(browser: Any, server
         assert "failed 0" in page.text_content("#counts")
     finally:
         context.close()
+
+
+def test_both_demo_pages_show_their_boot_time_and_hash(browser: Any, server: str, tmp_path):
+    data = os.urandom(1024 * 1024 + 1)
+    path = tmp_path / "both.bin"
+    path.write_bytes(data)
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        for url, own in (("/demo/", "MicroPython"), ("/demo/py.html", "Pyodide too")):
+            page.goto(server + url)
+            page.wait_for_selector("#hash:not([disabled])", timeout=120_000)
+            assert own in page.text_content("body")
+            assert "s after navigation" in page.text_content("#status")
+            page.set_input_files("#file", str(path))
+            page.click("#hash")
+            page.wait_for_function("document.getElementById('digest').textContent.length > 0",
+                                   timeout=60_000)
+            assert page.text_content("#digest") == hashlib.sha256(data).hexdigest()
+    finally:
+        context.close()

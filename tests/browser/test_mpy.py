@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from conftest import Harness
 from workerbridge.bundle.runtime import MICROPYTHON, pins
 
 
@@ -46,3 +47,53 @@ def test_an_mpy_page_runs_the_bundles_micropython_offline(offline: tuple[Any, li
     assert not any("pyodide" in url for url in asked)  # no CPython on an mpy page
     assert foreign == []
     page.close()
+
+
+def test_where_no_worker_may_start_an_mpy_page_runs_the_bridge_on_its_own_thread(browser: Any,
+                                                                          server: str):
+    context = browser.new_context()
+    try:
+        h = Harness(context.new_page(), server, "/mpy-harness.html?noworkers")
+        got = h.py("""
+async def __case():
+    import js
+    from workerbridge import WorkerBridge, InvalidInputError
+    seen = []
+    buf = js.testUtil.randomBuffer(2 * 1024 * 1024)
+    want = await js.testUtil.subtleHex("SHA-256", buf)
+    digest = await WorkerBridge.crypto.hash_file(buf, on_progress=lambda p: seen.append(p.done))
+    try:
+        await WorkerBridge.crypto.hash_file(b"x", "MD5")
+        bad = None
+    except InvalidInputError as exc:
+        bad = type(exc).__name__
+    return [digest == want, seen[-1], bad]
+""")
+        assert got == [True, 2 * 1024 * 1024, "InvalidInputError"]
+        assert h.page.workers == []  # nothing ran in a worker: it could not
+        said = [c for c in h.console if "thread" in c]  # said once, by the page
+        assert len(said) == 1 and "workerbridge: no Web Worker can start here" in said[0], said
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("path", ["/mpy-harness.html", "/sub/app/mpy-harness.html"])
+def test_the_bridge_on_an_mpy_page_works_offline_at_any_path(offline: tuple[Any, list[str]],
+                                                            server: str, path: str):
+    context, foreign = offline
+    h = Harness(context.new_page(), server, path)
+    got = h.py("""
+async def __case():
+    from workerbridge import WorkerBridge
+    W = WorkerBridge(modules=["./wordcount.py"])  # resolved against the page
+    n = await W.request("text", "word_count", {"text": "one two three"})
+    await W.close()
+    return [await WorkerBridge.crypto.hash_file(b"abc"), n]
+""")
+    assert got == ["ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", 3]
+    base = server + path.rsplit("/", 1)[0]
+    assert base + "/dist/workerbridge/remote.mjs" in h.requests
+    assert base + "/wordcount.py" in h.requests
+    assert any(w.url.startswith(base + "/dist/workerbridge/worker.mjs") for w in h.page.workers)
+    assert foreign == []
+    h.page.close()

@@ -46,11 +46,14 @@ def after_snapshot() -> None:
     reseed()
 
 
-def serve(control: Any, user_modules: Any, info: Any) -> Callable[[Any], None]:
-    """Start the runtime; ``control`` is the interrupt SharedArrayBuffer or None."""
+def serve(control: Any, user_modules: Any, info: Any,
+          target: Any = None) -> Callable[[Any], None]:
+    """Start the runtime; ``control`` is the interrupt SharedArrayBuffer or None;
+    ``target``: what answers are posted to (the worker's global scope, or for a host on
+    the page's thread, web/remote.mjs's PageHost)."""
     prepare(user_modules)
     # Made here, not at import: a JS object made before a memory snapshot cannot be saved.
-    batcher = Batcher(js.globalThis)
+    batcher = Batcher(js.globalThis if target is None else target)
 
     def post(message: dict[str, Any], transfer: Sequence[Any]) -> None:
         batcher.send(message, list(transfer))

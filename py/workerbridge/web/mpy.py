@@ -236,6 +236,12 @@ def _recipe(name: str) -> Any:
     return make
 
 
+class Priority:
+    LOW = 0
+    NORMAL = 1
+    HIGH = 2
+
+
 Retry = _recipe("Retry")
 Backoff = _recipe("Backoff")
 Fail = _recipe("Fail")
@@ -399,6 +405,13 @@ class _Path:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return _send("call", self._payload(), True, args, kwargs)
+
+
+async def release(*handles: Any) -> None:
+    """Let the host forget objects it returned (``await release(job)``)."""
+    refs = [h._ref for h in handles if isinstance(h, Handle)]
+    if refs:
+        await _send("release", {"refs": refs}, False)
 
 
 async def value(path: Any) -> Any:

@@ -7,8 +7,12 @@
 // pending call failed with WorkerCrashedError if the host dies. web/mpy.py is the Python
 // side. Values cross as [JSON text, JS objects]: JSON for what Python can rebuild as
 // plain values, with {"$js": i} standing for the i-th JS object (a File, an ArrayBuffer).
+// Where Web Workers cannot run (none in this browser, or the host fails to boot), the
+// host runs on the page's thread instead: PageHost loads Pyodide from the bundle, once,
+// with one warning.
 const PROTOCOL_VERSION = 1;
 const MAX_ID = 2 ** 31 - 1;
+const HOST_MODULE = "workerbridge.host";
 
 /** Worker options of the host: the same as a default bridge worker's, with "host". */
 export const HOST_OPTIONS = { modules: [], label: "workerbridge-host", snapshot: true, posted: false, host: true };
@@ -48,6 +52,8 @@ export class Remote {
     this.nextId = 1;
     this.dead = null;
     this.ready = new Promise((resolve) => { this.readyNow = resolve; });
+    this.booted = false;
+    this.unbooted = [];  // [message, transfer] posted before READY: sent again on a fallback
     this.listener = (event) => this.receive(event);
     for (const type of ["message", "error", "messageerror"]) worker.addEventListener(type, this.listener);
   }
@@ -55,7 +61,19 @@ export class Remote {
   /** A new host for the bundle at ``dist`` (its dist/ URL). */
   static start(dist) {
     const url = new URL("workerbridge/worker.mjs", dist).href;
-    return new Remote(new Worker(url, { type: "module", name: JSON.stringify(HOST_OPTIONS) }), dist);
+    let worker;
+    try {
+      worker = new Worker(url, { type: "module", name: JSON.stringify(HOST_OPTIONS) });
+    } catch (err) {  // no Worker here, or a policy that refuses it (CSP worker-src)
+      worker = Remote.onPage(dist, `no Web Worker can start here (${err && err.name})`);
+    }
+    return new Remote(worker, dist);
+  }
+
+  static onPage(dist, why) {
+    console.warn(`workerbridge: ${why}: the bridge and its handlers run on this page's `
+      + "thread, in Pyodide loaded from the bundle; long calls will block the page");
+    return new PageHost(dist);
   }
 
   receive(event) {
@@ -76,6 +94,8 @@ export class Remote {
   envelope(env) {
     if (!env || env.v !== PROTOCOL_VERSION) return;
     if (env.kind === "ready") {
+      this.booted = true;
+      this.unbooted = [];
       this.readyNow(env.payload);
       return;
     }
@@ -97,6 +117,15 @@ export class Remote {
   }
 
   crash(message, errorType = "WorkerCrashedError", code = "crashed") {
+    if (!this.booted && code === "crashed" && !(this.worker instanceof PageHost)) {
+      // The host never booted: no worker can run here. Serve from the page instead.
+      for (const type of ["message", "error", "messageerror"]) this.worker.removeEventListener(type, this.listener);
+      this.worker.terminate();
+      this.worker = Remote.onPage(this.dist, `the host worker could not boot (${message})`);
+      this.worker.addEventListener("message", this.listener);
+      for (const [data, transfer] of this.unbooted) this.worker.postMessage(data, transfer);
+      return;
+    }
     this.dead = failure(errorType, message, code);
     for (const call of this.pending.values()) call.reject(this.dead);
     this.pending.clear();
@@ -120,6 +149,7 @@ export class Remote {
       : `${head},"payload":${text}}`;
     try {
       this.worker.postMessage(message, transfer || []);
+      if (!this.booted) this.unbooted.push([message, transfer || []]);
     } catch (err) {
       this.pending.delete(id);
       return [id, Promise.reject(failure("InvalidInputError",
@@ -145,5 +175,58 @@ export class Remote {
   close() {
     for (const type of ["message", "error", "messageerror"]) this.worker.removeEventListener(type, this.listener);
     this.worker.terminate();
+  }
+}
+
+/**
+ * The host on the page's own thread, for a browser where Web Workers cannot run: Pyodide
+ * loaded from the bundle, serving the same "page.call" requests (workerbridge.host)
+ * through the same envelopes. It looks like a Worker to Remote. Its bridge's pool then
+ * runs the handlers on this thread too (fallback "auto"), so long work blocks the page.
+ */
+export class PageHost {
+  constructor(dist) {
+    this.listeners = new Set();
+    this.early = [];
+    this.serve = null;
+    this.booted = this.boot(dist).catch((err) => this.emit({
+      v: PROTOCOL_VERSION, kind: "error", code: "crashed", error_type: "WorkerCrashedError",
+      message: `the page could not load Pyodide to run the bridge: ${err && err.message ? err.message : err}`,
+    }));
+  }
+
+  async boot(dist) {
+    const { loadPyodide } = await import(new URL("pyodide/pyodide.mjs", dist).href);
+    const pyodide = await loadPyodide({ indexURL: new URL("pyodide/", dist).href });
+    const zip = await fetch(new URL("workerbridge/workerbridge.zip", dist));
+    if (!zip.ok) throw new Error(`workerbridge.zip: HTTP ${zip.status}`);
+    const sitePackages = pyodide.runPython("import site; site.getsitepackages()[0]");
+    pyodide.unpackArchive(await zip.arrayBuffer(), "zip", { extractDir: sitePackages });
+    const entry = pyodide.pyimport("workerbridge.runtime.entry");
+    const target = { postMessage: (data) => queueMicrotask(() => this.emit(data)) };
+    this.serve = entry.serve(null, pyodide.toPy([HOST_MODULE]), pyodide.toPy({ on_page: true }),
+                             target);
+    for (const data of this.early.splice(0)) this.serve(data);
+  }
+
+  emit(data) {
+    for (const listener of this.listeners) listener({ type: "message", data });
+  }
+
+  postMessage(data) {
+    if (this.serve) this.serve(data);
+    else this.early.push(data);
+  }
+
+  addEventListener(type, listener) {
+    if (type === "message") this.listeners.add(listener);
+  }
+
+  removeEventListener(type, listener) {
+    this.listeners.delete(listener);
+  }
+
+  terminate() {
+    this.listeners.clear();
   }
 }
