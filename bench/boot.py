@@ -175,7 +175,7 @@ def _py_anchors(harness: Harness) -> dict[str, float]:
             await R.request("system", "echo", {"x": i})
             times.append(js.performance.now() - t)
         times.sort()
-        P = WorkerBridge(workers=4)
+        P = WorkerBridge(workers=4, max_queue=20000)
         await P.pool.map("system", "echo", list(range(2000)))
         t = js.performance.now()
         await P.pool.map("system", "echo", list(range(20000)))

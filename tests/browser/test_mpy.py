@@ -97,3 +97,24 @@ async def __case():
     assert any(w.url.startswith(base + "/dist/workerbridge/worker.mjs") for w in h.page.workers)
     assert foreign == []
     h.page.close()
+
+
+def test_a_released_handle_is_forgotten_by_the_host(mpy_harness: Harness):
+    got = mpy_harness.py("""
+async def __case():
+    import workerbridge
+    from workerbridge import WorkerBridge
+    W = WorkerBridge()
+    started = await W.start()  # the bridge itself, as a handle
+    size = await workerbridge.value(started.pool.size)
+    await workerbridge.release(started)
+    try:
+        await started.stats()
+        after = None
+    except workerbridge.InvalidInputError as exc:
+        after = str(exc)
+    plain = await workerbridge.value(42)  # not a path: itself, as on a py page
+    await W.close()
+    return [size, after, plain]
+""")
+    assert got == [1, "this object was released", 42]

@@ -415,9 +415,10 @@ async def release(*handles: Any) -> None:
 
 
 async def value(path: Any) -> Any:
-    """An attribute's value, read in the host: ``await value(bridge.pool.size)``."""
+    """An attribute's value, read in the host: ``await value(bridge.pool.size)``; any
+    other value is returned as it is (as on a py page)."""
     if not isinstance(path, _Path):
-        raise InvalidTypeError("value() takes a path such as bridge.pool.size")
+        return path
     return await _send("call", path._payload(), False)
 
 
