@@ -258,9 +258,9 @@ def _is_js(value: Any) -> bool:
 class _Call:
     """One call's arguments, encoded for the host: JSON text and the JS objects it names."""
 
-    def __init__(self) -> None:
-        self.objects = js.Array.new()
-        self.transfer = js.Array.new()
+    def __init__(self, plain: bool = False) -> None:
+        self.objects: Any = None if plain else js.Array.new()
+        self.transfer: Any = None if plain else js.Array.new()
         self.progress: Any = None
         self.tokens: list["SharedCancellation"] = []
 
@@ -306,6 +306,20 @@ class _Call:
         raise InvalidTypeError("%s cannot be sent to a worker" % type(value).__name__)
 
 
+_PLAIN_CALL = _Call(plain=True)  # a call whose arguments are JSON as they are
+
+
+def _plain(value: Any) -> bool:
+    kind = type(value)
+    if value is None or kind is str or kind is int or kind is float or kind is bool:
+        return True
+    if kind is list or kind is tuple:
+        return all(_plain(v) for v in value)
+    if kind is dict:
+        return all(type(k) is str and _plain(v) for k, v in value.items())
+    return False
+
+
 def _decode(value: Any, objects: Any) -> Any:
     if isinstance(value, list):
         return [_decode(v, objects) for v in value]
@@ -326,6 +340,7 @@ def _decode(value: Any, objects: Any) -> Any:
 # --- the connection --------------------------------------------------------------------
 
 _remote: Any = None
+_live = [False]  # _remote is known to be alive: a call need not ask JS
 _dist: Any = None
 _import = js.Function.new("url", "return import(url)")
 
@@ -340,9 +355,11 @@ def _bundle_base() -> str:
 
 
 async def _connection() -> Any:
-    """The host worker: the one preboot.mjs?host started, or one started now."""
+    """The host worker: the one preboot.mjs?host started, or one started now (again,
+    after a crash)."""
     global _remote
     if _remote is not None and not _remote.dead:
+        _live[0] = True
         return _remote
     dist = _dist or _bundle_base()
     started = getattr(js.globalThis, "workerbridgeRemote", None)
@@ -352,36 +369,53 @@ async def _connection() -> Any:
     else:
         module = await _import(dist + "workerbridge/remote.mjs")
         _remote = module.Remote.start(dist)
+    _live[0] = True
     return _remote
+
+
+_MAX_ID = 2**31 - 1  # ids are Int32 slots in a worker's control buffer
+_ids = [1]
 
 
 async def _send(op: str, root: dict[str, Any], call: bool, args: tuple[Any, ...] = (),
                 kwargs: Any = None) -> Any:
-    remote = await _connection()
-    encoder = _Call()
+    remote = _remote if _live[0] else await _connection()
     payload = dict(root)
     payload["call"] = call
     if call:
+        payload["args"] = args
+        payload["kwargs"] = kwargs or {}
+    # Plain values (the common case) are JSON as they are; bytes, JS objects, handles,
+    # recipes, callbacks and tokens are encoded. (MicroPython's json.dumps writes a repr
+    # where it cannot encode, rather than raising, so the check is here.)
+    encoder = _PLAIN_CALL if _plain(payload) else _Call()
+    if encoder is not _PLAIN_CALL:
         payload["args"] = encoder.encode(list(args))
         payload["kwargs"] = encoder.encode(kwargs or {})
+    text = json.dumps(payload)
     for token in encoder.tokens:
         if token.cancelled:
             raise CancelledError("cancelled before it started")
-    pair = remote.call(op, json.dumps(payload), encoder.objects, encoder.transfer,
-                       encoder.progress)
-    rid = pair[0]
+    rid = _ids[0]
+    _ids[0] = 1 if rid >= _MAX_ID else rid + 1
+    promise = remote.call(rid, op, text, encoder.objects, encoder.transfer, encoder.progress)
     for token in encoder.tokens:
         token._calls.add(rid)
     try:
-        answer = await pair[1]
+        answer = await promise
     except asyncio.CancelledError:
         remote.cancel(rid)
         raise
     except Exception as exc:
-        raise _raised(exc) from None
+        error = _raised(exc)
+        if isinstance(error, WorkerCrashedError):
+            _live[0] = False  # the next call starts a new host
+        raise error from None
     finally:
         for token in encoder.tokens:
             token._calls.discard(rid)
+    if type(answer) is str:  # no JS objects in it
+        return json.loads(answer) if '"$' not in answer else _decode(json.loads(answer), None)
     return _decode(json.loads(str(answer[0])), answer[1])
 
 

@@ -11,7 +11,6 @@
 // host runs on the page's thread instead: PageHost loads Pyodide from the bundle, once,
 // with one warning.
 const PROTOCOL_VERSION = 1;
-const MAX_ID = 2 ** 31 - 1;
 const HOST_MODULE = "workerbridge.host";
 
 /** Worker options of the host: the same as a default bridge worker's, with "host". */
@@ -49,7 +48,6 @@ export class Remote {
     this.worker = worker;
     this.dist = dist;
     this.pending = new Map();
-    this.nextId = 1;
     this.dead = null;
     this.ready = new Promise((resolve) => { this.readyNow = resolve; });
     this.booted = false;
@@ -112,7 +110,10 @@ export class Remote {
       return;
     }
     this.pending.delete(env.id);
-    if (env.kind === "response") call.resolve(split(env.payload));
+    if (env.kind === "response") {
+      const [text, objects] = split(env.payload);
+      call.resolve(objects.length ? [text, objects] : text);
+    }
     else if (env.kind === "error") call.reject(failure(env.error_type || "RemoteError", env.message, env.code));
   }
 
@@ -133,11 +134,12 @@ export class Remote {
     this.close();
   }
 
-  /** -> [id, Promise of [JSON text, JS objects]]. ``onProgress(done, total)`` or null. */
-  call(op, text, objects, transfer, onProgress) {
-    const id = this.nextId;
-    this.nextId = id >= MAX_ID ? 1 : id + 1;
-    if (this.dead) return [id, Promise.reject(this.dead)];
+  /** -> a Promise of the answer: its JSON text, or [JSON text, JS objects] when it holds
+   * JS objects. ``id``: the caller's (1..2**31-1, unique among its pending calls);
+   * ``objects`` and ``transfer``: JS arrays, or null for none; ``onProgress(done, total)``
+   * or null. */
+  call(id, op, text, objects, transfer, onProgress) {
+    if (this.dead) return Promise.reject(this.dead);
     const promise = new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject, onProgress });
     });
@@ -145,17 +147,17 @@ export class Remote {
     // an object converted field by field (py/workerbridge/core/jsconv.py).
     const head = `{"v":${PROTOCOL_VERSION},"kind":"request","id":${id},"channel":"page",`
       + `"op":${JSON.stringify(op)},"priority":1${onProgress ? ',"progress":true' : ""}`;
-    const message = objects.length ? { ...JSON.parse(`${head}}`), payload: join(text, objects) }
-      : `${head},"payload":${text}}`;
+    const message = objects && objects.length
+      ? { ...JSON.parse(`${head}}`), payload: join(text, objects) } : `${head},"payload":${text}}`;
     try {
       this.worker.postMessage(message, transfer || []);
       if (!this.booted) this.unbooted.push([message, transfer || []]);
     } catch (err) {
       this.pending.delete(id);
-      return [id, Promise.reject(failure("InvalidInputError",
-        `an argument cannot be sent to the host (${err && err.name})`, "invalid_input"))];
+      return Promise.reject(failure("InvalidInputError",
+        `an argument cannot be sent to the host (${err && err.name})`, "invalid_input"));
     }
-    return [id, promise];
+    return promise;
   }
 
   /** Give up a call (its caller was cancelled): the host cancels its work. */
