@@ -196,3 +196,30 @@ def test_a_job_runs_and_its_result_is_stored(page: tuple[str, Harness]):
     """)
     assert got == [True, {"x": 1}, "completed", 1,
                    [["InvalidInputError", "invalid_input"], {"y": 2}]]
+
+
+def test_shared_state_crosses_to_a_worker_and_back(page: tuple[str, Harness]):
+    kind, h = page
+    got = run(h, kind, """
+        counter = workerbridge.SharedCounter(5)
+        W = WorkerBridge(modules=["./wordcount.py"])
+        total = await W.request("text", "count_into", {"text": "a b c", "counter": counter.buffer})
+        await W.close()
+        flag = workerbridge.SharedFlag()
+        flag.set()
+        toggled = flag.toggle()
+        progress = workerbridge.SharedProgress(100)
+        progress.set(40)
+        seen = []
+        stop = progress.subscribe(lambda info: seen.append(info.done))
+        await asyncio.sleep(0.1)  # the subscription looks at the buffer from here on
+        progress.increment(10)
+        await asyncio.sleep(0.2)
+        stop()
+        token = workerbridge.SharedCancellation()
+        token.cancel()
+        return [total, counter.get(), counter.is_shared, flag.is_set(), toggled,
+                progress.get().percent, seen[-1], token.is_cancelled()]
+    """)
+    # The worker added 3 words to the page's counter, through shared memory.
+    assert got == [8, 8, True, False, False, 50.0, 50, True]

@@ -394,7 +394,7 @@ async def _send(op: str, root: dict[str, Any], call: bool, args: tuple[Any, ...]
         payload["kwargs"] = encoder.encode(kwargs or {})
     text = json.dumps(payload)
     for token in encoder.tokens:
-        if token.cancelled:
+        if token.is_cancelled():
             raise CancelledError("cancelled before it started")
     rid = _ids[0]
     _ids[0] = 1 if rid >= _MAX_ID else rid + 1
@@ -475,18 +475,197 @@ class Handle:
         return "<%s in the host>" % self._kind
 
 
-class SharedCancellation:
-    """A token that cancels every call it was passed to (``cancel=token``)."""
+# --- shared state: SharedArrayBuffer + Atomics, as in workerbridge.core.shared ------------
 
-    def __init__(self) -> None:
-        self.cancelled = False
+# Cells over a SharedArrayBuffer when the page is cross-origin isolated (or over the
+# buffer given), else over plain memory; BigInt64 cells ("wide") for byte counts.
+_cells = js.Function.new("n", "wide", "buffer", "local", """
+  const shared = buffer || (!local && self.crossOriginIsolated
+    ? new SharedArrayBuffer(n * (wide ? 8 : 4)) : null);
+  const a = wide ? (shared ? new BigInt64Array(shared, 0, n) : new BigInt64Array(n))
+    : (shared ? new Int32Array(shared, 0, n) : new Int32Array(n));
+  const v = (x) => (wide ? BigInt(x) : x);
+  return {
+    buffer: shared,
+    load: (i) => Number(Atomics.load(a, i)),
+    store: (i, x) => { Atomics.store(a, i, v(x)); },
+    add: (i, d) => Number(Atomics.add(a, i, v(d))),
+    cas: (i, e, x) => Number(Atomics.compareExchange(a, i, v(e), v(x))),
+    notify: (i) => { if (shared) Atomics.notify(a, i); },
+  };""")
+
+POLL_INTERVAL = 1 / 30
+
+
+class _Shared:
+    _N = 1
+    _WIDE = False
+
+    def __init__(self, buffer: Any = None, shared: Any = None) -> None:
+        self._cells = _cells(self._N, self._WIDE, buffer, shared is False)
+        self._subscribers: list[Any] = []
+
+    @property
+    def buffer(self) -> Any:
+        """The SharedArrayBuffer behind this object (send it to a worker), or None."""
+        buffer = self._cells.buffer
+        return buffer if buffer else None
+
+    @property
+    def is_shared(self) -> bool:
+        return self.buffer is not None
+
+    @classmethod
+    def from_buffer(cls, buffer: Any) -> Any:
+        return cls(buffer=buffer)
+
+    def _subscribe(self, callback: Any, snapshot: Any, convert: Any = None) -> Any:
+        """Call ``callback`` with ``snapshot()`` (through ``convert``) when it changes,
+        looked at ~30 times a second: a worker may write the buffer. Returns the function
+        that stops it."""
+        async def poll() -> None:
+            last = snapshot()
+            while True:
+                await asyncio.sleep(POLL_INTERVAL)
+                now = snapshot()
+                if now != last:
+                    last = now
+                    callback(convert(now) if convert else now)
+
+        task = asyncio.create_task(poll())
+        return task.cancel
+
+
+def _count(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInputError("%s must be a non-negative integer" % name)
+    return value
+
+
+class SharedProgress(_Shared):
+    """Progress in shared memory: ``done`` and ``total``."""
+
+    _N = 2
+    _WIDE = True
+
+    def __init__(self, total: int = 0, *, buffer: Any = None, shared: Any = None) -> None:
+        super().__init__(buffer, shared)
+        if buffer is None and total:
+            self._cells.store(1, _count(total, "total"))
+
+    def set_total(self, total: int) -> None:
+        self._cells.store(1, _count(total, "total"))
+
+    def increment(self, delta: int = 1) -> int:
+        return int(self._cells.add(0, delta)) + delta
+
+    def set(self, done: int, total: Any = None) -> None:
+        if total is not None:
+            self._cells.store(1, _count(total, "total"))
+        self._cells.store(0, _count(done, "done"))
+
+    def get(self) -> ProgressInfo:
+        return ProgressInfo(self._cells.load(0), self._cells.load(1))
+
+    def percent(self) -> float:
+        return self.get().percent
+
+    def reset(self) -> None:
+        self._cells.store(0, 0)
+
+    def subscribe(self, callback: Any) -> Any:
+        return self._subscribe(callback, lambda: (self._cells.load(0), self._cells.load(1)),
+                               lambda pair: ProgressInfo(pair[0], pair[1]))
+
+
+class SharedCancellation(_Shared):
+    """A cancel token: pass it as ``cancel=`` to any call, then ``.cancel()`` it. The calls
+    it was passed to fail with ``CancelledError`` at once, and their work stops."""
+
+    def __init__(self, *, buffer: Any = None, shared: Any = None) -> None:
+        super().__init__(buffer, shared)
         self._calls: set[int] = set()
 
     def cancel(self) -> None:
-        self.cancelled = True
-        if _remote is not None:
-            for rid in list(self._calls):
-                _remote.cancelWith(rid, "cancelled through its token")
+        if self._cells.cas(0, 0, 1) == 0:
+            self._cells.notify(0)
+            if _remote is not None:
+                for rid in list(self._calls):
+                    _remote.cancelWith(rid, "cancelled through its token")
+
+    def is_cancelled(self) -> bool:
+        return int(self._cells.load(0)) != 0
+
+    def reset(self) -> None:
+        self._cells.store(0, 0)
+
+    def wait(self, timeout: Any = None) -> bool:
+        """On the page's thread: the current state, at once (as on a py page)."""
+        return self.is_cancelled()
+
+    def subscribe(self, callback: Any) -> Any:
+        return self._subscribe(lambda now: now and callback(True), self.is_cancelled)
+
+
+class SharedCounter(_Shared):
+    """A 32-bit signed integer that any thread may change atomically."""
+
+    def __init__(self, initial: int = 0, *, buffer: Any = None, shared: Any = None) -> None:
+        super().__init__(buffer, shared)
+        if buffer is None and initial:
+            self._cells.store(0, initial)
+
+    def increment(self, delta: int = 1) -> int:
+        return int(self._cells.add(0, delta)) + delta
+
+    def decrement(self, delta: int = 1) -> int:
+        return int(self._cells.add(0, -delta)) - delta
+
+    def get(self) -> int:
+        return int(self._cells.load(0))
+
+    def set(self, value: int) -> None:
+        self._cells.store(0, value)
+
+    def compare_and_swap(self, expected: int, value: int) -> bool:
+        return int(self._cells.cas(0, expected, value)) == expected
+
+    def subscribe(self, callback: Any) -> Any:
+        return self._subscribe(callback, self.get)
+
+
+class SharedFlag(_Shared):
+    """A boolean that any thread may set, clear or toggle."""
+
+    def __init__(self, initial: bool = False, *, buffer: Any = None, shared: Any = None) -> None:
+        super().__init__(buffer, shared)
+        if buffer is None and initial:
+            self._cells.store(0, 1)
+
+    def set(self) -> None:
+        self._cells.store(0, 1)
+        self._cells.notify(0)
+
+    def clear(self) -> None:
+        self._cells.store(0, 0)
+        self._cells.notify(0)
+
+    def is_set(self) -> bool:
+        return int(self._cells.load(0)) != 0
+
+    def toggle(self) -> bool:
+        while True:
+            old = self._cells.load(0)
+            if self._cells.cas(0, old, 0 if old else 1) == old:
+                self._cells.notify(0)
+                return not old
+
+    def wait(self, timeout: Any = None) -> bool:
+        """On the page's thread: the current state, at once (as on a py page)."""
+        return self.is_set()
+
+    def subscribe(self, callback: Any) -> Any:
+        return self._subscribe(callback, self.is_set)
 
 
 _NAMESPACES = ("crypto", "file", "compression", "network", "storage")
