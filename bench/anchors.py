@@ -1,6 +1,6 @@
 """Plain-JS anchors several benchmark sections measure beside their own figures: a raw
 Worker that echoes postMessage, one message at a time (round trip) and many at once
-(throughput)."""
+(throughput); SubtleCrypto's one-shot digest."""
 
 RAW_ECHO_JS = """async (n) => {
     const src = "self.onmessage = (e) => self.postMessage(e.data);";
@@ -34,4 +34,14 @@ RAW_THROUGHPUT_JS = """async (n) => {
     const ms = performance.now() - t;
     w.terminate();
     return n / (ms / 1000);
+}"""
+
+# SubtleCrypto's one-shot digest of mb MB, from a buffer or through a File's arrayBuffer().
+SUBTLE_JS = """async ([mb, kind]) => {
+    const buf = new Uint8Array(mb * 1024 * 1024);
+    for (let i = 0; i < buf.length; i += 4096) buf[i] = i & 255;
+    const t = performance.now();
+    const data = kind === "file" ? await new File([buf], "x.bin").arrayBuffer() : buf;
+    await crypto.subtle.digest("SHA-256", data);
+    return performance.now() - t;
 }"""

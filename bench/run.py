@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from anchors import RAW_ECHO_JS, RAW_THROUGHPUT_JS  # noqa: E402
+from anchors import RAW_ECHO_JS, RAW_THROUGHPUT_JS, SUBTLE_JS  # noqa: E402
 from autoscale import autoscale_rows, bench_autoscale  # noqa: E402
 from boot import bench_boot, boot_rows, named_worker_round_trip, write_report  # noqa: E402
 from chaos import bench_chaos, chaos_rows  # noqa: E402
@@ -36,6 +36,7 @@ from storage_anchor import (  # noqa: E402
     dexie_mount,
     range_bounds,
 )
+from streamed import bench_streamed, streamed_rows  # noqa: E402
 from subscriptions import bench_subscriptions, subscriptions_rows  # noqa: E402
 
 from conftest import CHROMIUM_FLAGS, Harness, start_server  # noqa: E402
@@ -43,16 +44,6 @@ from conftest import CHROMIUM_FLAGS, Harness, start_server  # noqa: E402
 MB = 1024 * 1024
 HASH_MB = 256
 ROUNDS = 3  # hash runs per side; the best of each is reported
-
-SUBTLE_JS = """async ([mb, kind]) => {
-    const buf = new Uint8Array(mb * 1024 * 1024);
-    for (let i = 0; i < buf.length; i += 4096) buf[i] = i & 255;
-    const t = performance.now();
-    const data = kind === "file" ? await new File([buf], "x.bin").arrayBuffer() : buf;
-    await crypto.subtle.digest("SHA-256", data);
-    return performance.now() - t;
-}"""
-
 
 POOL_N = 20_000
 AES_MB = 256
@@ -478,6 +469,8 @@ def table(result: dict[str, Any]) -> str:
         rows.extend(subscriptions_rows(f["subscriptions"]))
     if f.get("outbox"):
         rows.extend(outbox_rows(f["outbox"]))
+    if f.get("streamed"):
+        rows.extend(streamed_rows(f["streamed"]))
     if f.get("chaos"):
         rows.extend(chaos_rows(f["chaos"]))
     aes, par = f.get("aes_gcm"), f.get("parallel_hash")
@@ -580,10 +573,12 @@ def bench_rest(origin: str, chromium: str) -> dict[str, Any]:
 
 def main() -> int:
     """``--only boot`` (or ``packages``, ``autoscale``, ``jobs``, ``subscriptions``,
-    ``outbox``, ``chaos``) runs just that section and merges it into the last results."""
+    ``outbox``, ``streamed``, ``chaos``) runs just that section and merges it into the
+    last results."""
     args = sys.argv[1:]
     only = args[args.index("--only") + 1] if "--only" in args else None
-    sections = ("boot", "packages", "autoscale", "jobs", "subscriptions", "outbox", "chaos")
+    sections = ("boot", "packages", "autoscale", "jobs", "subscriptions", "outbox", "streamed",
+                "chaos")
     if only is not None and only not in sections:
         sys.exit(f"bench: --only takes one of {', '.join(sections)}, not {only!r}")
     bench_pages = ROOT / "bench" / "pages"
@@ -613,6 +608,8 @@ def main() -> int:
             figures["subscriptions"] = bench_subscriptions(browser, origin)
         if only in (None, "outbox"):
             figures["outbox"] = bench_outbox(browser, origin)
+        if only in (None, "streamed"):
+            figures["streamed"] = bench_streamed(browser, origin)
         if only == "chaos":
             context = browser.new_context()
             figures["chaos"] = bench_chaos(context, origin)

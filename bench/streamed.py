@@ -1,0 +1,87 @@
+"""The streamed paths users take: ``hash_file`` with and without ``on_progress``, on a
+256 MB ArrayBuffer and File, beside the browser's one-shot engine in the same run, and
+the split of the streamed path into its stages (read, copy into the WebAssembly heap,
+hash, progress), measured in a worker by bench/pages/streamstages.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from anchors import SUBTLE_JS
+
+from conftest import Harness
+
+MB = 256
+ROUNDS = 2  # alternate ours and the anchor, and keep each side's best: the machine is noisy
+
+SETUP = """
+import js
+from workerbridge import WorkerBridge
+S = await WorkerBridge(modules=["/bench/streamstages.py"]).start()
+
+def data(kind):
+    u8 = js.Uint8Array.new(MB * 1024 * 1024)
+    u8.fill(7)
+    return u8.buffer if kind == "buffer" else js.File.new([u8], "x.bin")
+
+async def timed(kind, progress):
+    d = data(kind)
+    reports = []
+    t = js.performance.now()
+    if progress:
+        await S.crypto.hash_file(d, on_progress=lambda p: reports.append(p.done))
+    else:
+        await S.crypto.hash_file(d)
+    return [js.performance.now() - t, len(reports)]
+"""
+
+
+def bench_streamed(browser: Any, origin: str) -> dict[str, Any]:
+    context = browser.new_context()
+    try:
+        h = Harness(context.new_page(), origin)
+        h.py(f"MB = {MB}\n" + SETUP)
+        out: dict[str, Any] = {"mb": MB}
+        for kind in ("buffer", "file"):
+            runs: dict[str, list[float]] = {"progress": [], "plain": [], "anchor": []}
+            reports = 0
+            for _ in range(ROUNDS):
+                ms, reports = h.py(f'await timed("{kind}", True)')
+                runs["progress"].append(ms)
+                runs["plain"].append(h.py(f'(await timed("{kind}", False))[0]'))
+                runs["anchor"].append(h.js(SUBTLE_JS, [MB, kind]))
+            best = {k: MB / (min(v) / 1000) for k, v in runs.items()}
+            out[kind] = {
+                "progress_mb_s": best["progress"], "plain_mb_s": best["plain"],
+                "subtle_mb_s": best["anchor"], "progress_reports": reports,
+                "progress_ratio": best["progress"] / best["anchor"],
+                "plain_ratio": best["plain"] / best["anchor"],
+                "stages": h.py(f'await S.request("stages", "hash", {{"data": data("{kind}")}}, '
+                               f'timeout=600)'),
+            }
+        return out
+    finally:
+        context.close()
+
+
+def streamed_rows(f: dict[str, Any]) -> list[str]:
+    rows = []
+    for kind, label, anchor in (("file", "a File", "`file.arrayBuffer()` + `subtle.digest`"),
+                                ("buffer", "an ArrayBuffer", "`subtle.digest`")):
+        r = f[kind]
+        s = r["stages"]
+        met = r["progress_ratio"] >= 0.7
+        rows.append(
+            f"| streamed `hash_file` of {label} of {f['mb']} MB with progress "
+            f"({r['progress_reports']} reports); without | {r['progress_mb_s']:.0f} MB/s; "
+            f"{r['plain_mb_s']:.0f} MB/s | {anchor} {r['subtle_mb_s']:.0f} MB/s | "
+            f"{r['progress_ratio']:.2f}×; {r['plain_ratio']:.2f}× | ≥ 0.7× with progress "
+            f"{'✓' if met else '— not met'} |")
+        reads = (f"read (4 MB slices / the Blob's stream) {s['read_slices']:.0f} / "
+                 f"{s['read_stream']:.0f}, " if "read_slices" in s else "")
+        rows.append(
+            f"| … its stages in the worker, {label}, MB/s | {reads}read + copy into the heap "
+            f"{s['read_and_copy']:.0f}, hashlib SHA-256 in memory {s['hashlib_in_memory']:.0f}, "
+            f"read + copy + hash {s['read_copy_hash']:.0f}, + progress and cancel checks "
+            f"{s['read_copy_hash_progress']:.0f} | — | — | — |")
+    return rows
