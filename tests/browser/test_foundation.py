@@ -119,6 +119,26 @@ def test_file_is_read_in_chunks_and_matches_subtle(bridge: Harness):
     assert got == expected and size == 40 * 1024 * 1024 + 12345
 
 
+def test_streamed_reads_are_exact_at_every_chunk_boundary(bridge: Harness):
+    # A File is read through its stream, in pieces of the browser's choosing, and handed
+    # on in 8 MB chunks: at 0 and 1 byte, and a chunk boundary and two, ± 1, every byte
+    # is hashed once, in order (with progress: the streamed path, not the one-shot one).
+    mb8 = 8 * 1024 * 1024
+    sizes = [0, 1, mb8 - 1, mb8, mb8 + 1, 2 * mb8 - 1, 2 * mb8, 2 * mb8 + 1]
+    got = bridge.py(f"""
+        out = []
+        for size in {sizes}:
+            buf = js.testUtil.randomBuffer(size)
+            want = await js.testUtil.subtleHex("SHA-256", buf)
+            seen = []
+            digest = await B.crypto.hash_file(js.testUtil.file(buf, "b.bin"),
+                                              on_progress=lambda p: seen.append(p.done))
+            out.append([digest == want, seen[-1] if seen else 0])
+        out
+    """)
+    assert got == [[True, size] for size in sizes]
+
+
 def test_hashing_a_large_file_keeps_worker_memory_flat(bridge: Harness):
     grew, digest_ok = bridge.py("""
         size = 384 * 1024 * 1024
