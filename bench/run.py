@@ -36,7 +36,7 @@ from storage_anchor import (  # noqa: E402
     dexie_mount,
     range_bounds,
 )
-from streamed import bench_streamed, streamed_rows  # noqa: E402
+from streamed import bench_streamed, hash_wasm_mount, streamed_rows  # noqa: E402
 from subscriptions import bench_subscriptions, subscriptions_rows  # noqa: E402
 
 from conftest import CHROMIUM_FLAGS, Harness, start_server  # noqa: E402
@@ -584,7 +584,7 @@ def main() -> int:
     bench_pages = ROOT / "bench" / "pages"
     server, origin = start_server(
         isolation=True, extra=(f"/bench={bench_pages}", f"/bench/dist={ROOT / 'dist'}",
-                               dexie_mount()))
+                               dexie_mount(), hash_wasm_mount()))
     chromium = os.environ.get("WORKERBRIDGE_CHROMIUM", "/usr/bin/chromium")
     # The user agent says only "156.0.0.0"; the binary says which build it is.
     version = subprocess.run([chromium, "--version"], capture_output=True, text=True,

@@ -1,10 +1,13 @@
 """The streamed paths users take: ``hash_file`` with and without ``on_progress``, on a
 256 MB ArrayBuffer and File, beside the browser's one-shot engine in the same run, and
 the split of the streamed path into its stages (read, copy into the WebAssembly heap,
-hash, progress), measured in a worker by bench/pages/streamstages.py."""
+hash, progress), measured in a worker by bench/pages/streamstages.py. The engines that
+could hash a stream are compared in the same run: hashlib (in the stages), and
+hash-wasm's SHA-256 (npm, a benchmark-only dependency) in a plain module worker."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from anchors import SUBTLE_JS
@@ -12,6 +15,47 @@ from anchors import SUBTLE_JS
 from conftest import Harness
 
 MB = 256
+HASH_WASM = Path(__file__).resolve().parent.parent / "node_modules" / "hash-wasm" / "dist"
+HASH_WASM_PREFIX = "/bench/hash-wasm"
+
+# hash-wasm's SHA-256, fed 8 MB at a time in a module worker, beside SubtleCrypto's
+# one-shot digest in the same worker: MB/s of each, best of two.
+HASH_WASM_JS = """async ([mb, url]) => {
+    const src = `import { createSHA256 } from "${url}";
+        self.onmessage = async (e) => {
+            const n = e.data * 1048576, c = 8 * 1048576, u8 = new Uint8Array(n);
+            for (let i = 0; i < n; i += 4096) u8[i] = i & 255;
+            const h = await createSHA256();
+            const out = { hash_wasm: 0, subtle: 0 };
+            for (let r = 0; r < 2; r++) {
+                let t = performance.now();
+                h.init();
+                for (let o = 0; o < n; o += c) h.update(u8.subarray(o, o + c));
+                h.digest("hex");
+                out.hash_wasm = Math.max(out.hash_wasm, e.data / ((performance.now() - t) / 1000));
+                t = performance.now();
+                await crypto.subtle.digest("SHA-256", u8);
+                out.subtle = Math.max(out.subtle, e.data / ((performance.now() - t) / 1000));
+            }
+            self.postMessage(out);
+        };`;
+    const w = new Worker(URL.createObjectURL(new Blob([src], { type: "text/javascript" })),
+                         { type: "module" });
+    const out = await new Promise((ok, fail) => {
+        w.onmessage = (e) => ok(e.data);
+        w.onerror = (e) => fail(new Error(e.message));
+        w.postMessage(mb);
+    });
+    w.terminate();
+    return out;
+}"""
+
+
+def hash_wasm_mount() -> str:
+    """The ``PREFIX=DIR`` mount that serves hash-wasm's ES module build."""
+    if not (HASH_WASM / "index.esm.min.js").is_file():
+        raise FileNotFoundError("node_modules/hash-wasm is missing: run `python3 build.py`")
+    return f"{HASH_WASM_PREFIX}={HASH_WASM}"
 ROUNDS = 2  # alternate ours and the anchor, and keep each side's best: the machine is noisy
 
 SETUP = """
@@ -80,6 +124,8 @@ def bench_streamed(browser: Any, origin: str) -> dict[str, Any]:
                 "stages": h.py(f'await S.request("stages", "hash", {{"data": data("{kind}")}}, '
                                f'timeout=600)'),
             }
+        out["engines"] = h.js(HASH_WASM_JS, [MB, f"{origin}{HASH_WASM_PREFIX}/index.esm.min.js"])
+        out["engines"]["hashlib"] = out["buffer"]["stages"]["hashlib_in_memory"]
         return out
     finally:
         context.close()
@@ -108,4 +154,11 @@ def streamed_rows(f: dict[str, Any]) -> list[str]:
             f"{s['read_and_copy']:.0f}, hashlib SHA-256 in memory {s['hashlib_in_memory']:.0f}, "
             f"read + copy + hash {s['read_copy_hash']:.0f}, + progress and cancel checks "
             f"{s['read_copy_hash_progress']:.0f} | — | — | — |")
+    e = f.get("engines")
+    if e:
+        rows.append(
+            f"| SHA-256 engines that can hash a stream, in a worker, on memory: hashlib "
+            f"(Pyodide); hash-wasm 4.13 | {e['hashlib']:.0f} MB/s; {e['hash_wasm']:.0f} MB/s "
+            f"| SubtleCrypto, one-shot only {e['subtle']:.0f} MB/s | "
+            f"{e['hashlib'] / e['subtle']:.2f}×; {e['hash_wasm'] / e['subtle']:.2f}× | — |")
     return rows
