@@ -98,11 +98,12 @@ def bench_boot(browser: Any, origin: str) -> dict[str, Any]:
         out["reload_preboot"] = Harness(context.new_page(), origin, "/?preboot").py(PREBOOTED)
         # An mpy page's first line (PyScript's MicroPython from the bundle), warm.
         out["mpy_warm_first_line_ms"] = _mpy_first_line(context, origin)
-        # workerbridge from an mpy page: a first load (snapshots made), then reloads.
-        _mpy_bridge(context, origin)
-        out["mpy_bridge_reload"] = _mpy_bridge(context, origin, measure=True)
-        # The same page's anchors: a py page's round trip and pool throughput, and raw JS.
-        out["mpy_bridge_reload"].update(_py_anchors(reload))
+        # workerbridge from an mpy page: a first load (snapshots made), then a reload;
+        # and the same script on a py page: its round trip and pool throughput.
+        _bridge_page(context, origin, "mpy")
+        out["mpy_bridge_reload"] = mpy = _bridge_page(context, origin, "mpy", measure=True)
+        py = _bridge_page(context, origin, "py", measure=True)
+        mpy.update(py_echo_p50_ms=py["echo_p50_ms"], py_pool_map_per_s=py["pool_map_per_s"])
     finally:
         context.close()
     for key, path in (("cold", "/"), ("cold_preboot", "/?preboot")):
@@ -113,7 +114,7 @@ def bench_boot(browser: Any, origin: str) -> dict[str, Any]:
             cold.close()
     cold = browser.new_context()
     try:
-        out["mpy_bridge_cold"] = _mpy_bridge(cold, origin)
+        out["mpy_bridge_cold"] = _bridge_page(cold, origin, "mpy")
     finally:
         cold.close()
     cold = browser.new_context()
@@ -143,46 +144,27 @@ def named_worker_round_trip(context: Any, origin: str,
         page.close()
 
 
-def _mpy_bridge(context: Any, origin: str, measure: bool = False) -> dict[str, Any]:
-    """workerbridge from an mpy page (bench/pages/mpy-bridge.html, with preboot.mjs?host):
-    navigation -> first line, `workerbridge` imported, first hash_file; with ``measure``,
-    echo round trips, and a pool of 4's throughput (pool.map, and gathered requests)."""
+def _bridge_page(context: Any, origin: str, kind: str, measure: bool = False) -> dict[str, Any]:
+    """workerbridge from a KIND page (bench/pages/KIND-bridge.html, the same script on an
+    mpy and a py page, each with its preboot): navigation -> first line, `workerbridge`
+    imported, first hash_file; with ``measure``, echo round trips, and a pool of 4's
+    throughput (pool.map, and gathered requests), and on the mpy page the raw JS anchors."""
     page = context.new_page()
     try:
-        page.goto(f"{origin}/bench/mpy-bridge.html{'?measure' if measure else ''}")
+        page.goto(f"{origin}/bench/{kind}-bridge.html{'?measure' if measure else ''}")
         page.wait_for_function("window.benchResult !== undefined", timeout=180_000)
         out: dict[str, Any] = json.loads(page.evaluate("window.benchResult"))
         if measure:
             times = sorted(out.pop("echo_ms"))
             out["echo_p50_ms"] = times[len(times) // 2]
             out["echo_p99_ms"] = times[int(len(times) * 0.99)]
+        if measure and kind == "mpy":
             raw = sorted(page.evaluate(RAW_ECHO_JS, 2000))
             out["raw_js_p50_ms"] = raw[len(raw) // 2]
             out["raw_js_per_s"] = page.evaluate(RAW_THROUGHPUT_JS, 20_000)
         return out
     finally:
         page.close()
-
-
-def _py_anchors(harness: Harness) -> dict[str, float]:
-    """A py page's echo round trip p50 and a pool of 4's pool.map throughput."""
-    return dict(harness.py("""
-        for i in range(200):
-            await R.request("system", "echo", {"x": i})
-        times = []
-        for i in range(2000):
-            t = js.performance.now()
-            await R.request("system", "echo", {"x": i})
-            times.append(js.performance.now() - t)
-        times.sort()
-        P = WorkerBridge(workers=4, max_queue=20000)
-        await P.pool.map("system", "echo", list(range(2000)))
-        t = js.performance.now()
-        await P.pool.map("system", "echo", list(range(20000)))
-        per_s = 20000 / ((js.performance.now() - t) / 1000)
-        await P.close()
-        {"py_echo_p50_ms": times[len(times) // 2], "py_pool_map_per_s": per_s}
-    """))
 
 
 def _mpy_first_line(context: Any, origin: str) -> float:

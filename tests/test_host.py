@@ -111,3 +111,21 @@ def test_a_call_reaches_public_api_only(payload):
 def test_a_root_of_public_names_walks_from_the_package():
     root, path = host._root({"path": "Backoff.delay"})
     assert root is workerbridge.Backoff and path == ["delay"]
+
+
+def _mpy_methods(name: str) -> set[str]:
+    for node in ast.parse(MPY.read_text()).body:
+        if isinstance(node, ast.ClassDef) and node.name == name:
+            return {f.name for f in node.body if isinstance(f, ast.FunctionDef)
+                    and not f.name.startswith("_")}
+    raise AssertionError(f"web/mpy.py has no class {name}")
+
+
+@pytest.mark.parametrize("name", ["SharedProgress", "SharedCancellation", "SharedCounter",
+                                  "SharedFlag"])
+def test_the_mpy_layers_shared_state_offers_the_same_methods(name):
+    ours = getattr(workerbridge, name)
+    theirs = _mpy_methods(name) | _mpy_methods("_Shared")
+    public = {n for n, v in vars(ours).items() if callable(v) and not n.startswith("_")}
+    public |= {"buffer", "is_shared", "from_buffer"}  # from the base class
+    assert public <= theirs, public - theirs
