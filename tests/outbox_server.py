@@ -9,7 +9,9 @@ reads back, so deduplication holds across kills. ``GET /state`` on the HTTP port
 "hellos": [...]}``; ``POST /mode`` sets misbehaviour: ``{"drop_every": n}`` closes the
 connection on every n-th batch after applying it and before acknowledging it (a lost
 acknowledgement); ``{"fail_every": n}`` answers every n-th HTTP batch with 503, applying
-nothing. ``POST /events`` is the HTTP outbox endpoint (CORS allowed for the test pages).
+nothing; ``{"hold_after": n}`` leaves every WebSocket batch unapplied and unanswered once
+n effects are in, until the mode changes (so a test can act while events are surely
+still pending). A fourth argument sets the mode at start, as JSON. ``POST /events`` is the HTTP outbox endpoint (CORS allowed for the test pages).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from threading import Lock, Thread
 from typing import Any
 
 from websockets.asyncio.server import serve
+from websockets.protocol import State as State_
 
 
 class State:
@@ -75,6 +78,10 @@ class State:
     def every(self, name: str) -> bool:
         n = self.mode.get(name, 0)
         return bool(n) and self.batches % n == 0
+
+    def held(self) -> bool:
+        n = self.mode.get("hold_after", 0)
+        return bool(n) and len(self.effects) >= n
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
@@ -126,8 +133,9 @@ def http_handler(state: State) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-async def main(ws_port: int, http_port: int, log: Path) -> None:
+async def main(ws_port: int, http_port: int, log: Path, mode: dict[str, int]) -> None:
     state = State(log)
+    state.mode = mode
     http = ThreadingHTTPServer(("127.0.0.1", http_port), http_handler(state))
     Thread(target=http.serve_forever, daemon=True).start()
 
@@ -138,6 +146,10 @@ async def main(ws_port: int, http_port: int, log: Path) -> None:
             if message.get("type") == "hello":
                 state.hellos.append(message.get("headers"))
                 continue
+            while state.held():
+                await asyncio.sleep(0.02)
+            if ws.state is not State_.OPEN:
+                return  # the sender left while held: this batch was never applied
             acks = state.apply(message["events"])
             if state.every("drop_every"):
                 await ws.close()  # applied, never acknowledged
@@ -173,9 +185,10 @@ class ServerProcess:
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}/events"
 
-    def start(self) -> None:
+    def start(self, **mode: int) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, str(self.ws_port), str(self.http_port), str(self.log)],
+            [sys.executable, __file__, str(self.ws_port), str(self.http_port), str(self.log),
+             json.dumps(mode)],
             stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()  # "ready" once both ports listen
@@ -210,4 +223,5 @@ class ServerProcess:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])))
+    asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]),
+                     json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}))

@@ -68,7 +68,9 @@ def in_order_per_key(effects: list[list[Any]], order: list[str]) -> bool:
 
 def test_every_event_lands_once_in_order_through_drops_a_kill_and_a_reload(
         ctx: Any, server: str, remote: ServerProcess):
-    remote.set_mode(drop_every=3)  # every third batch applied but never acknowledged
+    # Every third batch applied but never acknowledged; and nothing more past 60 effects,
+    # so the kill below surely comes mid-stream.
+    remote.set_mode(drop_every=3, hold_after=60)
     tab = page(ctx, server)
     box = (f'J = _engine.Jobs(B.pool, db="t-outbox")\n'
            f'box = await J.outbox("server", url="{remote.ws_url}", batch=20, '
@@ -84,11 +86,12 @@ def test_every_event_lands_once_in_order_through_drops_a_kill_and_a_reload(
     stats = tab.py("[box.stats.failures, box.stats.last_error, await box.pending()]")
     assert stats[0] >= 1 and stats[1] in ("connection closed", "timeout"), stats
     assert stats[2] > 0
-    remote.start()
+    remote.start(hold_after=150)  # held again, so the reload surely comes mid-stream
     assert len(remote.wait_for(150)["effects"]) >= 150
-    tab.page.reload()  # mid-stream again: the reloaded tab sends the rest
+    tab.page.reload()  # the reloaded tab sends the rest
     tab.page.wait_for_function("window.pyReady === true", timeout=120_000)
     tab.py(PAGE_HELPERS + SETUP)
+    remote.set_mode()
     left = tab.py(box + "[await box.flush(60), await box.pending(), box.stats.sent > 0]")
     assert left == [True, 0, True]
     state = remote.state()
