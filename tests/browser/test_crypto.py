@@ -220,24 +220,26 @@ def test_bad_input_is_refused_with_typed_errors(crypto: Harness):
                    "InvalidInputError", "InvalidInputError", "still serving"]
 
 
-def test_a_file_that_changed_on_disk_is_a_typed_error(crypto: Harness, tmp_path):
+@pytest.mark.parametrize("mb", [5, 40])  # read on the worker's thread; by a helper worker
+def test_a_file_that_changed_on_disk_is_a_typed_error(crypto: Harness, tmp_path, mb: int):
     path = tmp_path / "picked.bin"
-    path.write_bytes(bytes(5 * 1024 * 1024))
-    crypto.js("""() => { const i = document.createElement("input"); i.type = "file";
+    path.write_bytes(bytes(mb * 1024 * 1024))
+    crypto.js("""() => { document.getElementById("picker")?.remove();
+                         const i = document.createElement("input"); i.type = "file";
                          i.id = "picker"; document.body.append(i); }""")
     crypto.page.set_input_files("#picker", str(path))
     size = crypto.py("""
         f = js.document.getElementById("picker").files.item(0)
         int(f.size)  # the browser notes the file's size and time now
     """)
-    path.write_bytes(bytes(6 * 1024 * 1024))  # and its File no longer matches the disk
+    path.write_bytes(bytes(mb * 1024 * 1024 + 1))  # and its File no longer matches the disk
     os.utime(path, (1, 1))
     got = crypto.py("""
         [await error_of(C.crypto.hash_file(f)),  # one call in a helper worker
          await error_of(C.crypto.hash_file(f, on_progress=lambda p: None)),  # streamed
          await C.request("system", "echo", "still serving")]
     """)
-    assert size == 5 * 1024 * 1024
+    assert size == mb * 1024 * 1024
     assert got == ["InvalidInputError", "InvalidInputError", "still serving"]
 
 

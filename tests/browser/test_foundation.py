@@ -124,7 +124,9 @@ def test_streamed_reads_are_exact_at_every_chunk_boundary(bridge: Harness):
     # on in 8 MB chunks: at 0 and 1 byte, and a chunk boundary and two, ± 1, every byte
     # is hashed once, in order (with progress: the streamed path, not the one-shot one).
     mb8 = 8 * 1024 * 1024
-    sizes = [0, 1, mb8 - 1, mb8, mb8 + 1, 2 * mb8 - 1, 2 * mb8, 2 * mb8 + 1]
+    # From 4 chunks a helper worker reads ahead (core.feed): its boundaries the same way.
+    sizes = [0, 1, mb8 - 1, mb8, mb8 + 1, 2 * mb8 - 1, 2 * mb8, 2 * mb8 + 1,
+             4 * mb8 - 1, 4 * mb8, 4 * mb8 + 1, 5 * mb8 + 1]
     got = bridge.py(f"""
         out = []
         for size in {sizes}:
@@ -191,6 +193,36 @@ def test_cancelling_the_task_stops_the_worker_and_reuses_it(bridge: Harness):
     assert stats_after["served"] >= stats_before["served"] + 2
     assert stats_after["active"] == 0
     assert clean
+
+
+def test_a_large_file_is_read_by_a_helper_worker_that_ends_with_the_hash(bridge: Harness):
+    # From 32 MB a File is read ahead by a plain JS worker (core.feed) beside the hashing;
+    # it ends when the hash ends, cancelled or not, and the worker goes on serving.
+    def readers() -> list[str]:
+        return [w.url for w in bridge.page.workers if w.url.startswith("blob:")]
+
+    assert readers() == []
+    bridge.py("""
+        u8 = js.Uint8Array.new(1024 * 1024 * 1024)  # ~4 s of hashing
+        u8.fill(1)
+        big = js.File.new([u8], "big.bin")
+        del u8
+        task = asyncio.ensure_future(B.crypto.hash_file(big, on_progress=lambda p: None))
+        await asyncio.sleep(0.5)
+    """)
+    during = readers()
+    latency, echo, clean = bridge.py("""
+        latency = await cancel_and_time(task)
+        await asyncio.sleep(0.2)
+        [latency, await B.request("system", "echo", 1), no_pending(B)]
+    """)
+    assert len(during) == 1, during
+    assert readers() == [] and latency < 0.05 and echo == 1 and clean
+    digest = bridge.py("""
+        await B.crypto.hash_file(big.slice(0, 40 * 1024 * 1024 + 3), on_progress=lambda p: None)
+    """)
+    assert digest == hashlib.sha256(b"\x01" * (40 * 1024 * 1024 + 3)).hexdigest()
+    assert readers() == []
 
 
 def test_a_cancel_that_overtakes_its_request_stops_it_before_it_runs(bridge: Harness):

@@ -62,14 +62,18 @@ async def __case():
     buf = js.testUtil.randomBuffer(2 * 1024 * 1024)
     want = await js.testUtil.subtleHex("SHA-256", buf)
     digest = await WorkerBridge.crypto.hash_file(buf, on_progress=lambda p: seen.append(p.done))
+    big = js.testUtil.randomBuffer(33 * 1024 * 1024)  # read on this thread: no helper either
+    want_big = await js.testUtil.subtleHex("SHA-256", big)
+    big_ok = await WorkerBridge.crypto.hash_file(js.testUtil.file(big, "big.bin"),
+                                                 on_progress=lambda p: None) == want_big
     try:
         await WorkerBridge.crypto.hash_file(b"x", "MD5")
         bad = None
     except InvalidInputError as exc:
         bad = type(exc).__name__
-    return [digest == want, seen[-1], bad]
+    return [digest == want, seen[-1], bad, big_ok]
 """)
-        assert got == [True, 2 * 1024 * 1024, "InvalidInputError"]
+        assert got == [True, 2 * 1024 * 1024, "InvalidInputError", True]
         assert h.page.workers == []  # nothing ran in a worker: it could not
         said = [c for c in h.console if "thread" in c]  # said once, by the page
         assert len(said) == 1 and "workerbridge: no Web Worker can start here" in said[0], said

@@ -23,6 +23,9 @@ CHUNK_SIZE = 2 * 1024 * 1024  # bytes; ~8 ms of SHA-256 here, so a cancel lands 
 # faster here; 8 MB is still ~30 ms of hashing between two interrupt checks.
 BLOB_CHUNK_SIZE = 8 * 1024 * 1024
 READ_AHEAD = 16  # reads of a Blob's stream asked for ahead (~0.5 MB each here)
+# From this size a Blob is read by a helper worker (core.feed), beside the consumer's work;
+# smaller ones are read on the consumer's thread, which saves starting the helper.
+FEED_MIN = 4 * BLOB_CHUNK_SIZE
 
 UNREADABLE = ("the Blob/File could not be read: its file changed or went away, or the "
               "browser ran out of room for Blob data")
@@ -136,9 +139,10 @@ async def chunks(data: Any, chunk_size: int = CHUNK_SIZE) -> AsyncIterator[memor
     """Yield the bytes of ``data`` in order, ``chunk_size`` at a time.
 
     The yielded memoryview is reused for the next chunk: consume it before moving on.
-    A Blob is read through its own stream, the next read requested before the caller
-    works on the current chunk, so the browser's file I/O overlaps that work: the
-    stream read 994 MB/s here where 4 MB slices read 400 (bench/streamed.py).
+    A Blob is read through its own stream: by a helper worker from ``FEED_MIN`` bytes
+    (core.feed), so the reading runs beside the caller's work on each chunk; on this
+    thread below that, or where no worker may start, with reads requested ahead
+    (bench/streamed.py measures each).
     """
     if isinstance(data, bytes | bytearray | memoryview):
         view = memoryview(data).cast("B")
@@ -153,6 +157,22 @@ async def chunks(data: Any, chunk_size: int = CHUNK_SIZE) -> AsyncIterator[memor
     if tag in ("[object Blob]", "[object File]"):
         chunk_size = max(chunk_size, BLOB_CHUNK_SIZE)
         scratch = memoryview(bytearray(chunk_size))
+        if int(data.size) >= FEED_MIN:
+            from workerbridge.core.feed import HelperFailed, next_chunk, open_feed
+
+            feed, done = open_feed(data, chunk_size), 0
+            if feed is not None:
+                try:
+                    while (n := await next_chunk(feed, scratch)) is not None:
+                        done += n
+                        yield scratch[:n]
+                    return
+                except HelperFailed:
+                    # The helper could not start (or died): read the rest here, from
+                    # a chunk boundary, so the chunks stay exact.
+                    data = data.slice(done)
+                finally:
+                    feed.stop()
         reader = data.stream().getReader()
         # Reads asked for ahead, so that the browser goes on reading while this thread
         # hashes (or compresses …) a whole chunk: about one chunk's worth.
