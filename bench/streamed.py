@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
-from conftest import Harness
+from conftest import Harness, PeakRss, renderers_rss
 
 MB = 256
 HASH_WASM = Path(__file__).resolve().parent.parent / "node_modules" / "hash-wasm" / "dist"
@@ -156,40 +154,6 @@ def data_file(folder: Path) -> Path:
         for _ in range(max(SIZES)):
             out.write(block)
     return path
-
-
-def renderers_rss() -> int:
-    """Bytes resident in this machine's Chromium renderer processes (the page and its
-    workers live there)."""
-    total = 0
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and b"--type=renderer" in (proc / "cmdline").read_bytes():
-                status = (proc / "status").read_text()
-                total += int(status.split("VmRSS:")[1].split()[0]) * 1024
-        except (OSError, IndexError):
-            continue
-    return total
-
-
-class PeakRss:
-    """The renderers' resident memory, sampled every 20 ms on a thread: its peak."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self.running = True
-        self.thread = threading.Thread(target=self.sample, daemon=True)
-        self.thread.start()
-
-    def sample(self) -> None:
-        while self.running:
-            self.peak = max(self.peak, renderers_rss())
-            time.sleep(0.02)
-
-    def stop(self) -> int:
-        self.running = False
-        self.thread.join()
-        return self.peak
 
 
 def memory_of_a_1gb_hash(h: Harness) -> dict[str, float]:

@@ -12,6 +12,7 @@ import json
 import os
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,41 @@ def plain_server() -> Iterator[str]:
 def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
     path = os.environ.get("WORKERBRIDGE_CHROMIUM", "/usr/bin/chromium")
     return {**browser_type_launch_args, "executable_path": path, "args": CHROMIUM_FLAGS}
+
+
+def renderers_rss() -> int:
+    """Bytes resident in this machine's Chromium renderer processes (a page and its
+    workers live there)."""
+    total = 0
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and b"--type=renderer" in (proc / "cmdline").read_bytes():
+                status = (proc / "status").read_text()
+                total += int(status.split("VmRSS:")[1].split()[0]) * 1024
+        except (OSError, IndexError):
+            continue
+    return total
+
+
+class PeakRss:
+    """The renderers' resident memory, sampled every 20 ms on a thread until ``stop()``,
+    which returns its peak."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self.running = True
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+        self.thread.start()
+
+    def sample(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, renderers_rss())
+            time.sleep(0.02)
+
+    def stop(self) -> int:
+        self.running = False
+        self.thread.join()
+        return self.peak
 
 
 # Python helpers defined in a page's namespace by tests that need them.

@@ -81,10 +81,13 @@ def _fill(buf: Any, offset: int, part: memoryview) -> None:
         buf.subarray(offset, offset + len(part)).assign(part)
 
 
-def _hand_over(ctx: Context, buf: Any) -> Any:
+def _hand_over(ctx: Context, buf: Any, view: bool = False) -> Any:
+    """``buf`` moved to the page: its ArrayBuffer (which the page takes as bytes), or with
+    ``view`` the Uint8Array itself (which the page keeps as a JS object)."""
     if isinstance(buf, bytearray):
         return bytes(buf)
-    return ctx.transfer(buf.buffer)
+    moved = ctx.transfer(buf.buffer)
+    return buf if view else moved
 
 
 class ChunkHashes:
@@ -155,7 +158,7 @@ async def chunk_file(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
             pos += take
             if filled == sizes[-1]:
                 hashes.finish(buf)
-                out.append(_hand_over(ctx, buf))
+                out.append(_hand_over(ctx, buf, view=True))
                 buf = None
         done += len(piece)
         ctx.progress(done)

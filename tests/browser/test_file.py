@@ -96,23 +96,32 @@ def test_chunk_then_merge_round_trips_from_bytes_and_from_a_file(files: Harness)
         for source in (DATA, to_file(DATA, "ten.bin")):
             chunked = await FILES.file.chunk_file(source, chunk_size=1024 * 1024)
             chunks, meta = chunked["chunks"], chunked["metadata"]
+            # bytes from bytes; from a File, ArrayBuffers that never entered Python
+            kinds = sorted({type(c).__name__ if isinstance(c, bytes)
+                            else str(js.Object.prototype.toString.call(c)) for c in chunks})
+            page_hashes = [hashlib.sha256(c if isinstance(c, bytes)
+                                          else js.Uint8Array.new(c).to_bytes()).hexdigest()
+                           for c in chunks]
             merged = await FILES.file.merge_chunks(chunks, meta)
-            out.append({"meta": meta, "types": sorted({type(c).__name__ for c in chunks}),
-                        "page_hashes": [hashlib.sha256(c).hexdigest() for c in chunks],
-                        "merged_ok": merged == DATA, "merged_type": type(merged).__name__})
+            out.append({"meta": meta, "types": kinds, "page_hashes": page_hashes,
+                        "merged_ok": merged == DATA, "merged_type": type(merged).__name__,
+                        "moved": all(isinstance(c, bytes) or c.byteLength == 0
+                                     for c in chunks)})
+            byte_chunks = byte_chunks if source is not DATA else chunks
         # Chunks handed back as ArrayBuffers and Blobs merge too (and without metadata).
-        buffers = [to_js(c).buffer for c in chunks]
-        blobs = [js.Blob.new([to_js(c)]) for c in chunks]
+        buffers = [to_js(c).buffer for c in byte_chunks]
+        blobs = [js.Blob.new([to_js(c)]) for c in byte_chunks]
         out.append([await FILES.file.merge_chunks(buffers, meta) == DATA,
                     all(b.byteLength == 0 for b in buffers),  # moved to the worker
                     await FILES.file.merge_chunks(blobs) == DATA])
         out
     """)
-    for result, name in zip(results[:2], (None, "ten.bin"), strict=True):
+    for result, name, kind in zip(results[:2], (None, "ten.bin"),
+                                  ("bytes", "[object ArrayBuffer]"), strict=True):
         assert result["meta"] == expected_metadata(name)
         assert result["page_hashes"] == result["meta"]["chunk_hashes"]
-        assert result["types"] == ["bytes"] and result["merged_type"] == "bytes"
-        assert result["merged_ok"] is True
+        assert result["types"] == [kind] and result["merged_type"] == "bytes"
+        assert result["merged_ok"] is True and result["moved"] is True
     assert results[2] == [True, True, True]
 
 

@@ -354,6 +354,21 @@ def test_handler_exceptions_cross_as_codes_without_payload_data(bridge: Harness)
     assert bridge.py("no_pending(FB)") is True
 
 
+def test_an_answer_the_page_cannot_read_settles_the_call_with_an_error(bridge: Harness):
+    # A result nested past what the page can convert (the same goes for one too large for
+    # the page's memory): the call ends with ProtocolError, not a wait without end.
+    got = bridge.py("""
+        try:
+            await asyncio.wait_for(FB.request("faults", "deep_result", 1_500), 30)
+            out = None
+        except workerbridge.ProtocolError as exc:
+            out = str(exc)
+        [out, await FB.request("system", "echo", 2), no_pending(FB)]
+    """)
+    assert got == ["the worker's answer could not be read on the page (RecursionError)", 2,
+                   True]
+
+
 def test_missing_worker_script_raises_worker_crashed(bridge: Harness):
     with pytest.raises(PyError) as info:
         bridge.py('await WorkerBridge(base_url="./no-such-bundle/", fallback="never").start()')

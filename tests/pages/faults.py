@@ -146,3 +146,16 @@ async def shared_init(ctx: Context, payload: dict) -> list:
                 SharedFlag.from_buffer(payload["flag"]).is_set(),
                 SharedProgress.from_buffer(payload["progress"]).get().total]
     return [made, seen]
+
+
+@handler("faults", "deep_result")
+async def deep_result(ctx: Context, payload: int) -> object:
+    """A JS object nested ``payload`` deep: more than the page can convert."""
+    import js
+
+    value = js.Object.new()
+    for _ in range(payload):
+        outer = js.Object.new()
+        outer.inner = value
+        value = outer
+    return value

@@ -20,7 +20,7 @@ from workerbridge.channels.aead import (
 )
 from workerbridge.channels.algorithms import normalize_hash
 from workerbridge.channels.base import Namespace
-from workerbridge.core.data import prepare
+from workerbridge.core.data import like_input, prepare
 from workerbridge.core.errors import InvalidInputError, InvalidTypeError
 from workerbridge.core.platform import IN_PYODIDE, type_tag
 from workerbridge.core.shared import SharedCancellation
@@ -82,7 +82,7 @@ class CryptoNamespace(Namespace):
             {"data": out.value, "key": key_value, "nonce": _to_js(nonce),
              "chunk_size": chunk_size},
             transfer=out.transfer, on_progress=on_progress, cancel=cancel)
-        return Encrypted(_like_input(result, data), nonce)
+        return Encrypted(like_input(result, data), nonce)
 
     async def decrypt_file(
         self,
@@ -104,7 +104,7 @@ class CryptoNamespace(Namespace):
             self.channel, "decrypt_file",
             {"data": out.value, "key": key_value, "nonce": _to_js(nonce)},
             transfer=out.transfer, on_progress=on_progress, cancel=cancel)
-        return _like_input(result, ciphertext)
+        return like_input(result, ciphertext)
 
     def _aes_key(self, key: Any) -> tuple[Any, object]:
         """(what crosses to the worker, an identity for the nonce registry)."""
@@ -249,11 +249,3 @@ def _to_js(data: bytes) -> Any:
 def _is_crypto_key(value: Any) -> bool:
     return IN_PYODIDE and not isinstance(value, bytes | bytearray | memoryview | str) \
         and type_tag(value) == "[object CryptoKey]"
-
-
-def _like_input(result: Any, given: Any) -> Any:
-    """A worker's Uint8Array result as bytes for a Python caller, as an ArrayBuffer for a
-    JS one."""
-    if isinstance(given, bytes | bytearray | memoryview) or not IN_PYODIDE:
-        return bytes(result.to_bytes()) if hasattr(result, "to_bytes") else bytes(result)
-    return result.buffer

@@ -17,7 +17,7 @@ from workerbridge.channels.manifest import (
     check_manifest,
     chunk_count,
 )
-from workerbridge.core.data import Outgoing, is_jsproxy, prepare
+from workerbridge.core.data import Outgoing, is_jsproxy, like_input, prepare
 from workerbridge.core.errors import InvalidInputError, InvalidTypeError
 from workerbridge.core.platform import js_global, type_tag
 from workerbridge.core.shared import SharedCancellation
@@ -94,7 +94,9 @@ class FileNamespace(Namespace):
     ) -> dict[str, Any]:
         """Split ``file`` into ``chunk_size``-byte pieces (the last may be shorter).
 
-        Returns ``{"chunks": [bytes, ...], "metadata": {...}}``; the metadata holds the
+        Returns ``{"chunks": [...], "metadata": {...}}``: the chunks are bytes when
+        ``file`` is Python bytes, else JS ArrayBuffers (moved from the worker, never
+        copied into the page's Python, however large the file); the metadata holds the
         file name (``file_name``, else a File's name), size, chunk_size, count, each
         chunk's size and SHA-256, the whole file's SHA-256, "algorithm" and "version".
         ``chunk_size``: 1 byte to 1 GiB (default 4 MiB), making at most 10,000 chunks.
@@ -107,7 +109,7 @@ class FileNamespace(Namespace):
             self.channel, "chunk_file",
             {"data": out.value, "chunk_size": chunk_size, "file_name": name},
             transfer=out.transfer, on_progress=on_progress, cancel=cancel)
-        return {"chunks": [_as_bytes(c) for c in result["chunks"]],
+        return {"chunks": [like_input(c, file) for c in result["chunks"]],
                 "metadata": result["metadata"]}
 
     async def merge_chunks(

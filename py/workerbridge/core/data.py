@@ -227,3 +227,11 @@ async def js_read(data: Any, start: int = 0, end: int | None = None) -> Any:
     else:
         u8 = g.Uint8Array.new(data)
     return u8.subarray(start, end if end is not None else int(u8.length))
+
+
+def like_input(result: Any, given: Any) -> Any:
+    """A worker's Uint8Array result as bytes for a Python caller, as an ArrayBuffer for a
+    JS one (which keeps large results out of the page's Python heap)."""
+    if isinstance(given, bytes | bytearray | memoryview) or not IN_PYODIDE:
+        return bytes(result.to_bytes()) if hasattr(result, "to_bytes") else bytes(result)
+    return result.buffer

@@ -11,7 +11,8 @@ from typing import Any
 import js
 from pyodide.ffi import JsProxy, create_proxy, to_js
 
-from workerbridge.core.errors import InvalidInputError
+from workerbridge.core.envelope import Error, encode
+from workerbridge.core.errors import InvalidInputError, ProtocolError
 from workerbridge.core.jsconv import Batcher, envelope_from_js, from_wire
 from workerbridge.core.platform import in_worker
 from workerbridge.runtime.dispatch import INTERRUPT, TARGET_SLOT
@@ -152,7 +153,8 @@ class WorkerTransport:
 
     def _message(self, data: Any) -> None:
         """A message from the worker. Whatever it holds, nothing raises into the page: a
-        payload that cannot be converted drops the message, with a warning."""
+        response whose payload cannot be converted settles its call with ProtocolError;
+        any other such message is dropped, with a warning."""
         raw = envelope_from_js(data)
         # JSON text is plain Python already (unless it nested too deep for Python's parser);
         # structured messages hold JS values.
@@ -160,10 +162,15 @@ class WorkerTransport:
                 and (not isinstance(data, str) or isinstance(raw.get("payload"), JsProxy)):
             try:
                 raw["payload"] = from_wire(raw.get("payload"), buffers_to_bytes=True)
-            except Exception as exc:  # nested past the recursion limit, or stranger
-                log.warning("dropping a message from the worker: its payload could not be "
-                            "read (%s)", type(exc).__name__)
-                return
+            except Exception as exc:  # nested past the recursion limit, out of memory …
+                rid = raw.get("id")
+                if raw["kind"] != "response" or type(rid) is not int:
+                    log.warning("dropping a message from the worker: its payload could not "
+                                "be read (%s)", type(exc).__name__)
+                    return
+                # The call still settles: an answer the page cannot take is an error.
+                raw = encode(Error(rid, ProtocolError.code, "the worker's answer could not be "
+                                   f"read on the page ({type(exc).__name__})"))
             if raw["kind"] == "ready" and isinstance(raw["payload"], dict) and not self._ready:
                 self._ready = True  # only the worker's first READY hands anything on
                 self._keep(raw["payload"])
