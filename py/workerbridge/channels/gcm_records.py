@@ -16,8 +16,8 @@ from typing import Any
 import js
 from pyodide.ffi import JsException, create_proxy
 
-from workerbridge.core.data import UNREADABLE
 from workerbridge.core.errors import IntegrityError, InvalidInputError
+from workerbridge.core.feed import UNREADABLE
 from workerbridge.core.jsconv import bytes_to_js
 from workerbridge.runtime.dispatch import YIELD_DELAY, YIELD_EVERY, Context
 

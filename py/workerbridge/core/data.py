@@ -16,6 +16,7 @@ from functools import cache
 from typing import Any
 
 from workerbridge.core.errors import InvalidInputError, InvalidTypeError
+from workerbridge.core.feed import UNREADABLE
 from workerbridge.core.platform import IN_PYODIDE, js_global, type_tag
 
 CHUNK_SIZE = 2 * 1024 * 1024  # bytes; ~8 ms of SHA-256 here, so a cancel lands quickly
@@ -27,8 +28,6 @@ READ_AHEAD = 16  # reads of a Blob's stream asked for ahead (~0.5 MB each here)
 # smaller ones are read on the consumer's thread, which saves starting the helper.
 FEED_MIN = 4 * BLOB_CHUNK_SIZE
 
-UNREADABLE = ("the Blob/File could not be read: its file changed or went away, or the "
-              "browser ran out of room for Blob data")
 
 ACCEPTED = "bytes, bytearray, memoryview, an ArrayBuffer, a typed array, or a Blob/File"
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from workerbridge.core.data import UNREADABLE
 from workerbridge.core.errors import InvalidInputError
 from workerbridge.core.platform import js_global
 
+UNREADABLE = ("the Blob/File could not be read: its file changed or went away, or the "
+              "browser ran out of room for Blob data")
 DEPTH = 3  # buffers in flight: one being copied, two being filled
 
 _FEED_JS = r"""

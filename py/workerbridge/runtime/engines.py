@@ -14,8 +14,8 @@ from typing import Any
 
 import js
 
-from workerbridge.core.data import UNREADABLE
 from workerbridge.core.errors import InvalidInputError
+from workerbridge.core.feed import UNREADABLE
 
 _HELPERS_JS = """
 const SRC = `self.onmessage = async (e) => {
