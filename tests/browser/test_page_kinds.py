@@ -218,8 +218,13 @@ def test_shared_state_crosses_to_a_worker_and_back(page: tuple[str, Harness]):
         stop()
         token = workerbridge.SharedCancellation()
         token.cancel()
+        big = workerbridge.SharedProgress(6 * 2 ** 30)  # byte counts past 32 bits
+        big.set(3 * 2 ** 30)
+        after = big.increment(2 ** 31)
         return [total, counter.get(), counter.is_shared, flag.is_set(), toggled,
-                progress.get().percent, seen[-1], token.is_cancelled()]
+                progress.get().percent, seen[-1], token.is_cancelled(),
+                [big.get().done, big.get().total, after, big.percent()]]
     """)
     # The worker added 3 words to the page's counter, through shared memory.
-    assert got == [8, 8, True, False, False, 50.0, 50, True]
+    assert got == [8, 8, True, False, False, 50.0, 50, True,
+                   [5 * 2 ** 30, 6 * 2 ** 30, 5 * 2 ** 30, 500 / 6]]

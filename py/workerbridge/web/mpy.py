@@ -297,9 +297,11 @@ class _Call:
         if callable(value) and key == "on_progress":
             callback = value
 
-            def report(done: int, total: int) -> None:
-                # The host sends the pool's closing report last, with done == total.
-                callback(ProgressInfo(int(done), int(total), 0 < total <= done))
+            def report(done: str, total: str) -> None:
+                # As decimal text: MicroPython's FFI keeps only 32 bits of a JS number. The
+                # host sends the pool's closing report last, with done == total.
+                d, t = int(done), int(total)
+                callback(ProgressInfo(d, t, 0 < t <= d))
 
             self.progress = report
             return {"$progress": True}
@@ -484,13 +486,15 @@ _cells = js.Function.new("n", "wide", "buffer", "local", """
     ? new SharedArrayBuffer(n * (wide ? 8 : 4)) : null);
   const a = wide ? (shared ? new BigInt64Array(shared, 0, n) : new BigInt64Array(n))
     : (shared ? new Int32Array(shared, 0, n) : new Int32Array(n));
+  // Wide values cross as decimal text: MicroPython's FFI keeps only 32 bits of a number.
   const v = (x) => (wide ? BigInt(x) : x);
+  const out = (x) => (wide ? String(x) : x);
   return {
     buffer: shared,
-    load: (i) => Number(Atomics.load(a, i)),
+    load: (i) => out(Atomics.load(a, i)),
     store: (i, x) => { Atomics.store(a, i, v(x)); },
-    add: (i, d) => Number(Atomics.add(a, i, v(d))),
-    cas: (i, e, x) => Number(Atomics.compareExchange(a, i, v(e), v(x))),
+    add: (i, d) => out(Atomics.add(a, i, v(d))),
+    cas: (i, e, x) => out(Atomics.compareExchange(a, i, v(e), v(x))),
     notify: (i) => { if (shared) Atomics.notify(a, i); },
   };""")
 
@@ -543,7 +547,8 @@ def _count(value: Any, name: str) -> int:
 
 
 class SharedProgress(_Shared):
-    """Progress in shared memory: ``done`` and ``total``."""
+    """Progress in shared memory: ``done`` and ``total`` (64-bit cells, whose values cross
+    to JS as text)."""
 
     _N = 2
     _WIDE = True
@@ -551,31 +556,33 @@ class SharedProgress(_Shared):
     def __init__(self, total: int = 0, *, buffer: Any = None, shared: Any = None) -> None:
         super().__init__(buffer, shared)
         if buffer is None and total:
-            self._cells.store(1, _count(total, "total"))
+            self.set_total(total)
 
     def set_total(self, total: int) -> None:
-        self._cells.store(1, _count(total, "total"))
+        self._cells.store(1, str(_count(total, "total")))
 
     def increment(self, delta: int = 1) -> int:
-        return int(self._cells.add(0, delta)) + delta
+        return int(self._cells.add(0, str(delta))) + delta
 
     def set(self, done: int, total: Any = None) -> None:
         if total is not None:
-            self._cells.store(1, _count(total, "total"))
-        self._cells.store(0, _count(done, "done"))
+            self.set_total(total)
+        self._cells.store(0, str(_count(done, "done")))
+
+    def _pair(self) -> tuple[int, int]:
+        return int(self._cells.load(0)), int(self._cells.load(1))
 
     def get(self) -> ProgressInfo:
-        return ProgressInfo(self._cells.load(0), self._cells.load(1))
+        return ProgressInfo(*self._pair())
 
     def percent(self) -> float:
         return self.get().percent
 
     def reset(self) -> None:
-        self._cells.store(0, 0)
+        self._cells.store(0, "0")
 
     def subscribe(self, callback: Any) -> Any:
-        return self._subscribe(callback, lambda: (self._cells.load(0), self._cells.load(1)),
-                               lambda pair: ProgressInfo(pair[0], pair[1]))
+        return self._subscribe(callback, self._pair, lambda pair: ProgressInfo(*pair))
 
 
 class SharedCancellation(_Shared):

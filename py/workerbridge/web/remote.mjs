@@ -106,7 +106,8 @@ export class Remote {
     }
     if (!call) return;
     if (env.kind === "progress") {
-      if (call.onProgress) call.onProgress(env.done, env.total);
+      // As text: a MicroPython caller's FFI keeps only 32 bits of a number.
+      if (call.onProgress) call.onProgress(String(env.done), String(env.total));
       return;
     }
     this.pending.delete(env.id);
