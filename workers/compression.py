@@ -282,7 +282,7 @@ async def through_stream(ctx: Context, data: Any, stream: Any, algorithm: str,
                 done += len(piece)
                 ctx.progress(done)
                 await ctx.checkpoint()
-        return ctx.transfer(await session.finish())
+        return await session.finish()
     except JsException as exc:
         session.abort()
         if limit is None:
@@ -310,8 +310,8 @@ async def compress(ctx: Context, payload: dict[str, Any]) -> Any:
     ctx.set_total(size_of(data))
     stream = browser_stream("CompressionStream", algorithm) if level is None else None
     if stream is not None:
-        return await through_stream(ctx, data, stream, algorithm, None)
-    return await through_codec(ctx, data, compressor(algorithm, level))
+        return _moved(ctx, await through_stream(ctx, data, stream, algorithm, None))
+    return _moved(ctx, await through_codec(ctx, data, compressor(algorithm, level)))
 
 
 @handler("compression", "decompress")
@@ -323,5 +323,19 @@ async def decompress(ctx: Context, payload: dict[str, Any]) -> Any:
     ctx.set_total(size_of(data))
     stream = browser_stream("DecompressionStream", algorithm)
     if stream is not None:
-        return await through_stream(ctx, data, stream, algorithm, limit)
-    return await through_codec(ctx, data, decompressor(algorithm, limit))
+        return _moved(ctx, await through_stream(ctx, data, stream, algorithm, limit))
+    return _moved(ctx, await through_codec(ctx, data, decompressor(algorithm, limit)))
+
+
+def _moved(ctx: Context, out: Any) -> Any:
+    """The output as a Uint8Array moved to the page, which keeps it as a JS object (its
+    caller gets bytes back for bytes, an ArrayBuffer for a JS input); bytes on a host."""
+    if not IN_PYODIDE:
+        return out
+    import js
+
+    from workerbridge.core.jsconv import bytes_to_js
+
+    buffer = bytes_to_js(out) if isinstance(out, bytes) else out
+    ctx.transfer(buffer)
+    return js.Uint8Array.new(buffer)

@@ -14,15 +14,9 @@ from workerbridge.channels.algorithms import (
     normalize_compression,
 )
 from workerbridge.channels.base import Namespace
-from workerbridge.core.data import prepare
+from workerbridge.core.data import like_input, prepare
 from workerbridge.core.shared import SharedCancellation
 from workerbridge.pool.connection import ProgressCallback
-
-
-def _as_bytes(result: Any) -> bytes:
-    # From a worker an ArrayBuffer arrives as bytes; on the page's own thread (the
-    # fallback) it stays a JS ArrayBuffer.
-    return result if isinstance(result, bytes) else bytes(result.to_bytes())
 
 
 class CompressionNamespace(Namespace):
@@ -36,22 +30,23 @@ class CompressionNamespace(Namespace):
         *,
         on_progress: ProgressCallback | None = None,
         cancel: SharedCancellation | None = None,
-    ) -> bytes:
+    ) -> Any:
         """``data`` compressed as gzip, deflate (zlib format), deflate-raw or zstd.
 
         Without ``level``, gzip/deflate/deflate-raw stream through the browser's
         CompressionStream; with a ``level`` (0-9) they run through Python's zlib, since
         CompressionStream has no level. zstd runs through Python's ``compression.zstd``
         (levels 1-22). ``data`` is taken as by ``crypto.hash_file``; progress reports
-        input bytes consumed.
+        input bytes consumed. Returns bytes when ``data`` is Python bytes, else a JS
+        ArrayBuffer (moved from the worker, never copied into the page's Python).
         """
         name = normalize_compression(algorithm)
         payload: dict[str, Any] = {"algorithm": name, "level": compression_level(name, level)}
         out = prepare(data)
         payload["data"] = out.value
-        return _as_bytes(await self._bridge.request(
+        return like_input(await self._bridge.request(
             self.channel, "compress", payload, transfer=out.transfer,
-            on_progress=on_progress, cancel=cancel))
+            on_progress=on_progress, cancel=cancel), data)
 
     async def decompress_data(
         self,
@@ -61,17 +56,18 @@ class CompressionNamespace(Namespace):
         max_output: int = DEFAULT_MAX_OUTPUT,
         on_progress: ProgressCallback | None = None,
         cancel: SharedCancellation | None = None,
-    ) -> bytes:
+    ) -> Any:
         """The bytes that ``data`` (gzip, deflate, deflate-raw or zstd) encodes.
 
         gzip/deflate/deflate-raw go through the browser's DecompressionStream, zstd
         through Python's ``compression.zstd``. Corrupt, truncated or trailing input
         raises ``CorruptDataError``; output beyond ``max_output`` bytes raises
-        ``InvalidInputError``. Progress reports input bytes consumed.
+        ``InvalidInputError``. Progress reports input bytes consumed. Returns bytes
+        when ``data`` is Python bytes, else a JS ArrayBuffer.
         """
         name = normalize_compression(algorithm)
         limit = max_output_bytes(max_output)
         out = prepare(data)
-        return _as_bytes(await self._bridge.request(
+        return like_input(await self._bridge.request(
             self.channel, "decompress", {"data": out.value, "algorithm": name, "max_output": limit},
-            transfer=out.transfer, on_progress=on_progress, cancel=cancel))
+            transfer=out.transfer, on_progress=on_progress, cancel=cancel), data)
