@@ -128,7 +128,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "CompressionStream": (
         "lambda t: CS.compression.compress_data(DATA.slice(0, 24 << 20), 'gzip', cancel=t, "
         "on_progress=noop)",
-        "lambda r: len(r) > 24 << 20"),
+        "lambda r: r.byteLength > 24 << 20"),
     "AES-GCM record loop": (
         "lambda t: CS.crypto.encrypt_file(DATA, KEY, chunk_size=1 << 16, cancel=t)",
         "lambda r: r.ciphertext.byteLength == 10 + (96 << 20) + 16 * ((96 << 20) >> 16)"),

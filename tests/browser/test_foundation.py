@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 
 import pytest
 
@@ -201,28 +202,41 @@ def test_a_large_file_is_read_by_a_helper_worker_that_ends_with_the_hash(bridge:
     def readers() -> list[str]:
         return [w.url for w in bridge.page.workers if w.url.startswith("blob:")]
 
-    assert readers() == []
-    bridge.py("""
-        u8 = js.Uint8Array.new(1024 * 1024 * 1024)  # ~4 s of hashing
-        u8.fill(1)
-        big = js.File.new([u8], "big.bin")
-        del u8
-        task = asyncio.ensure_future(B.crypto.hash_file(big, on_progress=lambda p: None))
-        await asyncio.sleep(0.5)
-    """)
-    during = readers()
-    latency, echo, clean = bridge.py("""
-        latency = await cancel_and_time(task)
-        await asyncio.sleep(0.2)
-        [latency, await B.request("system", "echo", 1), no_pending(B)]
-    """)
-    assert len(during) == 1, during
-    assert readers() == [] and latency < 0.05 and echo == 1 and clean
-    digest = bridge.py("""
-        await B.crypto.hash_file(big.slice(0, 40 * 1024 * 1024 + 3), on_progress=lambda p: None)
-    """)
-    assert digest == hashlib.sha256(b"\x01" * (40 * 1024 * 1024 + 3)).hexdigest()
-    assert readers() == []
+    def readers_gone() -> bool:
+        # Playwright hears of a terminated worker a moment later: wait for the news.
+        deadline = time.monotonic() + 10
+        while readers() and time.monotonic() < deadline:
+            bridge.page.wait_for_timeout(50)
+        return readers() == []
+
+    assert readers_gone()  # the earlier tests' readers included
+    try:
+        bridge.py("""
+            u8 = js.Uint8Array.new(384 * 1024 * 1024)  # ~1.5 s of hashing
+            u8.fill(1)
+            big = js.File.new([u8], "big.bin")
+            del u8
+            task = asyncio.ensure_future(B.crypto.hash_file(big, on_progress=lambda p: None))
+            await asyncio.sleep(0.3)
+        """)
+        deadline = time.monotonic() + 1
+        while not readers() and time.monotonic() < deadline:  # the news may lag, too
+            bridge.page.wait_for_timeout(20)
+        during = readers()
+        latency, echo, clean = bridge.py("""
+            latency = await cancel_and_time(task)
+            [latency, await B.request("system", "echo", 1), no_pending(B)]
+        """)
+        assert len(during) == 1, during
+        assert readers_gone() and latency < 0.05 and echo == 1 and clean
+        digest = bridge.py("""
+            await B.crypto.hash_file(big.slice(0, 40 * 1024 * 1024 + 3),
+                                     on_progress=lambda p: None)
+        """)
+        assert digest == hashlib.sha256(b"\x01" * (40 * 1024 * 1024 + 3)).hexdigest()
+        assert readers_gone()
+    finally:
+        bridge.py("big = None")  # the page's Blob data is bounded: let the next tests have it
 
 
 def test_a_cancel_that_overtakes_its_request_stops_it_before_it_runs(bridge: Harness):
