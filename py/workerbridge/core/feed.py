@@ -2,10 +2,10 @@
 
 A worker that hashes (or compresses …) a chunk cannot read the next one meanwhile: a
 Blob's data reaches JS through the thread that asked for it, so reading and hashing on
-one thread take turns. ``feed()`` reads the Blob's stream in a small helper worker (plain
+one thread take turns. ``open_feed()`` reads the Blob's stream in a small helper worker (plain
 JS, no Pyodide) that fills a few chunk-sized buffers ahead and hands each over by
 transfer; the consumer copies a chunk into its own heap and hands the buffer back. The
-reading runs beside the consumer's work, memory stays at ``depth`` buffers whatever the
+reading runs beside the consumer's work, memory stays at ``DEPTH`` buffers whatever the
 size, and stopping early terminates the helper, which stops the reading for real.
 """
 
