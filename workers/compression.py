@@ -328,14 +328,9 @@ async def decompress(ctx: Context, payload: dict[str, Any]) -> Any:
 
 
 def _moved(ctx: Context, out: Any) -> Any:
-    """The output as a Uint8Array moved to the page, which keeps it as a JS object (its
-    caller gets bytes back for bytes, an ArrayBuffer for a JS input); bytes on a host."""
+    """The output handed over to the page (``Context.hand_over``); bytes on a host."""
     if not IN_PYODIDE:
         return out
-    import js
-
     from workerbridge.core.jsconv import bytes_to_js
 
-    buffer = bytes_to_js(out) if isinstance(out, bytes) else out
-    ctx.transfer(buffer)
-    return js.Uint8Array.new(buffer)
+    return ctx.hand_over(bytes_to_js(out) if isinstance(out, bytes) else out)

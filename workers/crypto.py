@@ -63,15 +63,6 @@ def _py_bytes(value: Any) -> bytes:
     return bytes(value.to_bytes())
 
 
-def _result(ctx: Context, buffer: Any) -> Any:
-    """Hand an ArrayBuffer back to the page, moved, as a Uint8Array (which the page
-    keeps as a JS object: it returns bytes or an ArrayBuffer to match the caller's input)."""
-    import js
-
-    ctx.transfer(buffer)
-    return js.Uint8Array.new(buffer)
-
-
 async def digest(ctx: Context, data: Any, algorithm: str) -> str:
     """Hex digest of ``data`` (as received by a worker) with a normalized ``algorithm``,
     reporting progress in bytes to ``ctx``."""
@@ -143,13 +134,13 @@ async def encrypt_file(ctx: Context, payload: dict[str, Any]) -> Any:
     if total <= chunk_size:
         out = await _gcm("encrypt", key, nonce, await js_read(data))
         ctx.progress(total)
-        return _result(ctx, out)
+        return ctx.hand_over(out)
     from workerbridge.channels.gcm_records import gcm_records
 
     records = chunk_count(total, chunk_size)
     out = await gcm_records(ctx, "encrypt", key, nonce, header(chunk_size), data, chunk_size,
                             total, HEADER_SIZE + total + TAG_SIZE * records)
-    return _result(ctx, out)
+    return ctx.hand_over(out)
 
 
 @handler("crypto", "decrypt_file")
@@ -166,12 +157,12 @@ async def decrypt_file(ctx: Context, payload: dict[str, Any]) -> Any:
     if chunk_size is None:
         out = await _gcm("decrypt", key, nonce, await js_read(data))
         ctx.progress(total)
-        return _result(ctx, out)
+        return ctx.hand_over(out)
     from workerbridge.channels.gcm_records import gcm_records
 
     out = await gcm_records(ctx, "decrypt", key, nonce, header(chunk_size), data, chunk_size,
                             total, plaintext_size(total, chunk_size))
-    return _result(ctx, out)
+    return ctx.hand_over(out)
 
 
 # --- key derivation and HMAC ----------------------------------------------------------------

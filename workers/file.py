@@ -83,11 +83,10 @@ def _fill(buf: Any, offset: int, part: memoryview) -> None:
 
 def _hand_over(ctx: Context, buf: Any, view: bool = False) -> Any:
     """``buf`` moved to the page: its ArrayBuffer (which the page takes as bytes), or with
-    ``view`` the Uint8Array itself (which the page keeps as a JS object)."""
+    ``view`` as ``Context.hand_over`` does (which the page keeps as a JS object)."""
     if isinstance(buf, bytearray):
         return bytes(buf)
-    moved = ctx.transfer(buf.buffer)
-    return buf if view else moved
+    return ctx.hand_over(buf.buffer) if view else ctx.transfer(buf.buffer)
 
 
 class ChunkHashes:

@@ -184,6 +184,14 @@ class Context:
         self._transfer.append(obj)
         return obj
 
+    def hand_over(self, buffer: Any) -> Any:
+        """Move ``buffer`` (an ArrayBuffer) to the caller as a Uint8Array over it, which the
+        page keeps as a JS object (a bare ArrayBuffer arrives there as bytes): its channel
+        gives bytes back for bytes, the buffer itself for a JS input (browser only)."""
+        import js
+
+        return js.Uint8Array.new(self.transfer(buffer))
+
 
 class Runtime:
     """Dispatches envelopes to registered handlers and posts their answers."""
