@@ -17,7 +17,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "py" / "workerbridge"
 # What each folder may import (besides itself): the layers below it.
-LAYERS = ["core", "runtime", "pool", "channels", "storage", "jobs", "bundle", "top"]
+LAYERS = ["core", "runtime", "pool", "channels", "storage", "jobs", "bundle", "fleet", "top"]
 
 
 def module_name(path: Path, pkg: Path = PKG) -> str:

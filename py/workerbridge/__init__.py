@@ -7,6 +7,7 @@
 from workerbridge.bridge import WorkerBridge
 from workerbridge.core.envelope import PROTOCOL_VERSION, Kind, Priority
 from workerbridge.core.errors import (
+    AuthError,
     CancelledError,
     ConstraintError,
     CorruptDataError,
@@ -57,6 +58,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "AuthError",
     "Backoff",
     "CancelledError",
     "Connection",

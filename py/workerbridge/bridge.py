@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Generic, TypeVar, overload
+from typing import Any, ClassVar, Generic, Literal, TypeVar, overload
 
 from workerbridge.channels.aead import NonceRegistry
 from workerbridge.channels.base import Channel
@@ -18,7 +18,7 @@ from workerbridge.channels.file import FileNamespace
 from workerbridge.channels.network import NetworkNamespace
 from workerbridge.core.envelope import Priority
 from workerbridge.core.errors import InvalidInputError, ShutdownError
-from workerbridge.core.platform import js_global
+from workerbridge.core.platform import IN_PYODIDE, js_global
 from workerbridge.core.shared import SharedCancellation
 from workerbridge.jobs.engine import Jobs
 from workerbridge.jobs.subscriptions import Subscriptions
@@ -68,11 +68,13 @@ class WorkerBridge:
         packages_base_url: str | None = None,
         timeout: float | None = None,
         boot_timeout: float = 120.0,
-        fallback: Fallback = "auto",
+        fallback: Fallback | Literal["local"] = "auto",
         strategy: Strategy = "least-busy",
         max_queue: int = 10_000,
         retry: RetryPolicy | None = None,
         transport_factory: TransportFactory | None = None,
+        remote: str | None = None,
+        token: str | None = None,
         **pool_options: Any,
     ) -> None:
         """``workers``: pool size, or ``(min, max)`` for a pool that grows under a
@@ -83,12 +85,23 @@ class WorkerBridge:
         (``packages_base_url``: from your own Pyodide distribution instead);
         ``timeout``: default per-call limit in seconds (None: none); ``fallback``:
         "auto" runs handlers on the page's thread if no worker can boot, "main" always
-        does, "never" fails instead. Other options go to ``WorkerPool``."""
+        does, "never" fails instead. ``remote``: the WebSocket URL of a fleet gateway
+        (``ws://host/v1/ws``) that runs the calls and ``jobs`` instead, with ``token``;
+        there ``fallback="local"`` runs calls in a local worker when the fleet cannot be
+        reached (docs/fleet.md). Other options go to ``WorkerPool``."""
         self.nonces = NonceRegistry()  # every (key, nonce) this bridge encrypted with
         self._key_ids: Any = None  # a JS WeakMap: CryptoKey -> number
         self._jobs: Jobs | None = None
         self._subscriptions: Subscriptions | None = None
         self._next_key_id = 0
+        self.remote = remote
+        if remote is not None:
+            self.pool = _fleet_pool(remote, token, fallback, modules, base_url, packages,
+                                    packages_base_url, timeout, max_queue, retry,
+                                    boot_timeout, transport_factory, pool_options)
+            return
+        if fallback == "local":
+            raise InvalidInputError("fallback='local' is for a remote bridge (remote=...)")
         if isinstance(workers, tuple | list):
             if len(workers) != 2:
                 raise InvalidInputError(f"workers=(min, max) takes two counts, not "
@@ -122,10 +135,16 @@ class WorkerBridge:
 
     @property
     def jobs(self) -> Jobs:
-        """This bridge's durable job queues, in the default database (docs/jobs.md)."""
+        """This bridge's durable job queues, in the default database (docs/jobs.md); on a
+        remote bridge, the fleet's (``fleet.jobs.RemoteJobs``, the same calls)."""
         if self._jobs is None:
-            self._jobs = Jobs(self.pool)
-        return self._jobs
+            if self.remote is not None:
+                from workerbridge.fleet.jobs import RemoteJobs
+
+                self._jobs = RemoteJobs(self)  # type: ignore[assignment]
+            else:
+                self._jobs = Jobs(self.pool)
+        return self._jobs  # type: ignore[return-value]  # RemoteJobs: the same calls
 
     @property
     def subscriptions(self) -> Subscriptions:
@@ -204,3 +223,37 @@ class WorkerBridge:
     def channel(self, name: str) -> Channel:
         """A namespace for a custom channel: ``await bridge.channel("images").thumb(x=1)``."""
         return Channel(self, name)
+
+
+def _fleet_pool(remote: str, token: str | None, fallback: str, modules: Sequence[str],
+                base_url: str | None, packages: Sequence[str], packages_base_url: str | None,
+                timeout: float | None, max_queue: int, retry: RetryPolicy | None,
+                boot_timeout: float, transport_factory: TransportFactory | None,
+                options: dict[str, Any]) -> WorkerPool:
+    """The pool of a remote bridge: one connection to the gateway, many calls in flight
+    on it; with ``fallback="local"``, a local worker when the fleet cannot be reached."""
+    from workerbridge.fleet.client import remote_factory
+    from workerbridge.pool.factories import choose
+
+    if fallback not in ("auto", "never", "local"):
+        raise InvalidInputError(f"a remote bridge's fallback is 'local' or 'never', not "
+                                f"{fallback!r}")
+    if transport_factory is not None:
+        raise InvalidInputError("remote= and transport_factory= cannot go together")
+    for key in ("size", "min_size", "max_size"):
+        options.pop(key, None)
+    local: TransportFactory | None = None
+    if fallback == "local":
+        if IN_PYODIDE:
+            local = choose(tuple(modules), base_url, "never", True, packages,
+                           packages_base_url)[0]
+        else:
+            from workerbridge.pool.loopback import LoopbackTransport
+
+            local = LoopbackTransport
+    # A call is not sent twice over a new connection: it may have run on the fleet.
+    return WorkerPool(remote_factory(remote, token), size=1, task_timeout=timeout,
+                      max_queue=max_queue, retry=retry or RetryPolicy(max_retries=0),
+                      boot_timeout=boot_timeout, fallback="never", fallback_factory=local,
+                      fallback_where="in a local worker",
+                      max_in_flight=options.pop("max_in_flight", 4096), **options)

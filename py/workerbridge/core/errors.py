@@ -14,6 +14,7 @@
     │   ├── StorageBlockedError                 another tab holds an older/newer schema open
     │   └── ConstraintError                     a key or unique index already holds that value
     ├── NetworkError                            no usable answer: refused, timed out, HTTP error
+    ├── AuthError (PermissionError)             a fleet gateway refused the token or the origin
     ├── ProtocolError                           a malformed envelope
     │   ├── VersionMismatchError                the other side speaks another protocol version
     │   └── UnknownOperationError               no handler is registered for (channel, op)
@@ -155,6 +156,13 @@ class WorkflowError(WorkerBridgeError):
     code = "workflow_diverged"
 
 
+class AuthError(WorkerBridgeError, PermissionError):
+    """A fleet gateway refused the connection: a missing or wrong token, or a page origin
+    it does not allow (docs/fleet.md)."""
+
+    code = "unauthorized"
+
+
 class ProtocolError(WorkerBridgeError):
     """A message that does not follow the envelope schema, or speaks another version."""
 
@@ -239,6 +247,7 @@ _BY_CODE: dict[str, type[WorkerBridgeError]] = {
         UnsupportedError,
         IntegrityError,
         NetworkError,
+        AuthError,
         PackageError,
         PackageNotFoundError,
         WorkflowError,

@@ -129,7 +129,7 @@ async def _until_ended(load: Callable[[], Awaitable[dict[str, Any] | None]], wha
         if record["state"] == "completed":
             return record["result"]
         if record["state"] == "failed":
-            raise _error_of(record.get("error") or {})
+            raise error_of(record.get("error") or {})
         if record["state"] == "cancelled":
             raise CancelledError(f"{what} was cancelled")
         pause = poll
@@ -141,7 +141,7 @@ async def _until_ended(load: Callable[[], Awaitable[dict[str, Any] | None]], wha
         await wait(pause)
 
 
-def _error_of(error: Mapping[str, Any]) -> WorkerBridgeError:
+def error_of(error: Mapping[str, Any]) -> WorkerBridgeError:
     """The exception a failed job raises from ``result()``."""
     types = list(error.get("types") or [])
     message = str(error.get("message") or "the job failed")

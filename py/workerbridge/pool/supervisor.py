@@ -39,7 +39,7 @@ log = logging.getLogger("workerbridge.pool")
 SlotState = Literal["booting", "ready", "dead", "failed"]
 
 # Boot errors no retry can cure: every worker of the pool would fail the same way.
-REFUSALS = frozenset({PackageError.code, "missing_package"})
+REFUSALS = frozenset({PackageError.code, "missing_package", "unauthorized"})
 
 
 class PoolTransport(Protocol):
@@ -87,6 +87,7 @@ class Supervisor:
     _factory: TransportFactory
     _fallback_factory: TransportFactory | None
     _fallback: bool
+    _fallback_where: str  # where the fallback runs handlers, for its warning
     _slots: list[_Slot]
     _held: list[_Slot]  # waiting for the first worker's snapshot before they boot
     _first_ready: asyncio.Future[None] | None
@@ -227,8 +228,8 @@ class Supervisor:
 
     def _all_failed(self, reason: str) -> None:
         if self._fallback_factory is not None and not self._fallback:
-            warnings.warn(f"no worker could boot ({reason}); running handlers on the page's "
-                          "thread instead", RuntimeWarning, stacklevel=1)
+            warnings.warn(f"no worker could boot ({reason}); running handlers "
+                          f"{self._fallback_where} instead", RuntimeWarning, stacklevel=1)
             self._fallback = True
             for slot in self._slots[1:]:
                 slot.state = "failed"

@@ -166,6 +166,7 @@ class WorkerPool(Supervisor):
         fallback: Fallback = "auto",
         base_url: str | None = None,
         fallback_factory: TransportFactory | None = None,
+        fallback_where: str = "on the page's thread",
         clock: Callable[[], float] = time.monotonic,
         snapshot: bool = True,
         packages: Sequence[str] = (),
@@ -247,6 +248,7 @@ class WorkerPool(Supervisor):
         self._closing = False
         self._closed = False
         self._fallback = main_thread
+        self._fallback_where = fallback_where
         self._stagger = boots_from_snapshot(modules_or_url, snapshot) and not main_thread
         self._held: list[_Slot] = []
         self._health: asyncio.Task[None] | None = None
@@ -323,7 +325,8 @@ class WorkerPool(Supervisor):
         return WorkerPool(self._factory, size=size, task_timeout=self.task_timeout,
                           max_queue=self.max_queue, max_in_flight=self.max_in_flight,
                           boot_timeout=self.boot_timeout,
-                          fallback_factory=self._fallback_factory, **scaling)
+                          fallback_factory=self._fallback_factory,
+                          fallback_where=self._fallback_where, **scaling)
 
     def restart_worker(self, index: int, reason: str = "restarted by the page") -> bool:
         """Terminate ready worker ``index`` now and boot a replacement (to recycle one that

@@ -89,7 +89,7 @@ def registered_ops() -> list[str]:
 
 
 @dataclass(slots=True)
-class _Active:
+class RunState:
     task: asyncio.Task[Any] | None = None
     cancelled: bool = False
 
@@ -113,7 +113,7 @@ class Context:
     op: str
     isolated: bool
     _runtime: Runtime
-    _state: _Active
+    _state: RunState
     _progress: SharedProgress | None = None
     _progress_messages: bool = False
     _token: SharedCancellation | None = None
@@ -208,7 +208,7 @@ class Runtime:
         self.control = control
         self.isolated = isolated
         self._convert = convert_payload
-        self._active: dict[int, _Active] = {}
+        self._active: dict[int, RunState] = {}
         # An interrupt that came before its request: Python may run (and so take the
         # interrupt) while the REQUEST still waits behind other messages.
         self._interrupted_early: int | None = None
@@ -270,7 +270,7 @@ class Runtime:
         if req.id in self._active:
             self._error(req.id, DecodeError(f"request id {req.id} is already running"))
             return
-        state = _Active()
+        state = RunState()
         ctx = Context(req.id, req.channel, req.op, self.isolated, self, state)
         if req.id == self._interrupted_early:  # cancelled before it arrived: never run it
             self._interrupted_early = None
@@ -312,7 +312,7 @@ class Runtime:
         else:
             self._finish(rid, ctx, result, None)
 
-    def _unstarted(self, rid: int, ctx: Context, state: _Active) -> None:
+    def _unstarted(self, rid: int, ctx: Context, state: RunState) -> None:
         """A task cancelled before its first step never ran ``_serve``: answer for it."""
         if self._active.get(rid) is state:
             self._finish(rid, ctx, None, asyncio.CancelledError())

@@ -93,6 +93,10 @@ class NetworkError(WorkerBridgeError):
     code = "network"
 
 
+class AuthError(WorkerBridgeError):
+    code = "unauthorized"
+
+
 class PackageError(WorkerBridgeError):
     code = "package"
 
@@ -151,7 +155,7 @@ _BY_CODE = {}
 for _cls in (WorkerBridgeError, InvalidInputError, InvalidTypeError, NonceReuseError,
              CorruptDataError, UnknownCollectionError, InvalidFilterError, StorageError,
              StorageQuotaError, StorageBlockedError, ConstraintError, UnconfiguredError,
-             UnsupportedError, IntegrityError, NetworkError, PackageError,
+             UnsupportedError, IntegrityError, NetworkError, AuthError, PackageError,
              PackageNotFoundError, WorkflowError, ProtocolError, VersionMismatchError,
              UnknownOperationError, RemoteError, WorkerCrashedError, RequestTimeoutError,
              ShutdownError, QueueFullError, CancelledError):
