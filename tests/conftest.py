@@ -229,3 +229,18 @@ def plain_harness(browser: Any, plain_server: str) -> Iterator[Harness]:
     context = browser.new_context()
     yield Harness(context.new_page(), plain_server)
     context.close()
+
+
+FLEET_HANDLERS = ROOT / "tests" / "fleet_handlers.py"
+FLEET_MAX_FRAME = 4 * 1024 * 1024
+
+
+@pytest.fixture(scope="session")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real fleet for the session: RabbitMQ, the gateway and 2 workers, each a process
+    started here and stopped by its process id (fleet.local)."""
+    from workerbridge.fleet.local import LocalFleet
+
+    with LocalFleet(tmp_path_factory.mktemp("fleet"), workers=2,
+                    modules=[str(FLEET_HANDLERS)], max_frame=FLEET_MAX_FRAME) as running:
+        yield running
