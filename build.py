@@ -6,6 +6,7 @@
     python3 build.py test       build, then run every test (host + real headless Chromium)
     python3 build.py bench      build, then run the benchmark; writes bench/results.json
     python3 build.py chaos      build, then the chaos run alone (a section of the benchmark)
+    python3 build.py fleet      a local fleet: RabbitMQ, the gateway and 2 workers (Ctrl-C stops)
     python3 build.py check      ruff and mypy
 
 Works from a fresh machine with python3, node/npm and (for Chromium) apt.
@@ -158,17 +159,34 @@ def cmd_serve(args: list[str]) -> int:
 
 def cmd_test(args: list[str]) -> int:
     os.environ["WORKERBRIDGE_CHROMIUM"] = find_chromium()
+    ensure_broker()
     return subprocess.call([sys.executable, "-m", "pytest", *args], cwd=ROOT)
 
 
 def cmd_bench(args: list[str]) -> int:
     os.environ["WORKERBRIDGE_CHROMIUM"] = find_chromium()
+    ensure_broker()
     return subprocess.call([sys.executable, str(ROOT / "bench" / "run.py"), *args], cwd=ROOT)
 
 
 def cmd_chaos(args: list[str]) -> int:
     """The chaos run alone (it is also a section of the benchmark)."""
     return cmd_bench(["--only", "chaos", *args])
+
+
+def ensure_broker() -> None:
+    """RabbitMQ for the fleet's tests and benchmark (Debian's package, apt when root)."""
+    from workerbridge.fleet.local import ensure_rabbitmq
+
+    ensure_rabbitmq()
+
+
+def cmd_fleet(args: list[str]) -> int:
+    """A local fleet: RabbitMQ, the gateway and workers, until Ctrl-C (docs/fleet.md)."""
+    from workerbridge.fleet.local import main as fleet_main
+
+    fleet_main(args)
+    return 0
 
 
 def cmd_check(args: list[str]) -> int:
@@ -178,7 +196,7 @@ def cmd_check(args: list[str]) -> int:
 
 
 COMMANDS = {"serve": cmd_serve, "test": cmd_test, "bench": cmd_bench, "chaos": cmd_chaos,
-            "check": cmd_check}
+            "fleet": cmd_fleet, "check": cmd_check}
 
 
 def main() -> int:
@@ -188,8 +206,8 @@ def main() -> int:
     if name not in COMMANDS and name != "build":
         sys.exit(f"build.py: unknown command {name!r}; try one of: build, {', '.join(COMMANDS)}")
     ensure_venv()
-    if name == "check":
-        return cmd_check(rest)
+    if name in ("check", "fleet"):
+        return COMMANDS[name](rest)
     build()
     return COMMANDS[name](rest) if name in COMMANDS else 0
 

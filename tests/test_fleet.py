@@ -98,6 +98,46 @@ def test_built_in_channels_run_there_and_browser_only_ones_refuse(fleet: Any) ->
     assert "pdf" in json.dumps(kind).lower()
 
 
+def test_aes_gcm_kdfs_and_hmac_run_on_the_workers_in_the_browsers_formats(fleet: Any) -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    import gcm_reference
+    from workerbridge import IntegrityError
+
+    key, nonce = os.urandom(32), os.urandom(12)
+
+    async def go() -> tuple[Any, ...]:
+        bridge = remote(fleet)
+        try:
+            sealed = await bridge.crypto.encrypt_file(DATA, key, nonce, chunk_size=1 << 20)
+            small = await bridge.crypto.encrypt_file(b"hello", key)
+            back = await bridge.crypto.decrypt_file(sealed.ciphertext, key, nonce)
+            bad = bytearray(sealed.ciphertext)
+            bad[len(bad) // 2] ^= 1
+            with pytest.raises(IntegrityError, match="record 1 of 4"):
+                await bridge.crypto.decrypt_file(bytes(bad), key, nonce)
+            derived = await bridge.crypto.derive_key("pw", b"salt" * 4, iterations=1000)
+            expanded = await bridge.crypto.hkdf(b"ikm", b"salt", b"info", 42)
+            tag = await bridge.crypto.hmac_sign(key, DATA)
+            verified = await bridge.crypto.hmac_verify(key, DATA, tag)
+            return sealed, small, back, derived, expanded, tag, verified
+        finally:
+            await bridge.close()
+
+    sealed, small, back, derived, expanded, tag, verified = run(go())
+    assert sealed.ciphertext == gcm_reference.seal(key, nonce, DATA, 1 << 20)
+    assert back == DATA
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    assert AESGCM(key).decrypt(small.nonce, small.ciphertext, None) == b"hello"
+    assert derived == hashlib.pbkdf2_hmac("sha256", b"pw", b"salt" * 4, 1000, 32)
+    assert expanded == HKDF(hashes.SHA256(), 42, b"salt", b"info").derive(b"ikm")
+    import hmac
+
+    assert tag == hmac.new(key, DATA, "sha256").digest() and verified is True
+
+
 def test_progress_and_cancel_stop_the_work_and_the_worker_serves_on(fleet: Any) -> None:
     async def go() -> None:
         bridge = remote(fleet)

@@ -25,6 +25,7 @@ from workerbridge.channels.aead import (
 from workerbridge.channels.algorithms import HASHES, normalize_hash
 from workerbridge.core.data import chunks, js_read, native_input, size_of
 from workerbridge.core.errors import IntegrityError, InvalidInputError
+from workerbridge.core.platform import IN_PYODIDE
 from workerbridge.runtime.dispatch import Context, handler
 
 # Data between these sizes is hashed by the browser's SubtleCrypto in one call, in a
@@ -51,6 +52,8 @@ def _obj(**fields: Any) -> Any:
 
 
 def _buf(data: bytes) -> Any:
+    if not IN_PYODIDE:  # a fleet worker (CPython): bytes go as they are
+        return bytes(data)
     from workerbridge.core.jsconv import bytes_to_js
 
     return bytes_to_js(data)
@@ -126,6 +129,8 @@ async def _gcm(op: str, key: Any, nonce: bytes, data: Any) -> Any:
 async def encrypt_file(ctx: Context, payload: dict[str, Any]) -> Any:
     """AES-256-GCM: one sealed message up to ``chunk_size`` bytes, the chunked format
     (``workerbridge.channels.aead``) above it. Progress in plaintext bytes."""
+    if not IN_PYODIDE:
+        return await _host_gcm(ctx, "encrypt", payload)
     key = await _aes_key(payload["key"])
     nonce = _py_bytes(payload["nonce"])
     data, chunk_size = payload["data"], int(payload["chunk_size"])
@@ -146,6 +151,8 @@ async def encrypt_file(ctx: Context, payload: dict[str, Any]) -> Any:
 @handler("crypto", "decrypt_file")
 async def decrypt_file(ctx: Context, payload: dict[str, Any]) -> Any:
     """The inverse of ``encrypt_file``; IntegrityError names the first record that fails."""
+    if not IN_PYODIDE:
+        return await _host_gcm(ctx, "decrypt", payload)
     key = await _aes_key(payload["key"])
     nonce = _py_bytes(payload["nonce"])
     data = payload["data"]
@@ -165,12 +172,80 @@ async def decrypt_file(ctx: Context, payload: dict[str, Any]) -> Any:
     return ctx.hand_over(out)
 
 
+async def _host_gcm(ctx: Context, op: str, payload: dict[str, Any]) -> bytes:
+    """AES-256-GCM on a fleet worker (CPython), through the ``cryptography`` package: the
+    same formats, byte for byte, as the browser's SubtleCrypto path (``channels.aead``)."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    key = _py_bytes(payload["key"])
+    if len(key) != 32:
+        raise InvalidInputError("key must be 32 bytes (AES-256) on a fleet worker")
+    aes = AESGCM(key)
+    nonce = _py_bytes(payload["nonce"])
+    data = _py_bytes(payload["data"])
+    total = len(data)
+    ctx.set_total(total)
+    base = int.from_bytes(nonce, "big")
+
+    def record(i: int, head: bytes, count: int, piece: bytes) -> bytes:
+        iv = (base ^ i).to_bytes(len(nonce), "big")
+        aad = head + i.to_bytes(8, "big") + bytes([i == count - 1])
+        if op == "encrypt":
+            return aes.encrypt(iv, piece, aad)
+        try:
+            return aes.decrypt(iv, piece, aad)
+        except InvalidTag:
+            raise IntegrityError(f"record {i} of {count} failed authentication: the data "
+                                 "was modified, truncated or reordered, or the key or nonce "
+                                 "is wrong") from None
+
+    if op == "encrypt":
+        chunk_size = int(payload["chunk_size"])
+        if total <= chunk_size:
+            ctx.progress(total)
+            return aes.encrypt(nonce, data, None)
+        head, count = header(chunk_size), chunk_count(total, chunk_size)
+        parts = [head]
+        for i in range(count):
+            parts.append(record(i, head, count, data[i * chunk_size:(i + 1) * chunk_size]))
+            ctx.progress(min(total, (i + 1) * chunk_size))
+            await ctx.checkpoint()
+        return b"".join(parts)
+    if total < TAG_SIZE:
+        raise IntegrityError("the encrypted data is too short to hold an authentication tag")
+    chunk_size_or_none = read_header(data[:HEADER_SIZE])
+    if chunk_size_or_none is None:
+        try:
+            plain = aes.decrypt(nonce, data, None)
+        except InvalidTag:
+            raise IntegrityError("decryption failed: wrong key or nonce, or the data was "
+                                 "modified") from None
+        ctx.progress(total)
+        return plain
+    from workerbridge.channels.aead import record_sizes
+
+    head = header(chunk_size_or_none)
+    sizes = record_sizes(total, chunk_size_or_none)
+    parts, offset = [], HEADER_SIZE
+    for i, size in enumerate(sizes):
+        parts.append(record(i, head, len(sizes), data[offset:offset + size]))
+        offset += size
+        ctx.progress(offset)
+        await ctx.checkpoint()
+    return b"".join(parts)
+
+
 # --- key derivation and HMAC ----------------------------------------------------------------
 
 @handler("crypto", "derive_key")
 async def derive_key(ctx: Context, payload: dict[str, Any]) -> Any:
     """PBKDF2: ``length`` bytes from a password and salt (in a helper worker: a cancel
     stops even 600,000 iterations)."""
+    if not IN_PYODIDE:
+        return hashlib.pbkdf2_hmac(HASHES[normalize_hash(payload["hash"])],
+                                   _py_bytes(payload["password"]), _py_bytes(payload["salt"]),
+                                   int(payload["iterations"]), int(payload["length"]))
     from workerbridge.runtime.engines import subtle_call
 
     base = await _subtle().importKey("raw", payload["password"], "PBKDF2", False,
@@ -183,11 +258,26 @@ async def derive_key(ctx: Context, payload: dict[str, Any]) -> Any:
 @handler("crypto", "hkdf")
 async def hkdf(ctx: Context, payload: dict[str, Any]) -> Any:
     """HKDF (RFC 5869): ``length`` bytes from input key material, salt and info."""
+    if not IN_PYODIDE:
+        return _host_hkdf(payload)
     base = await _subtle().importKey("raw", payload["key_material"], "HKDF", False,
                                      ["deriveBits"])
     params = _obj(name="HKDF", salt=payload["salt"], info=payload["info"],
                   hash=normalize_hash(payload["hash"]))
     return await _subtle().deriveBits(params, base, int(payload["length"]) * 8)
+
+
+def _host_hkdf(payload: dict[str, Any]) -> bytes:
+    """HKDF with hmac alone (extract, then expand), for a fleet worker."""
+    name = HASHES[normalize_hash(payload["hash"])]
+    length = int(payload["length"])
+    salt = _py_bytes(payload["salt"]) or bytes(hashlib.new(name).digest_size)
+    prk = hmac.new(salt, _py_bytes(payload["key_material"]), name).digest()
+    info, block, out = _py_bytes(payload["info"]), b"", b""
+    for i in range(1, -(-length // len(prk)) + 1):
+        block = hmac.new(prk, block + info + bytes([i]), name).digest()
+        out += block
+    return out[:length]
 
 
 async def _hmac_tag(ctx: Context, payload: dict[str, Any]) -> bytes:
@@ -198,7 +288,7 @@ async def _hmac_tag(ctx: Context, payload: dict[str, Any]) -> bytes:
     total = size_of(data)
     ctx.set_total(total)
     whole = native_input(data)
-    is_crypto_key = type_tag(key) == "[object CryptoKey]"
+    is_crypto_key = IN_PYODIDE and type_tag(key) == "[object CryptoKey]"
     if whole is not None and (is_crypto_key or (total <= ONE_SHOT_MAX
                                                 and not ctx.wants_progress)):
         if total > ONE_SHOT_MAX:

@@ -233,4 +233,8 @@ def like_input(result: Any, given: Any) -> Any:
     JS one (which keeps large results out of the page's Python heap)."""
     if isinstance(given, bytes | bytearray | memoryview) or not IN_PYODIDE:
         return bytes(result.to_bytes()) if hasattr(result, "to_bytes") else bytes(result)
+    if isinstance(result, bytes | bytearray | memoryview):  # from a fleet (remote bridge)
+        from workerbridge.core.jsconv import bytes_to_js
+
+        return bytes_to_js(result)
     return result.buffer
