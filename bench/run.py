@@ -24,6 +24,7 @@ from anchors import RAW_ECHO_JS, RAW_THROUGHPUT_JS, SUBTLE_JS  # noqa: E402
 from autoscale import autoscale_rows, bench_autoscale  # noqa: E402
 from boot import bench_boot, boot_rows, named_worker_round_trip, write_report  # noqa: E402
 from chaos import bench_chaos, chaos_rows  # noqa: E402
+from fleet import bench_fleet, fleet_rows  # noqa: E402
 from jobs import bench_jobs, jobs_rows  # noqa: E402
 from outbox import bench_outbox, outbox_rows  # noqa: E402
 from packages import bench_packages, packages_rows  # noqa: E402
@@ -473,6 +474,8 @@ def table(result: dict[str, Any]) -> str:
         rows.extend(streamed_rows(f["streamed"]))
     if f.get("chaos"):
         rows.extend(chaos_rows(f["chaos"]))
+    if f.get("fleet"):
+        rows.extend(fleet_rows(f["fleet"]))
     aes, par = f.get("aes_gcm"), f.get("parallel_hash")
     if aes:
         for op in ("encrypt", "decrypt"):
@@ -573,12 +576,12 @@ def bench_rest(origin: str, chromium: str) -> dict[str, Any]:
 
 def main() -> int:
     """``--only boot`` (or ``packages``, ``autoscale``, ``jobs``, ``subscriptions``,
-    ``outbox``, ``streamed``, ``chaos``) runs just that section and merges it into the
+    ``outbox``, ``streamed``, ``chaos``, ``fleet``) runs just that section and merges it into the
     last results."""
     args = sys.argv[1:]
     only = args[args.index("--only") + 1] if "--only" in args else None
     sections = ("boot", "packages", "autoscale", "jobs", "subscriptions", "outbox", "streamed",
-                "chaos")
+                "chaos", "fleet")
     if only is not None and only not in sections:
         sys.exit(f"bench: --only takes one of {', '.join(sections)}, not {only!r}")
     bench_pages = ROOT / "bench" / "pages"
@@ -610,6 +613,8 @@ def main() -> int:
             figures["outbox"] = bench_outbox(browser, origin)
         if only in (None, "streamed"):
             figures["streamed"] = bench_streamed(browser, origin)
+        if only in (None, "fleet"):
+            figures["fleet"] = bench_fleet(browser, origin)
         if only == "chaos":
             context = browser.new_context()
             figures["chaos"] = bench_chaos(context, origin)

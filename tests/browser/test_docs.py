@@ -3,7 +3,8 @@
 A document's examples run in order in one namespace, as a reader would run them one after
 another, after a prelude that makes the few things examples take as given: ``file`` (a
 File holding b"abc"), ``key`` and ``salt``, ``password``, a progress ``bar``, ``show``,
-and ``server_url``, a real local server that acknowledges outbox events. A
+``server_url``, a real local server that acknowledges outbox events, and ``fleet_url``
+and ``fleet_token``, the session's real fleet (RabbitMQ, gateway, 2 workers). A
 block that starts with ``# name.py`` is a worker module: it must be the file the tests
 serve under that name, which the pool then loads.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,7 +67,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda d: d.name)
-def test_examples_run(harness: Harness, doc: Path, server_url: str):
+def test_examples_run(harness: Harness, doc: Path, server_url: str, fleet: Any):
     blocks = python_blocks(doc)
     modules = [b for b in blocks if re.match(r"# \w+\.py", b)]
     for module in modules:
@@ -75,7 +77,8 @@ def test_examples_run(harness: Harness, doc: Path, server_url: str):
     runnable = [b for b in blocks if b not in modules]
     if not runnable:
         return
-    prelude = PRELUDE + f"server_url = {server_url!r}\n"
+    prelude = PRELUDE + f"server_url = {server_url!r}\nfleet_url = {fleet.ws_url!r}\n" \
+        f"fleet_token = {fleet.token!r}\n"
     harness.py("DOC = {'__name__': 'doc'}\nexec(" + repr(prelude) + ", DOC)")
     for i, block in enumerate(runnable):
         code = "from pyodide.code import eval_code_async\n" \

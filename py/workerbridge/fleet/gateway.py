@@ -149,8 +149,10 @@ class Gateway:
         from taskiq.api import run_scheduler_task
 
         scheduler = TaskiqScheduler(self.broker, [TableSource(self.table)])
+        # taskiq's loop rounds its next tick down to a whole second: an interval under 1 s
+        # sleeps a negative time and spins until the second ends.
         await run_scheduler_task(scheduler, interval=timedelta(seconds=1),
-                                 loop_interval=timedelta(seconds=0.25))
+                                 loop_interval=timedelta(seconds=1))
 
     # --- events from the workers -----------------------------------------------------------
 
