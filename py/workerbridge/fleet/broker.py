@@ -22,6 +22,7 @@ import logging
 import os
 import time
 import uuid
+from dataclasses import asdict
 from typing import Any
 
 import aio_pika
@@ -122,14 +123,10 @@ def _policy(attempts: int, backoff: Backoff | None, recovery: dict[str, Retry | 
             return {"fail": True}
         delay = r.delay
         return {"attempts": r.attempts,
-                "delay": delay if not isinstance(delay, Backoff) else _backoff(delay)}
+                "delay": delay if not isinstance(delay, Backoff) else asdict(delay)}
 
-    return {"attempts": attempts, "backoff": _backoff(backoff or Backoff()),
+    return {"attempts": attempts, "backoff": asdict(backoff or Backoff()),
             "recovery": {name: rule(r) for name, r in recovery.items()}}
-
-
-def _backoff(b: Backoff) -> dict[str, Any]:
-    return {"base": b.base, "factor": b.factor, "max": b.max, "jitter": b.jitter}
 
 
 def _unpolicy(text: str) -> tuple[int, Backoff, dict[str, Retry | Fail]]:

@@ -14,6 +14,7 @@ import builtins
 import math
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -124,7 +125,7 @@ class RemoteJobs:
             else:
                 delay = rule.delay
                 out[name] = {"attempts": rule.attempts,
-                             "delay": _backoff(delay) if isinstance(delay, Backoff) else delay}
+                             "delay": asdict(delay) if isinstance(delay, Backoff) else delay}
         return out
 
     async def add(self, queue: str, handler: str, payload: Any = None, *,
@@ -137,7 +138,7 @@ class RemoteJobs:
             raise InvalidTypeError("backoff must be a Backoff(...)")
         options = {"queue": queue, "handler": handler, "payload": payload, "job_id": job_id,
                    "priority": priority, "delay": delay, "attempts": attempts,
-                   "backoff": _backoff(backoff) if backoff is not None else None,
+                   "backoff": asdict(backoff) if backoff is not None else None,
                    "timeout": timeout, "group": group,
                    "recovery": self._rules(queue) if isinstance(queue, str) else None}
         added = await self._call("jobs.add", {k: v for k, v in options.items()
@@ -233,8 +234,4 @@ class RemoteJobs:
         pass
 
 
-def _backoff(b: Backoff) -> dict[str, Any]:
-    return {"base": b.base, "factor": b.factor, "max": b.max, "jitter": b.jitter}
-
-
-__all__ = ["RemoteJob", "RemoteJobs", "Retry"]
+__all__ = ["RemoteJob", "RemoteJobs"]
