@@ -24,7 +24,7 @@ from workerbridge.core.errors import (
     InvalidTypeError,
     UnsupportedError,
 )
-from workerbridge.jobs.policy import Backoff, Fail, RecoveryKey, Retry, Rule, recovery_table
+from workerbridge.jobs.policy import Backoff, Fail, RecoveryKey, Rule, recovery_table
 
 if TYPE_CHECKING:
     from workerbridge.bridge import WorkerBridge
