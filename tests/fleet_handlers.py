@@ -40,6 +40,7 @@ async def spin(ctx: Context, payload: dict[str, Any]) -> int:
     while rounds < int(payload.get("rounds", 10**9)):
         sum(range(20_000))
         rounds += 1
+        ctx.progress(rounds)
         await ctx.checkpoint()
     return rounds
 
