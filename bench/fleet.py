@@ -93,14 +93,15 @@ async def drain_and_dispatch(fleet: LocalFleet) -> dict[str, Any]:
         async def kick(i: int, progress: bool = False) -> float:
             sent = time.time()
             kicker: AsyncKicker[Any, Any] = AsyncKicker("workerbridge.run", broker,
-                                                        labels_for(reply=key, rid=i + 1))
+                                                        labels_for(reply=key, rid=i + 1,
+                                                                   progress=progress))
             await kicker.with_task_id(new_id()).kiq({"channel": "fleettest", "op": "noop"})
             return sent
 
         # Dispatch: one at a time on an idle fleet, sent → the handler's "started".
         dispatch = []
         for i in range(DISPATCH):
-            sent = await kick(i)
+            sent = await kick(i, progress=True)  # a call with progress reports its start
             while True:
                 event = await got.get()
                 if event.get("kind") == "started":

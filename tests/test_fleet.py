@@ -171,6 +171,30 @@ def test_progress_and_cancel_stop_the_work_and_the_worker_serves_on(fleet: Any) 
     run(go())
 
 
+def test_cancel_of_a_call_without_progress_reaches_its_worker(fleet: Any) -> None:
+    """A call without progress reports no start: the gateway passes the cancel on and
+    waits for the worker's answer (or a grace of 1 s) instead of answering at once."""
+    async def go() -> None:
+        bridge = remote(fleet)
+        try:
+            before = alive(fleet)
+            call = asyncio.ensure_future(bridge.request("fleettest", "steps",
+                                                        {"n": 100_000, "step": 0.01}))
+            await until(lambda: any(w["running"] for w in alive(fleet).values()), 10,
+                        "the call starting")
+            busy = next(pid for pid, w in alive(fleet).items() if w["running"])
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            await until(lambda: alive(fleet)[busy]["cancelled"] == before[busy]["cancelled"] + 1
+                        and alive(fleet)[busy]["running"] == 0, 10, "the worker stopping")
+            assert (await bridge.request("fleettest", "whoami", 1))["payload"] == 1
+        finally:
+            await bridge.close()
+
+    run(go())
+
+
 def test_a_killed_workers_job_completes_on_the_other_worker(fleet: Any) -> None:
     async def go() -> tuple[int, Any]:
         bridge = remote(fleet)

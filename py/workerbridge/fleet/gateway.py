@@ -343,6 +343,7 @@ class Session:
         self.by_rid: dict[int, str] = {}
         self.rid_of: dict[str, int] = {}
         self.started: set[str] = set()
+        self.told_starts: set[str] = set()  # tasks whose worker reports their start
         self._out: asyncio.Queue[Any] = asyncio.Queue()
         self._closed = False
         self._waiters: set[asyncio.Future[None]] = set()
@@ -365,6 +366,7 @@ class Session:
         if rid is not None:
             self.by_rid.pop(rid, None)
         self.started.discard(task_id)
+        self.told_starts.discard(task_id)
         self.gateway.routes.pop(task_id, None)
         return rid
 
@@ -430,6 +432,8 @@ class Session:
             self.by_rid[req.id] = task_id
             self.rid_of[task_id] = req.id
             self.gateway.routes[task_id] = self
+            if req.progress is not None:
+                self.told_starts.add(task_id)
             labels = labels_for(reply=self.gateway.id, rid=req.id,
                                 progress=req.progress is not None, timeout=req.timeout)
             await self.gateway.kick(task_id, {"channel": req.channel, "op": req.op,
@@ -453,7 +457,9 @@ class Session:
         if task_id is None:
             return
         await self.gateway.cancel_task(task_id)
-        if task_id not in self.started:  # never started: its worker will skip it
+        if task_id in self.told_starts and task_id not in self.started:
+            # Not started: its worker will skip it. (A call without progress reports no
+            # start: its worker's answer, or the grace below, settles it.)
             self.settle(task_id)
             self.send(encode(Error(rid, "cancelled", "cancelled by the caller",
                                    "CancelledError")))

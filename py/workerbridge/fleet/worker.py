@@ -117,11 +117,13 @@ class FleetContext(Context):
 class FleetWorker:
     """The state of one worker process: the tasks it runs, its counters, its cancels."""
 
-    def __init__(self, broker_url: str | None = None, name: str | None = None) -> None:
+    def __init__(self, broker_url: str | None = None, name: str | None = None,
+                 concurrency: int = 100) -> None:
         self.name = name or f"worker-{os.getpid()}"
         self.events = Events(broker_url)
         self.backend = FleetBackend(self.events, self.name)
-        self.broker = make_broker(broker_url, worker=True, backend=self.backend)
+        self.broker = make_broker(broker_url, worker=True, backend=self.backend,
+                                  prefetch=concurrency)  # as many as may run at once
         self.running: dict[str, tuple[asyncio.Task[Any], RunState]] = {}
         self.cancelled_ids: dict[str, float] = {}  # cancels that came before their job
         self.served = 0
@@ -164,9 +166,10 @@ class FleetWorker:
 
         ctx = FleetContext(int(labels.get("rid", 0)), channel, op, state, report,
                            bool(int(labels.get("progress", 0))), job)
-        await self.backend.event(labels, {"kind": "started", "task": task_id,
-                                          "attempt": job.attempt if job else 1},
-                                 confirm=False)
+        if job is not None or ctx._progress_messages:  # who listens for a start
+            await self.backend.event(labels, {"kind": "started", "task": task_id,
+                                              "attempt": job.attempt if job else 1},
+                                     confirm=False)
         inner = asyncio.ensure_future(fn(ctx, call.get("payload")))
         self.running[task_id] = (inner, state)
         try:
@@ -233,11 +236,12 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--module", action="append", default=[],
                         help="a handler module to load (dotted name or .py path)")
     parser.add_argument("--name", default=None)
-    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=100,
+                        help="jobs one worker runs at once (and takes from the broker)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     load_modules(args.module)
-    worker = FleetWorker(args.broker, args.name)
+    worker = FleetWorker(args.broker, args.name, args.concurrency)
     loop = asyncio.new_event_loop()
     main_task = loop.create_task(worker.serve(args.concurrency))
     for sig in (signal.SIGTERM, signal.SIGINT):
