@@ -125,19 +125,37 @@ def test_inflate_caps_the_output_of_a_bomb() -> None:
         run_codec(comp.Inflate("gzip", 49_999_999), bomb)
 
 
-def test_zstd_codec_round_trips_or_is_unsupported_without_the_module() -> None:
+def test_zstd_codec_round_trips_or_is_unsupported_without_the_module(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     if not HAS_ZSTD:  # CPython before 3.14 (Pyodide 314 has it: see the browser tests)
-        with pytest.raises(UnsupportedError, match=r"compression\.zstd"):
-            comp.compressor("zstd", None)
-        with pytest.raises(UnsupportedError):
-            comp.decompressor("zstd", 100)
-        return
-    out = run_codec(comp.ZstdCompress(3), DATA)
-    assert run_codec(comp.ZstdDecompress(len(DATA)), out, step=100) == DATA
+        with monkeypatch.context() as m:  # neither compression.zstd nor zstandard
+            m.setattr(comp, "_zstandard", lambda: None)
+            with pytest.raises(UnsupportedError, match=r"compression\.zstd"):
+                comp.compressor("zstd", None)
+            with pytest.raises(UnsupportedError):
+                comp.decompressor("zstd", 100)
+        # With the zstandard package (a fleet worker's Python): the same behaviour.
+        assert isinstance(comp.decompressor("zstd", 100), comp.ZstandardDecompress)
+    out = run_codec(comp.compressor("zstd", 3), DATA)
+    assert run_codec(comp.decompressor("zstd", len(DATA)), out, step=100) == DATA
     with pytest.raises(InvalidInputError):
-        run_codec(comp.ZstdDecompress(len(DATA) - 1), out)
+        run_codec(comp.decompressor("zstd", len(DATA) - 1), out)
     with pytest.raises(CorruptDataError, match="truncated"):
-        run_codec(comp.ZstdDecompress(len(DATA)), out[:-5])
+        run_codec(comp.decompressor("zstd", len(DATA)), out[:-5])
+    with pytest.raises(CorruptDataError, match="extra bytes"):
+        run_codec(comp.decompressor("zstd", len(DATA)), out + b"x")
+    with pytest.raises(CorruptDataError, match="corrupt"):
+        run_codec(comp.decompressor("zstd", len(DATA)), b"not zstd at all")
+
+
+def test_zstd_caps_the_output_of_a_bomb() -> None:
+    bomb = run_codec(comp.compressor("zstd", 19), b"\0" * 200_000_000)
+    assert len(bomb) < 100_000
+    capped = comp.decompressor("zstd", 1_000_000)
+    with pytest.raises(InvalidInputError, match=r"max_output \(1000000 bytes\)"):
+        run_codec(capped, bomb, step=len(bomb))
+    # It stopped within one step's worth (16 MB), not after inflating 200 MB.
+    assert capped.size <= 1_000_000 + 16 * 1024 * 1024  # type: ignore[attr-defined]
 
 
 def test_handlers_over_the_loopback() -> None:

@@ -82,6 +82,8 @@ def test_built_in_channels_run_there_and_browser_only_ones_refuse(fleet: Any) ->
         bridge = remote(fleet)
         try:
             packed = await bridge.compression.compress_data(DATA[:100_000], "gzip")
+            zstd = await bridge.compression.compress_data(DATA[:100_000], "zstd")
+            assert await bridge.compression.decompress_data(zstd, "zstd") == DATA[:100_000]
             kind = await bridge.file.detect_type(b"%PDF-1.7\n" + bytes(64))
             with pytest.raises(UnsupportedError, match="browser"):
                 await bridge.request("storage", "stats", {})

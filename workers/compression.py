@@ -7,7 +7,8 @@ Which engine runs:
   read loop drains the output; the output is joined once, in JS, and moved to the page.
 - the same formats with a level (0-9): Python's zlib, chunk by chunk, because
   CompressionStream has no level. zlib also stands in where a browser lacks the format.
-- zstd: Python's ``compression.zstd`` (built into Pyodide's Python 3.14), both ways.
+- zstd: Python's ``compression.zstd`` (built into Pyodide's Python 3.14), both ways; on
+  an older CPython (a fleet worker), the ``zstandard`` package.
 
 Decompression stops with ``InvalidInputError`` once the output passes ``max_output``
 bytes; corrupt or truncated input, or bytes after the end, raise ``CorruptDataError``.
@@ -66,6 +67,20 @@ def _zstd() -> Any:
                                "which this Python lacks") from None
 
 
+def _zstandard() -> Any:
+    """The ``zstandard`` package where Python has no ``compression.zstd`` (None if neither
+    is there, or if it is)."""
+    try:
+        importlib.import_module("compression.zstd")
+        return None
+    except ImportError:
+        pass
+    try:
+        return importlib.import_module("zstandard")
+    except ImportError:
+        return None
+
+
 class Deflate:
     """zlib compression in one of the three CompressionStream formats."""
 
@@ -81,6 +96,10 @@ class Deflate:
 
 class ZstdCompress:
     def __init__(self, level: int | None) -> None:
+        package = _zstandard()
+        if package is not None:
+            self._c = package.ZstdCompressor(level=3 if level is None else level).compressobj()
+            return
         self._c = _zstd().ZstdCompressor(level=level)
 
     def feed(self, chunk: memoryview) -> bytes:
@@ -179,8 +198,45 @@ def compressor(algorithm: str, level: int | None) -> Codec:
     return Deflate(algorithm, zlib.Z_DEFAULT_COMPRESSION if level is None else level)
 
 
+class ZstandardDecompress(_Capped):
+    """Decompression of one zstd frame by the ``zstandard`` package, whose decompressor
+    takes no output limit: the input goes in ``PIECE``-byte slices, so one step yields at
+    most 16 MB (a zstd block of 128 KB can take 4 bytes) before ``max_output`` is checked."""
+
+    PIECE = 512
+
+    def __init__(self, limit: int, package: Any) -> None:
+        super().__init__("zstd", limit)
+        self._package = package
+        self._d = package.ZstdDecompressor().decompressobj()
+
+    def feed(self, chunk: memoryview) -> bytes:
+        if not chunk:
+            return b""
+        d, out = self._d, []
+        view = memoryview(chunk).cast("B")
+        for off in range(0, view.nbytes, self.PIECE):
+            if d.eof:
+                raise _corrupt("zstd", "followed by extra bytes")
+            try:
+                out.append(self.take(d.decompress(view[off:off + self.PIECE])))
+            except self._package.ZstdError:
+                raise _corrupt("zstd") from None
+            if d.eof and d.unused_data:
+                raise _corrupt("zstd", "followed by extra bytes")
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        if not self._d.eof:
+            raise _corrupt("zstd", "truncated")
+        return b""
+
+
 def decompressor(algorithm: str, limit: int) -> Codec:
-    return ZstdDecompress(limit) if algorithm == "zstd" else Inflate(algorithm, limit)
+    if algorithm != "zstd":
+        return Inflate(algorithm, limit)
+    package = _zstandard()
+    return ZstdDecompress(limit) if package is None else ZstandardDecompress(limit, package)
 
 
 async def through_codec(ctx: Context, data: Any, codec: Codec) -> bytes:
