@@ -46,6 +46,31 @@ def alive(fleet: Any) -> dict[int, dict[str, Any]]:
     return {w["pid"]: w for w in fleet.wait_workers()}
 
 
+def heard_since(fleet: Any, since: float) -> dict[int, dict[str, Any]] | None:
+    """Every worker's state from a heartbeat sent after ``since`` (time.time()), or None
+    while one is older: the gateway's view lags by up to a heartbeat (1 s)."""
+    workers = alive(fleet)
+    return workers if all(w["at"] > since for w in workers.values()) else None
+
+
+async def running_on(fleet: Any, since: float) -> int:
+    """The worker a job runs on, from heartbeats sent after ``since`` (nothing else runs)."""
+    def find() -> int | None:
+        workers = heard_since(fleet, since) or {}
+        return next((pid for pid, w in workers.items() if w["running"]), None)
+
+    return int(await until(find, 10, "the job starting"))
+
+
+async def stopped_on(fleet: Any, pid: int, since: float, cancelled: int) -> None:
+    """Wait for ``pid`` to report, after ``since``, one more cancelled job and none running."""
+    def check() -> bool:
+        w = (heard_since(fleet, since) or {}).get(pid)
+        return w is not None and w["cancelled"] == cancelled + 1 and w["running"] == 0
+
+    await until(check, 10, "the worker stopping")
+
+
 async def until(check: Any, timeout: float = 15.0, what: str = "a condition") -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -151,19 +176,19 @@ def test_progress_and_cancel_stop_the_work_and_the_worker_serves_on(fleet: Any) 
             assert seen and all(t == 30 for _, t in seen)
             assert [d for d, _ in seen] == sorted(d for d, _ in seen)
 
-            before = alive(fleet)
+            start = time.time()
+            before = await until(lambda: heard_since(fleet, start), 10, "fresh heartbeats")
             running: list[int] = []
             call = asyncio.ensure_future(bridge.request(
                 "fleettest", "spin", {}, on_progress=lambda p: running.append(p.done)))
-            await until(lambda: any(w["running"] for w in alive(fleet).values()), 10,
-                        "the spin job starting")
-            busy = next(pid for pid, w in alive(fleet).items() if w["running"])
+            await until(lambda: running, 10, "the spin job reporting")
+            busy = await running_on(fleet, time.time())
+            cancelled_at = time.time()
             call.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await call
             # The worker really stopped: its cancelled count rises and nothing runs there.
-            await until(lambda: alive(fleet)[busy]["cancelled"] == before[busy]["cancelled"] + 1
-                        and alive(fleet)[busy]["running"] == 0, 10, "the worker stopping")
+            await stopped_on(fleet, busy, cancelled_at, before[busy]["cancelled"])
             pids = {(await bridge.request("fleettest", "whoami", i))["pid"] for i in range(30)}
             assert busy in pids, "the worker that was cancelled serves again"
             assert set(alive(fleet)) == set(before), "no worker was replaced"
@@ -179,17 +204,16 @@ def test_cancel_of_a_call_without_progress_reaches_its_worker(fleet: Any) -> Non
     async def go() -> None:
         bridge = remote(fleet)
         try:
-            before = alive(fleet)
+            start = time.time()
+            before = await until(lambda: heard_since(fleet, start), 10, "fresh heartbeats")
             call = asyncio.ensure_future(bridge.request("fleettest", "steps",
                                                         {"n": 100_000, "step": 0.01}))
-            await until(lambda: any(w["running"] for w in alive(fleet).values()), 10,
-                        "the call starting")
-            busy = next(pid for pid, w in alive(fleet).items() if w["running"])
+            busy = await running_on(fleet, time.time())
+            cancelled_at = time.time()
             call.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await call
-            await until(lambda: alive(fleet)[busy]["cancelled"] == before[busy]["cancelled"] + 1
-                        and alive(fleet)[busy]["running"] == 0, 10, "the worker stopping")
+            await stopped_on(fleet, busy, cancelled_at, before[busy]["cancelled"])
             assert (await bridge.request("fleettest", "whoami", 1))["payload"] == 1
         finally:
             await bridge.close()
@@ -348,7 +372,8 @@ def test_jobs_retry_by_error_type_fail_by_rule_delay_and_cancel(fleet: Any) -> N
                 await waiting.result(timeout=5)
             assert await waiting.cancel() is False
 
-            before = alive(fleet)
+            start = time.time()
+            before = await until(lambda: heard_since(fleet, start), 10, "fresh heartbeats")
             running = await jobs.add("cancels", "fleettest.spin", {})
             status = await until(lambda: _active(running), 15, "the job starting")
             assert await running.cancel() is True

@@ -52,7 +52,13 @@ def test_a_page_hashes_files_and_buffers_on_the_fleet(harness: Harness, fleet: A
 
 def test_progress_cancel_and_typed_errors_from_a_page(harness: Harness, fleet: Any) -> None:
     setup(harness, fleet)
-    before = {w["pid"]: w["cancelled"] for w in fleet.wait_workers()}
+    start = time.time()
+    while True:  # counts from heartbeats sent after this test began (they lag up to 1 s)
+        workers = fleet.wait_workers()
+        if all(w["at"] > start for w in workers):
+            break
+        time.sleep(0.1)
+    before = {w["pid"]: w["cancelled"] for w in workers}
     got = run(harness, """
         import asyncio
         seen = []

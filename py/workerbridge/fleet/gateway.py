@@ -173,7 +173,7 @@ class Gateway:
 
     def alive(self) -> list[dict[str, Any]]:
         now = time.monotonic()
-        return [{k: v for k, v in w.items() if k not in ("seen", "kind", "at")}
+        return [{k: v for k, v in w.items() if k not in ("seen", "kind")}
                 for w in self.workers.values() if now - w["seen"] <= SEEN_FOR]
 
     def health(self) -> dict[str, Any]:
