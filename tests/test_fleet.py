@@ -84,6 +84,25 @@ async def until(check: Any, timeout: float = 15.0, what: str = "a condition") ->
         await asyncio.sleep(0.05)
 
 
+async def cancel_once_running(fleet: Any, start: Any, ready: Any = None
+                              ) -> tuple[int, dict[int, Any]]:
+    """Start a call, cancel it once a worker runs it (and ``ready()`` holds), and wait
+    until that worker reports one more cancelled job and none running: the worker really
+    stopped. (Its pid, and the workers' state before.)"""
+    began = time.time()
+    before = await until(lambda: heard_since(fleet, began), 10, "fresh heartbeats")
+    call = asyncio.ensure_future(start())
+    if ready is not None:
+        await until(ready, 10, "the call getting under way")
+    busy = await running_on(fleet, time.time())
+    cancelled_at = time.time()
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await stopped_on(fleet, busy, cancelled_at, before[busy]["cancelled"])
+    return busy, before
+
+
 def test_requests_run_on_the_workers_with_bytes_both_ways(fleet: Any) -> None:
     async def go() -> tuple[str, set[int], Any]:
         bridge = remote(fleet)
@@ -176,19 +195,10 @@ def test_progress_and_cancel_stop_the_work_and_the_worker_serves_on(fleet: Any) 
             assert seen and all(t == 30 for _, t in seen)
             assert [d for d, _ in seen] == sorted(d for d, _ in seen)
 
-            start = time.time()
-            before = await until(lambda: heard_since(fleet, start), 10, "fresh heartbeats")
             running: list[int] = []
-            call = asyncio.ensure_future(bridge.request(
-                "fleettest", "spin", {}, on_progress=lambda p: running.append(p.done)))
-            await until(lambda: running, 10, "the spin job reporting")
-            busy = await running_on(fleet, time.time())
-            cancelled_at = time.time()
-            call.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await call
-            # The worker really stopped: its cancelled count rises and nothing runs there.
-            await stopped_on(fleet, busy, cancelled_at, before[busy]["cancelled"])
+            busy, before = await cancel_once_running(fleet, lambda: bridge.request(
+                "fleettest", "spin", {}, on_progress=lambda p: running.append(p.done)),
+                ready=lambda: running)  # its progress reaches the caller
             pids = {(await bridge.request("fleettest", "whoami", i))["pid"] for i in range(30)}
             assert busy in pids, "the worker that was cancelled serves again"
             assert set(alive(fleet)) == set(before), "no worker was replaced"
@@ -204,16 +214,8 @@ def test_cancel_of_a_call_without_progress_reaches_its_worker(fleet: Any) -> Non
     async def go() -> None:
         bridge = remote(fleet)
         try:
-            start = time.time()
-            before = await until(lambda: heard_since(fleet, start), 10, "fresh heartbeats")
-            call = asyncio.ensure_future(bridge.request("fleettest", "steps",
-                                                        {"n": 100_000, "step": 0.01}))
-            busy = await running_on(fleet, time.time())
-            cancelled_at = time.time()
-            call.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await call
-            await stopped_on(fleet, busy, cancelled_at, before[busy]["cancelled"])
+            await cancel_once_running(fleet, lambda: bridge.request(
+                "fleettest", "steps", {"n": 100_000, "step": 0.01}))
             assert (await bridge.request("fleettest", "whoami", 1))["payload"] == 1
         finally:
             await bridge.close()
@@ -409,7 +411,13 @@ def test_schedules_run_through_taskiqs_scheduler(fleet: Any) -> None:
             job = jobs.handle(fired[0]["id"])
             assert (await job.result(timeout=30))["payload"] == "tick"
             assert fired[0]["schedule"] == "soon"
-            assert all(s["name"] != "soon" for s in await jobs.schedules())
+            # The run was recorded before it was sent; the schedule goes once it is sent.
+            await until(lambda: _gone(jobs, "soon"), 10, "the one-time schedule ending")
+            # Declared again under the same name, it runs again.
+            await jobs.schedule_once("soon", at=0.5, handler="fleettest.whoami",
+                                     queue="scheduled", payload="again")
+            again = await until(lambda: _listed(jobs, "scheduled", 2), 20, "the second run")
+            assert (await jobs.handle(again[1]["id"]).result(timeout=30))["payload"] == "again"
 
             described = await jobs.schedule("minutely", cron="*/5 * * * *",
                                             handler="fleettest.noop", queue="cron")
@@ -432,6 +440,15 @@ def test_schedules_run_through_taskiqs_scheduler(fleet: Any) -> None:
             await bridge.close()
 
     run(go())
+
+
+async def _gone(jobs: Any, name: str) -> bool:
+    return all(s["name"] != name for s in await jobs.schedules())
+
+
+async def _listed(jobs: Any, queue: str, n: int) -> list[dict[str, Any]] | None:
+    listed = await jobs.list(queue=queue)
+    return listed if len(listed) >= n else None
 
 
 def _http(fleet: Any, method: str, path: str, body: bytes | None = None,

@@ -198,7 +198,7 @@ def compressor(algorithm: str, level: int | None) -> Codec:
     return Deflate(algorithm, zlib.Z_DEFAULT_COMPRESSION if level is None else level)
 
 
-class ZstandardDecompress(_Capped):
+class ZstandardDecompress(ZstdDecompress):
     """Decompression of one zstd frame by the ``zstandard`` package, whose decompressor
     takes no output limit: the input goes in ``PIECE``-byte slices, so one step yields at
     most 16 MB (a zstd block of 128 KB can take 4 bytes) before ``max_output`` is checked."""
@@ -206,8 +206,8 @@ class ZstandardDecompress(_Capped):
     PIECE = 512
 
     def __init__(self, limit: int, package: Any) -> None:
-        super().__init__("zstd", limit)
-        self._package = package
+        _Capped.__init__(self, "zstd", limit)
+        self._zstd = package
         self._d = package.ZstdDecompressor().decompressobj()
 
     def feed(self, chunk: memoryview) -> bytes:
@@ -220,16 +220,11 @@ class ZstandardDecompress(_Capped):
                 raise _corrupt("zstd", "followed by extra bytes")
             try:
                 out.append(self.take(d.decompress(view[off:off + self.PIECE])))
-            except self._package.ZstdError:
+            except self._zstd.ZstdError:
                 raise _corrupt("zstd") from None
             if d.eof and d.unused_data:
                 raise _corrupt("zstd", "followed by extra bytes")
         return b"".join(out)
-
-    def finish(self) -> bytes:
-        if not self._d.eof:
-            raise _corrupt("zstd", "truncated")
-        return b""
 
 
 def decompressor(algorithm: str, limit: int) -> Codec:

@@ -194,10 +194,10 @@ class JobTable:
         return rows[0] if rows else None
 
     def schedules(self) -> list[dict[str, Any]]:
-        rows = self.db.execute("SELECT name, kind, cron, tz, at, spec, fired FROM schedules "
-                               "ORDER BY name").fetchall()
+        rows = self.db.execute("SELECT name, kind, cron, tz, at, spec, fired, created FROM "
+                               "schedules ORDER BY name").fetchall()
         return [{"name": n, "kind": k, "cron": c, "tz": tz, "at": at, "spec": json.loads(s),
-                 "fired": f} for n, k, c, tz, at, s, f in rows]
+                 "fired": f, "created": made} for n, k, c, tz, at, s, f, made in rows]
 
     def fired(self, name: str) -> None:
         self.db.execute("UPDATE schedules SET fired = fired + 1 WHERE name = ?", (name,))
@@ -219,17 +219,22 @@ class TableSource(ScheduleSource):
         for row in self.table.schedules():
             common: dict[str, Any] = {
                 "task_name": TASK, "labels": {"wb_schedule": row["name"]},
-                "args": [], "kwargs": {}, "schedule_id": row["name"]}
+                "args": [], "kwargs": {}, "schedule_id": _schedule_id(row)}
             if row["kind"] == "cron":
                 out.append(ScheduledTask(**common, cron=row["cron"], cron_offset=row["tz"]))
             elif row["at"] is not None:
                 out.append(ScheduledTask(**common, time=datetime.fromtimestamp(row["at"], UTC)))
         return out
 
+    def _row(self, schedule_id: str) -> dict[str, Any] | None:
+        """The schedule a scheduled task came from, if it still stands as it was."""
+        row = self.table.schedule(schedule_id.rsplit("#", 1)[0])
+        return row if row is not None and _schedule_id(row) == schedule_id else None
+
     async def pre_send(self, task: ScheduledTask) -> None:
         from taskiq.exceptions import ScheduledTaskCancelledError
 
-        row = self.table.schedule(task.schedule_id)
+        row = self._row(task.schedule_id)
         if row is None:
             raise ScheduledTaskCancelledError()
         spec = row["spec"]
@@ -248,9 +253,16 @@ class TableSource(ScheduleSource):
             self.on_fire(job_id)
 
     async def post_send(self, task: ScheduledTask) -> None:
-        row = self.table.schedule(task.schedule_id)
+        row = self._row(task.schedule_id)
         if row is not None and row["kind"] == "once":
             self.table.drop_schedule(row["name"])
+
+
+def _schedule_id(row: dict[str, Any]) -> str:
+    """A schedule's id for taskiq's scheduler: its name and when it was (re)declared. The
+    scheduler remembers which one-time runs it sent by id, so a schedule declared again
+    under the same name must get a new one, or it would never fire."""
+    return f"{row['name']}#{row['created']!r}"
 
 
 def _error(event: dict[str, Any]) -> dict[str, Any]:
