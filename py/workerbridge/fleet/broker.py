@@ -232,11 +232,6 @@ class Events:
         if confirm and not isinstance(answer, Basic.Ack):
             raise ConnectionError(f"the broker did not confirm an event ({answer!r})")
 
-    async def cancel(self, task_id: str) -> None:
-        exchange = await self._confirmed.get_exchange(CANCELS)
-        await exchange.publish(aio_pika.Message(task_id.encode()), routing_key="",
-                               mandatory=False)
-
     async def close(self) -> None:
         if self.connection is not None:
             await self.connection.close()

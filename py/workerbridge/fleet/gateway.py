@@ -192,6 +192,17 @@ class Gateway:
         await self._cancels.publish(aio_pika.Message(task_id.encode()), routing_key="",
                                     mandatory=False)
 
+    def target(self, options: dict[str, Any]) -> tuple[str, str, str, str]:
+        """A job's or a schedule's queue and handler, checked: (queue, handler, channel, op)."""
+        queue, handler = options.get("queue"), options.get("handler")
+        if not isinstance(queue, str) or not queue:
+            raise InvalidInputError("a queue name is a non-empty string")
+        if not isinstance(handler, str) or "." not in handler:
+            raise InvalidInputError("handler is 'channel.op' of a registered handler")
+        channel, op = handler.split(".", 1)
+        self.check_op(channel, op)
+        return queue, handler, channel, op
+
     def check_op(self, channel: str, op: str) -> None:
         name = f"{channel}.{op}"
         if channel in BROWSER_ONLY:
@@ -207,13 +218,7 @@ class Gateway:
         unknown = set(options) - _JOB_OPTIONS
         if unknown:
             raise InvalidInputError(f"unknown job option {sorted(unknown)[0][:40]!r}")
-        queue, handler = options.get("queue"), options.get("handler")
-        if not isinstance(queue, str) or not queue:
-            raise InvalidInputError("a queue name is a non-empty string")
-        if not isinstance(handler, str) or "." not in handler:
-            raise InvalidInputError("handler is 'channel.op' of a registered handler")
-        channel, op = handler.split(".", 1)
-        self.check_op(channel, op)
+        queue, handler, channel, op = self.target(options)
         if options.get("priority", 0) not in (0, None):
             raise UnsupportedError("job priorities: the fleet's quorum queue has none")
         if options.get("group") is not None:
@@ -258,13 +263,7 @@ class Gateway:
         name = options.get("name")
         if not isinstance(name, str) or not name or len(name) > 200:
             raise InvalidInputError("a schedule name is a non-empty string")
-        handler = options.get("handler")
-        if not isinstance(handler, str) or "." not in handler:
-            raise InvalidInputError("handler is 'channel.op' of a registered handler")
-        self.check_op(*handler.split(".", 1))
-        queue = options.get("queue")
-        if not isinstance(queue, str) or not queue:
-            raise InvalidInputError("a queue name is a non-empty string")
+        queue, handler, _, _ = self.target(options)
         if options.get("catch_up", "skip") != "skip":
             raise UnsupportedError("catch_up: taskiq's scheduler does not run missed runs")
         spec = {"handler": handler, "queue": queue, "payload": options.get("payload"),
@@ -323,8 +322,7 @@ class Gateway:
         auth = headers.get("authorization", "")
         if auth.lower().startswith("bearer "):
             given = auth[7:].strip()
-        offered = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",")]
-        for proto in offered:
+        for proto in _protocols(headers):
             if proto.startswith("bearer."):
                 given = given or proto[7:]
             if proto == SUBPROTOCOL:
@@ -585,9 +583,13 @@ async def _rest(gateway: Gateway, request: HttpRequest) -> Response:
     return JSONResponse(_jsonable(_public(record)))
 
 
+def _protocols(headers: Any) -> list[str]:
+    """The WebSocket subprotocols a client offered."""
+    return [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",")]
+
+
 def _offered(headers: Any) -> str | None:
-    offered = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",")]
-    return SUBPROTOCOL if SUBPROTOCOL in offered else None
+    return SUBPROTOCOL if SUBPROTOCOL in _protocols(headers) else None
 
 
 def _public(record: dict[str, Any] | None) -> dict[str, Any] | None:
